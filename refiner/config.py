@@ -1,0 +1,179 @@
+"""Typed view of ``params.yaml``: one dataclass per section, validated on load.
+
+Every stage calls :func:`load_params` and reads its own section by name. An invalid
+value raises :class:`ConfigError` naming the key, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A value in params.yaml is missing, unknown or out of range."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """The embedded synthetic clip: a rendered room with ground truth."""
+
+    seed: int = 0
+    width: int = 320
+    height: int = 256
+    frames: int = 64
+    static_frames: int = 24
+    fps: int = 24
+    fov_deg: float = 70.0
+    baseline_m: float = 0.063
+    crf: int = 12
+
+    def validate(self) -> None:
+        p = "synth."
+        _require(_is_int(self.seed) and self.seed >= 0, p + "seed", self.seed, "integer >= 0")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            _require(
+                _is_int(v) and 16 <= v <= 4096 and v % 2 == 0,
+                p + name,
+                v,
+                "even integer in [16, 4096] (H.264 needs even sizes)",
+            )
+        _require(_is_int(self.frames) and self.frames >= 2, p + "frames", self.frames, "integer >= 2")
+        _require(
+            _is_int(self.static_frames) and 0 <= self.static_frames <= self.frames,
+            p + "static_frames",
+            self.static_frames,
+            f"integer in [0, synth.frames={self.frames}]",
+        )
+        _require(_is_int(self.fps) and 1 <= self.fps <= 240, p + "fps", self.fps, "integer in [1, 240]")
+        _require(_is_num(self.fov_deg) and 10 < self.fov_deg < 170, p + "fov_deg", self.fov_deg, "degrees in (10, 170)")
+        _require(
+            _is_num(self.baseline_m) and 0 < self.baseline_m <= 1,
+            p + "baseline_m",
+            self.baseline_m,
+            "metres in (0, 1]",
+        )
+        _require(_is_int(self.crf) and 0 <= self.crf <= 51, p + "crf", self.crf, "integer in [0, 51]")
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Which video to decode and the canonical resize/pad applied to it."""
+
+    video: str = "data/synth/clip.mp4"
+    intrinsics: str = "data/synth/camera.json"
+    gt: str | None = "data/synth/gt.zarr"
+    stride: int = 1
+    size: int = 256
+
+    def validate(self) -> None:
+        p = "decode."
+        _require(isinstance(self.video, str) and self.video != "", p + "video", self.video, "path to an mp4 file")
+        _require(
+            isinstance(self.intrinsics, str) and self.intrinsics != "",
+            p + "intrinsics",
+            self.intrinsics,
+            "path to a JSON/YAML file with fx, fy, cx, cy or hfov_deg",
+        )
+        _require(self.gt is None or isinstance(self.gt, str), p + "gt", self.gt, "path to a GT Zarr store or null")
+        _require(_is_int(self.stride) and self.stride >= 1, p + "stride", self.stride, "integer >= 1")
+        _require(
+            _is_int(self.size) and 16 <= self.size <= 4096 and self.size % 2 == 0,
+            p + "size",
+            self.size,
+            "even integer in [16, 4096]",
+        )
+
+
+@dataclass(frozen=True)
+class WindowParams:
+    """Temporal windows shared by training and inference."""
+
+    length: int = 12
+    overlap: int = 6
+    keyframes: list[int] = field(default_factory=lambda: [0, 4, 8])
+
+    def validate(self) -> None:
+        p = "windows."
+        _require(_is_int(self.length) and self.length >= 2, p + "length", self.length, "integer >= 2")
+        _require(
+            _is_int(self.overlap) and 0 <= self.overlap < self.length,
+            p + "overlap",
+            self.overlap,
+            f"integer in [0, windows.length={self.length})",
+        )
+        _require(
+            isinstance(self.keyframes, list)
+            and all(_is_int(k) and 0 <= k < self.length for k in self.keyframes)
+            and len(set(self.keyframes)) == len(self.keyframes),
+            p + "keyframes",
+            self.keyframes,
+            f"distinct integers in [0, windows.length={self.length})",
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of params.yaml."""
+
+    synth: SynthParams = field(default_factory=SynthParams)
+    decode: DecodeParams = field(default_factory=DecodeParams)
+    windows: WindowParams = field(default_factory=WindowParams)
+
+
+_SECTIONS: dict[str, type] = {"synth": SynthParams, "decode": DecodeParams, "windows": WindowParams}
+
+
+def _build_section(cls: type, name: str, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: section '{name}' must be a mapping, got {type(raw).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; known keys: {sorted(known)}"
+        )
+    section = cls(**raw)
+    section.validate()
+    return section
+
+
+def params_from_dict(raw: dict[str, Any]) -> Params:
+    """Build and validate :class:`Params` from a parsed params.yaml mapping."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params.yaml must be a mapping of sections")
+    classes = _SECTIONS
+    unknown = sorted(set(raw) - set(classes))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown section(s) {unknown}; known sections: {sorted(classes)}")
+    return Params(**{name: _build_section(cls, name, raw.get(name)) for name, cls in classes.items()})
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raises ConfigError with the key at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run from the repository root or pass the path to params.yaml")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    return params_from_dict(raw)

@@ -1,0 +1,104 @@
+"""Zarr v3 stores chunked per frame, JSON files, and atomic writes (temp then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+
+class StoreError(RuntimeError):
+    """A store is missing, truncated or lacks an expected array."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; on success it replaces ``path``, on error it is removed.
+
+    Works for files and directories (Zarr stores), so a failed stage never leaves a half-written output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old{os.getpid()}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    finally:
+        _remove(tmp)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically with stable formatting (DVC metrics and manifests)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path}: {what} is not valid JSON ({e})") from e
+
+
+def create_group(path: str | Path, attrs: dict[str, Any] | None = None) -> zarr.Group:
+    """A new Zarr v3 group at ``path`` (overwriting)."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    if attrs:
+        group.attrs.update(attrs)
+    return group
+
+
+def frames_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
+    """An array whose first axis is time, one chunk per frame, Blosc zstd compressed."""
+    return group.create_array(
+        name,
+        shape=shape,
+        chunks=(1, *shape[1:]),
+        dtype=dtype,
+        compressors=BloscCodec(
+            cname="zstd", clevel=5, shuffle="bitshuffle" if np.dtype(dtype).itemsize > 1 else "noshuffle"
+        ),
+        fill_value=0,
+    )
+
+
+def small_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
+    """Store a small array (intrinsics, poses, mappings) in one chunk."""
+    arr = group.create_array(name, shape=data.shape, chunks=data.shape, dtype=data.dtype, fill_value=0)
+    arr[...] = data
+    return arr
+
+
+def open_group(path: str | Path, required: tuple[str, ...] = (), what: str = "store") -> zarr.Group:
+    """Open an existing Zarr group read-only, checking the named arrays are present."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise StoreError(f"{path}: {what} not found or not a Zarr v3 store; run the stage that writes it (dvc repro)")
+    group = zarr.open_group(str(path), mode="r", zarr_format=3)
+    missing = [k for k in required if k not in group]
+    if missing:
+        raise StoreError(f"{path}: {what} lacks array(s) {missing}; it is truncated or stale, re-run its stage")
+    return group

@@ -1,0 +1,82 @@
+"""mp4 encode/decode with PyAV (libx264), with clear errors for missing or corrupt files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+class VideoError(RuntimeError):
+    """A video file is missing, unreadable or holds no frames."""
+
+
+def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: int, crf: int = 12) -> int:
+    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 atomically; returns the frame count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
+    count = 0
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            stream = None
+            for frame in frames:
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+                if stream is None:
+                    h, w = frame.shape[:2]
+                    if h % 2 or w % 2:
+                        raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
+                    stream = container.add_stream("libx264", rate=Fraction(fps))
+                    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": "medium"}
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+                count += 1
+            if stream is None:
+                raise VideoError(f"{path}: no frames to encode")
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise VideoError(f"{path}: video not found; check decode.video in params.yaml")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: not a readable video ({e}); re-encode it, e.g. to H.264 mp4") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: holds no video stream")
+    return container
+
+
+def video_info(path: str | Path) -> dict[str, float | int]:
+    """Width, height and frame rate of the first video stream."""
+    with _open(Path(path)) as container:
+        s = container.streams.video[0]
+        rate = float(s.average_rate) if s.average_rate else 0.0
+        return {"width": s.codec_context.width, "height": s.codec_context.height, "fps": rate}
+
+
+def decode_frames(path: str | Path, stride: int = 1) -> Iterator[np.ndarray]:
+    """Yield every ``stride``-th frame as RGB uint8 (H, W, 3); raises VideoError on corrupt data or no frames."""
+    path = Path(path)
+    count = 0
+    with _open(path) as container:
+        try:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % stride == 0:
+                    count += 1
+                    yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{path}: corrupt video after {count} frames ({e}); re-encode or replace the file") from e
+    if count == 0:
+        raise VideoError(f"{path}: no decodable frames; the file is empty or corrupt")

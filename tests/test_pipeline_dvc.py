@@ -1,0 +1,45 @@
+"""A real `dvc repro` of the pipeline on a tiny config, in a temporary git repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "synth": {"width": 40, "height": 32, "frames": 6, "static_frames": 3, "fps": 6},
+    "decode": {"size": 32},
+}
+
+
+def _run(args, cwd, env):
+    return subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_dvc_repro_then_nothing_to_do(tmp_path):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "stages", tmp_path / "stages")
+    shutil.copytree(ROOT / "refiner", tmp_path / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env["PYTHONPATH"] = str(tmp_path)
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(["git", "init", "-q"], tmp_path, env)
+    _run([*dvc, "init", "-q"], tmp_path, env)
+    first = _run([*dvc, "repro"], tmp_path, env)
+    assert "Running stage 'decode'" in first.stdout
+    assert (tmp_path / "data/decoded/clip.zarr/zarr.json").is_file()
+    second = _run([*dvc, "repro"], tmp_path, env)
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout
+    status = _run([*dvc, "status"], tmp_path, env)
+    assert "up to date" in status.stdout
