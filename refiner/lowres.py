@@ -1,0 +1,41 @@
+"""The low-resolution grid of the temporal (SSM) path and its mapping M to the full grid.
+
+A low-res pixel i covers full-res pixels [f·i, f·i + f) for an integer factor f, so its centre
+sits at full-res coordinate u = f·(i + 0.5) − 0.5. M is stored as [scale_x, scale_y, offset_x,
+offset_y] with u_full = scale·(u_low + 0.5) − 0.5 + offset, the same form as the canonical map.
+Downsampling is an f×f area mean; upsampling is bilinear with ``align_corners=False``, which
+samples exactly that mapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def low_mapping(factor: int) -> np.ndarray:
+    """M for an integer factor: [f, f, 0, 0] (low-res pixel i centres on full-res f·(i + 0.5) − 0.5)."""
+    if factor < 1:
+        raise ValueError(f"low-res factor must be >= 1, got {factor}")
+    return np.array([factor, factor, 0.0, 0.0], dtype=np.float64)
+
+
+def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H/f, W/f) by f×f area mean; H and W must be multiples of f."""
+    h, w = x.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(f"size {h}x{w} is not a multiple of the low-res factor {factor}")
+    lead = x.shape[:-2]
+    y = F.avg_pool2d(x.reshape(-1, 1, h, w).float(), factor)
+    return y.reshape(*lead, h // factor, w // factor).to(x.dtype)
+
+
+def upsample(x: torch.Tensor, mapping: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(..., h, w) low-res -> (..., H, W) by bilinear sampling at the positions M assigns to full-res pixels."""
+    m = [float(v) for v in (mapping.tolist() if hasattr(mapping, "tolist") else mapping)]
+    if m[2] != 0 or m[3] != 0 or round(size[0] / m[1]) != x.shape[-2] or round(size[1] / m[0]) != x.shape[-1]:
+        raise ValueError(f"mapping {m} does not take a {tuple(x.shape[-2:])} grid onto {size}")
+    lead = x.shape[:-2]
+    y = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).float(), size=size, mode="bilinear", align_corners=False)
+    return y.reshape(*lead, *size).to(x.dtype)
