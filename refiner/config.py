@@ -130,6 +130,130 @@ class WindowParams:
         )
 
 
+def _check_fraction(section: str, obj: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        _require(_is_num(v) and 0 <= v <= 1, f"{section}.{name}", v, "number in [0, 1]")
+
+
+def _check_nonneg(section: str, obj: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        _require(_is_num(v) and v >= 0, f"{section}.{name}", v, "number >= 0")
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """Loss weights and thresholds (see refiner/losses.py for each term)."""
+
+    lambda_teacher: float = 1.0
+    lambda_gt: float = 2.0
+    teacher_l1: float = 0.01
+    w_temp: float = 1.5
+    temp_tau: float = 0.08
+    temp_tau_depth: float = 0.02
+    temp_k: float = 1.0
+    temp_photo_threshold: float = 0.04
+    lambda_res: float = 0.05
+    residual_mean_weight: float = 0.1
+    w_var: float = 0.1
+    var_conf_threshold: float = 0.5
+    w_edge: float = 0.0
+    edge_sigma: float = 0.1
+
+    def validate(self) -> None:
+        _check_nonneg("loss", self, tuple(f.name for f in dataclasses.fields(self)))
+        _require(
+            self.lambda_gt > self.lambda_teacher,
+            "loss.lambda_gt",
+            self.lambda_gt,
+            f"> loss.lambda_teacher={self.lambda_teacher} (GT outranks the teacher on GT windows)",
+        )
+        _require(self.edge_sigma > 0, "loss.edge_sigma", self.edge_sigma, "number > 0")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The training loop: optimiser, schedule, augmentation and the held-out split."""
+
+    seed: int = 0
+    steps: int = 300
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    ema_decay: float = 0.98
+    amp: str = "none"
+    crop: int = 128
+    holdout_frames: int = 24
+    eval_every: int = 50
+    reverse_prob: float = 0.2
+    jitter_prob: float = 0.5
+    jitter_scale: float = 0.03
+    jitter_noise_rel: float = 0.01
+    gt_fraction: float = 0.08
+    guard_absrel: float = 0.005
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        p = "train."
+        for name in ("steps", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 1, p + name, v, "integer >= 1")
+        for name in ("seed", "warmup_steps", "num_workers", "holdout_frames"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 0, p + name, v, "integer >= 0")
+        _require(_is_num(self.lr) and 0 < self.lr < 1, p + "lr", self.lr, "number in (0, 1)")
+        _check_nonneg("train", self, ("weight_decay", "grad_clip", "jitter_noise_rel", "guard_absrel"))
+        _check_fraction("train", self, ("ema_decay", "reverse_prob", "jitter_prob", "gt_fraction"))
+        _require(0 <= self.jitter_scale < 0.5, p + "jitter_scale", self.jitter_scale, "number in [0, 0.5)")
+        _require(self.amp in ("none", "bf16", "fp16"), p + "amp", self.amp, "one of none, bf16, fp16")
+        _require(
+            _is_int(self.crop) and self.crop >= 8,
+            p + "crop",
+            self.crop,
+            "integer >= 8 (multiple of the low-res factor)",
+        )
+
+
+@dataclass(frozen=True)
+class InferParams:
+    """Windowed inference, blending, drift control and exports."""
+
+    confidence_ema: float = 0.0  # eta of the temporal EMA of c(x); 0 = off, e.g. 0.8
+    keyframe_tau: float = 2.0  # frames; decay of keyframe influence in blending
+    keyframe_boost: float = 0.0  # 0 = plain quadratic blending
+    hard_clamp: bool = True  # residual clamp hard (not tanh-soft) at inference
+    min_depth_m: float = 0.05
+    max_depth_m: float = 100.0
+    reanchor_every: int = 0  # windows; remove the per-window mean of ΔD/D every k windows (0 = never)
+    drift_warn_rel: float = 0.02  # warn when the static-patch median depth trends by more than this over the clip
+    drift_patch: float = 0.25  # side of the centred patch, as a fraction of the frame
+    export_npy: bool = False
+    export_png16: bool = False  # uint16 PNG, depth in millimetres (0 = invalid), up to 65.535 m
+    export_video: bool = True  # side-by-side teacher | refined (| GT) mp4
+
+    def validate(self) -> None:
+        p = "infer."
+        _check_fraction("infer", self, ("confidence_ema", "drift_patch"))
+        _check_nonneg("infer", self, ("keyframe_tau", "keyframe_boost", "drift_warn_rel"))
+        _require(
+            _is_num(self.min_depth_m) and 0 < self.min_depth_m < self.max_depth_m,
+            p + "min_depth_m",
+            self.min_depth_m,
+            f"number in (0, infer.max_depth_m={self.max_depth_m})",
+        )
+        _require(
+            _is_int(self.reanchor_every) and self.reanchor_every >= 0,
+            p + "reanchor_every",
+            self.reanchor_every,
+            "integer >= 0",
+        )
+        for name in ("hard_clamp", "export_npy", "export_png16", "export_video"):
+            _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
+
+
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
@@ -137,9 +261,19 @@ class Params:
     synth: SynthParams = field(default_factory=SynthParams)
     decode: DecodeParams = field(default_factory=DecodeParams)
     windows: WindowParams = field(default_factory=WindowParams)
+    loss: LossParams = field(default_factory=LossParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    infer: InferParams = field(default_factory=InferParams)
 
 
-_SECTIONS: dict[str, type] = {"synth": SynthParams, "decode": DecodeParams, "windows": WindowParams}
+_SECTIONS: dict[str, type] = {
+    "synth": SynthParams,
+    "decode": DecodeParams,
+    "windows": WindowParams,
+    "loss": LossParams,
+    "train": TrainParams,
+    "infer": InferParams,
+}
 
 
 def _build_section(cls: type, name: str, raw: Any) -> Any:

@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from refiner.config import LossParams
+from refiner.losses import (
+    compute_losses,
+    edge_loss,
+    gt_loss,
+    residual_loss,
+    static_gate,
+    teacher_loss,
+    temporal_loss,
+    variance_loss,
+)
+
+
+def _batch(b=1, n=4, h=8, w=8, depth=2.0):
+    teacher = torch.full((b, n, 1, h, w), depth)
+    return {
+        "teacher_full": teacher,
+        "conf_full": torch.ones_like(teacher),
+        "rgb": torch.full((b, n, 3, h, w), 0.5),
+        "gt": torch.zeros_like(teacher),
+        "use_gt": torch.zeros(b, dtype=torch.bool),
+    }
+
+
+def test_teacher_loss_hand_case_and_confidence_weighting():
+    t = torch.full((1, 2, 1, 2, 2), 2.0)
+    d = t * math.e  # log error exactly 1 (up to eps)
+    conf = torch.ones_like(t)
+    assert teacher_loss(d, t, conf, 0.0).item() == pytest.approx(1.0, abs=2e-3)
+    conf[..., 0, :] = 0.0  # half the pixels carry no confidence
+    assert teacher_loss(d, t, conf, 0.0).item() == pytest.approx(0.5, abs=2e-3)
+    assert teacher_loss(t, t, conf, 0.01).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gt_loss_only_on_flagged_windows_and_valid_pixels():
+    gt = torch.full((2, 2, 1, 2, 2), 4.0)
+    gt[..., 0, 0] = 0  # invalid
+    d = torch.full_like(gt, 2.0)
+    d[..., 0, 0] = 100.0  # error on an invalid pixel must not count
+    use = torch.tensor([True, False])
+    assert gt_loss(d, gt, use).item() == pytest.approx(math.log(2), abs=1e-3)
+    assert gt_loss(d, gt, torch.tensor([False, False])).item() == 0.0
+
+
+def test_temporal_loss_zero_for_constant_and_counts_flicker_on_static_pixels():
+    p = LossParams()
+    b = _batch()
+    assert temporal_loss(b["teacher_full"], b["teacher_full"], b["conf_full"], b["rgb"], p, 2).item() == 0.0
+    flicker = b["teacher_full"].clone()
+    flicker[:, 1::2] *= 1.05  # alternate frames 5% deeper: |dlog| = log 1.05 between every pair
+    got = temporal_loss(flicker, b["teacher_full"], b["conf_full"], b["rgb"], p, 2).item()
+    assert got == pytest.approx(math.log(1.05), rel=1e-2)
+    # uncertain pixels weigh more: w = 1 + k(1 - c)
+    low_c = {**b, "conf_full": torch.zeros_like(b["conf_full"])}
+    got2 = temporal_loss(flicker, b["teacher_full"], low_c["conf_full"], b["rgb"], p, 2).item()
+    assert got2 == pytest.approx(got * (1 + p.temp_k), rel=1e-4)
+
+
+def test_temporal_loss_gated_off_where_colour_or_teacher_changes():
+    p = LossParams()
+    b = _batch()
+    flicker = b["teacher_full"].clone()
+    flicker[:, 1::2] *= 1.05
+    rgb = b["rgb"].clone()
+    rgb[:, 1::2] = 0.9  # every pixel changes colour between frames: nothing is static
+    assert temporal_loss(flicker, b["teacher_full"], b["conf_full"], rgb, p, 2).item() == 0.0
+    moving_teacher = b["teacher_full"].clone()
+    moving_teacher[:, 1::2] *= 2.0  # teacher jumps far more than tau: not a small change
+    assert temporal_loss(flicker, moving_teacher, b["conf_full"], b["rgb"], p, 2).item() == 0.0
+
+
+def test_static_gate_excludes_neighbourhood_of_change():
+    rgb = torch.zeros(1, 2, 3, 16, 16)
+    rgb[:, 1, :, 0:2, 0:2] = 1.0  # a change in the top-left low-res pixel (factor 2)
+    g = static_gate(rgb, 2, 0.05)
+    assert g.shape == (1, 1, 1, 16, 16)
+    assert g[0, 0, 0, :4, :4].sum() == 0  # the changed pixel and its 3x3 low-res neighbours
+    assert g[0, 0, 0, 8:, 8:].min() == 1
+
+
+def test_residual_and_variance_terms():
+    t = torch.full((1, 2, 1, 2, 2), 2.0)
+    delta = torch.full_like(t, 0.2)  # +10% everywhere
+    mag, mean = residual_loss(delta, t, torch.ones_like(t), 1.0)
+    assert mag.item() == pytest.approx(0.1, rel=1e-3) and mean.item() == pytest.approx(0.01, rel=1e-2)
+    zero_mean = delta.clone()
+    zero_mean[..., 0, :] = -0.2
+    assert residual_loss(zero_mean, t, torch.ones_like(t), 1.0)[1].item() == pytest.approx(0.0, abs=1e-9)
+    teacher = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 2, 2)
+    conf = torch.zeros_like(teacher)
+    flat = torch.full_like(teacher, 2.5)
+    assert variance_loss(flat, teacher, conf, 0.5).item() > 0.1  # collapsing to flat is penalised
+    assert variance_loss(teacher, teacher, conf, 0.5).item() == 0.0
+
+
+def test_edge_loss_smaller_across_image_edges():
+    delta = torch.zeros(1, 1, 1, 4, 4)
+    delta[..., 2:] = 1.0  # a residual step between columns 1 and 2
+    flat_rgb = torch.zeros(1, 1, 3, 4, 4)
+    edge_rgb = flat_rgb.clone()
+    edge_rgb[..., 2:] = 1.0  # the image has an edge at the same place
+    assert edge_loss(delta, edge_rgb, 0.1) < 0.01 * edge_loss(delta, flat_rgb, 0.1)
+
+
+def test_compute_losses_teacher_is_a_fixed_point():
+    b = _batch()
+    terms = compute_losses(b["teacher_full"], torch.zeros_like(b["teacher_full"]), b, LossParams(), 2)
+    assert terms["total"].item() == pytest.approx(0.0, abs=1e-6)
+    assert set(terms) >= {"close", "temp", "res", "res_mean", "var", "total"}
