@@ -16,7 +16,9 @@ def make_stores(root: Path, frames: int = 10, size: int = 32, factor: int = 4, s
     clip = render_clip(frames, size, size, 70.0, 0.063, static_frames, seed)
     write_clip(clip, root / "synth", fps=10, crf=0, baseline_m=0.063)
     decoded = root / "decoded.zarr"
-    ingest_video(root / "synth/clip.mp4", root / "synth/camera.json", decoded, size, gt=root / "synth/gt.zarr", progress=False)
+    ingest_video(
+        root / "synth/clip.mp4", root / "synth/camera.json", decoded, size, gt=root / "synth/gt.zarr", progress=False
+    )
     rng = np.random.default_rng(seed)
     scale = (1 + 0.04 * rng.standard_normal(frames)).astype(np.float32)
     depth = clip.depth * scale[:, None, None]
