@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -51,6 +52,16 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically with stable formatting (DVC metrics and manifests)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows (dicts with the same keys) as CSV atomically (DVC plots)."""
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from refiner.export import (
+    PNG_DEPTH_SCALE,
+    colorize,
+    depth_to_png16,
+    export_frames,
+    log_depth_range,
+    read_png16,
+    side_by_side_video,
+)
+from refiner.video import decode_frames
+
+
+def test_png16_round_trip_within_half_a_millimetre(tmp_path):
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.1, 60.0, (6, 8)).astype(np.float32)
+    depth[0, 0] = 0.0  # invalid stays 0
+    depth[0, 1] = np.nan
+    depth[0, 2] = 80.0  # beyond 65.535 m saturates
+    export_frames([depth, depth * 0.5], tmp_path, npy=True, png=True)
+    back = read_png16(tmp_path / "depth_00000.png")
+    ok = np.isfinite(depth) & (depth > 0) & (depth < 65.5)
+    assert np.abs(back[ok] - depth[ok]).max() <= 0.5 / PNG_DEPTH_SCALE + 1e-6
+    assert back[0, 0] == 0 and back[0, 1] == 0 and back[0, 2] == pytest.approx(65.535)
+    np.testing.assert_array_equal(np.load(tmp_path / "depth_00001.npy"), depth * 0.5)
+    assert depth_to_png16(np.array([[1.2344]])).item() == 1234
+
+
+def test_colorize_shared_range_and_invalid_black():
+    depth = np.array([[1.0, 10.0], [0.0, 100.0]], dtype=np.float32)
+    lo, hi = np.log(1.0), np.log(100.0)
+    rgb = colorize(depth, lo, hi)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert (rgb[1, 0] == 0).all()
+    assert not (rgb[0, 0] == rgb[1, 1]).all()  # near and far differ
+    np.testing.assert_array_equal(colorize(depth * 1.0, lo, hi), rgb)
+    lo2, hi2 = log_depth_range(depth)
+    assert lo2 < hi2 and np.log(1.0) <= lo2 and hi2 <= np.log(100.0)
+
+
+def test_side_by_side_video_decodes_with_panels_side_by_side(tmp_path):
+    teacher = [np.full((16, 16), 2.0, np.float32)] * 3
+    refined = [np.full((16, 16), 4.0, np.float32)] * 3
+    n = side_by_side_video([teacher, refined], tmp_path / "sbs.mp4", fps=5)
+    frames = list(decode_frames(tmp_path / "sbs.mp4"))
+    assert n == 3 and len(frames) == 3 and frames[0].shape == (16, 32, 3)
+    left, right = frames[0][:, :16].astype(int), frames[0][:, 16:].astype(int)
+    assert np.abs(left - right).mean() > 20  # different depths, different colours
+    with pytest.raises(ValueError, match="equal"):
+        side_by_side_video([teacher, refined[:2]], tmp_path / "x.mp4", fps=5)
