@@ -232,7 +232,6 @@ class InferParams:
     drift_patch: float = 0.25  # side of the centred patch, as a fraction of the frame
     export_npy: bool = False
     export_png16: bool = False  # uint16 PNG, depth in millimetres (0 = invalid), up to 65.535 m
-    export_video: bool = True  # side-by-side teacher | refined (| GT) mp4
 
     def validate(self) -> None:
         p = "infer."
@@ -250,7 +249,7 @@ class InferParams:
             self.reanchor_every,
             "integer >= 0",
         )
-        for name in ("hard_clamp", "export_npy", "export_png16", "export_video"):
+        for name in ("hard_clamp", "export_npy", "export_png16"):
             _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
 
 

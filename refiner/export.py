@@ -29,29 +29,28 @@ def depth_to_png16(depth: np.ndarray) -> np.ndarray:
     return np.clip(np.round(d * PNG_DEPTH_SCALE), 0, 65535).astype(np.uint16)
 
 
-def write_png16(path: str | Path, depth: np.ndarray) -> None:
-    """Write one depth frame as a 16-bit grayscale PNG (millimetres), atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(depth_to_png16(depth)).save(tmp, format="PNG")
-
-
 def read_png16(path: str | Path) -> np.ndarray:
     """Read a depth PNG written by :func:`write_png16` back to metres (float32)."""
     return np.asarray(Image.open(path), dtype=np.float32) / PNG_DEPTH_SCALE
 
 
 def export_frames(depth: Sequence[np.ndarray], out_dir: str | Path, npy: bool, png: bool) -> int:
-    """Write ``depth_00000.npy`` / ``depth_00000.png`` per frame into ``out_dir``; returns the frame count."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(depth):
-        frame = np.asarray(frame, dtype=np.float32)
-        if npy:
-            with atomic_path(out_dir / f"depth_{t:05d}.npy") as tmp, tmp.open("wb") as f:
-                np.save(f, frame)
-        if png:
-            write_png16(out_dir / f"depth_{t:05d}.png", frame)
-    return len(depth)
+    """Write ``depth_00000.npy`` / ``depth_00000.png`` per frame into ``out_dir`` (replaced atomically, with a
+    README.txt stating units and scale); returns the number of frames written."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        (tmp / "README.txt").write_text(
+            "Refined z-depth per frame. depth_*.npy: float32 metres, 0 = invalid. "
+            f"depth_*.png: uint16, metres = value / {PNG_DEPTH_SCALE:g} (millimetres), 0 = invalid.\n"
+            f"Written here: npy={npy}, png={png} (params.yaml infer.export_npy / infer.export_png16).\n"
+        )
+        for t, frame in enumerate(depth):
+            frame = np.asarray(frame, dtype=np.float32)
+            if npy:
+                np.save(tmp / f"depth_{t:05d}.npy", frame)
+            if png:
+                Image.fromarray(depth_to_png16(frame)).save(tmp / f"depth_{t:05d}.png", format="PNG")
+    return len(depth) if npy or png else 0
 
 
 def log_depth_range(depth: np.ndarray) -> tuple[float, float]:

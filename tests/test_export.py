@@ -19,13 +19,15 @@ def test_png16_round_trip_within_half_a_millimetre(tmp_path):
     depth[0, 0] = 0.0  # invalid stays 0
     depth[0, 1] = np.nan
     depth[0, 2] = 80.0  # beyond 65.535 m saturates
-    export_frames([depth, depth * 0.5], tmp_path, npy=True, png=True)
-    back = read_png16(tmp_path / "depth_00000.png")
+    assert export_frames([depth, depth * 0.5], tmp_path / "f", npy=True, png=True) == 2
+    back = read_png16(tmp_path / "f/depth_00000.png")
     ok = np.isfinite(depth) & (depth > 0) & (depth < 65.5)
     assert np.abs(back[ok] - depth[ok]).max() <= 0.5 / PNG_DEPTH_SCALE + 1e-6
     assert back[0, 0] == 0 and back[0, 1] == 0 and back[0, 2] == pytest.approx(65.535)
-    np.testing.assert_array_equal(np.load(tmp_path / "depth_00001.npy"), depth * 0.5)
+    np.testing.assert_array_equal(np.load(tmp_path / "f/depth_00001.npy"), depth * 0.5)
     assert depth_to_png16(np.array([[1.2344]])).item() == 1234
+    assert export_frames([depth], tmp_path / "f", npy=False, png=False) == 0  # replaced, not mixed with old frames
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["README.txt"]
 
 
 def test_colorize_shared_range_and_invalid_black():

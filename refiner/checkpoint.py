@@ -1,0 +1,116 @@
+"""Refiner checkpoints: weights in safetensors with the model params in its metadata, and the
+resumable training state (loadable with ``torch.load(weights_only=True)``). Both written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorsError, safe_open
+from safetensors.torch import save_file
+
+from refiner.config import ConfigError, ModelParams
+from refiner.model import Refiner
+from refiner.store import atomic_path
+
+FORMAT = "video-depth-refiner/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or from another architecture."""
+
+
+def _architecture(model: torch.nn.Module) -> str:
+    return json.dumps({k: list(v.shape) for k, v in sorted(model.state_dict().items())})
+
+
+def save_refiner(
+    path: str | Path, model: torch.nn.Module, params: ModelParams, mapping: torch.Tensor, extra: dict
+) -> None:
+    """Weights + model params + low-res mapping, as one safetensors file."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": FORMAT,
+        "model_params": json.dumps(asdict(params)),
+        "low_mapping": json.dumps([float(x) for x in np.asarray(mapping)]),
+        "architecture": _architecture(model),
+        "extra": json.dumps(extra),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[Refiner, dict]:
+    """Rebuild the refiner from a safetensors checkpoint; returns (model in eval mode, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; run the train stage (dvc repro train) first")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    except (SafetensorsError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e}); re-run training") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a refiner checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        params = ModelParams(**json.loads(meta["model_params"]))
+        params.validate()
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{path}: model params do not fit this code ({e}); retrain it") from e
+    model = Refiner(params)
+    expected = _architecture(model)
+    if meta.get("architecture") != expected or set(state) != set(model.state_dict()):
+        raise CheckpointError(
+            f"{path}: checkpoint is from another architecture than model params {asdict(params)} build; "
+            "retrain with the current code"
+        )
+    model.load_state_dict(state)
+    meta = {**meta, "model_params": params, "low_mapping": json.loads(meta["low_mapping"])}
+    return model.to(device).eval(), meta
+
+
+def save_training_state(
+    path: Path, fingerprint: str, step: int, best: dict, log: list[dict], model, ema, opt, scaler
+) -> None:
+    """Everything needed to resume: run fingerprint, step, best so far, the log, model/EMA/optimiser/scaler states."""
+    state = {
+        "fingerprint": fingerprint,
+        "step": step,
+        "best": best,
+        "log": log,
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_state(
+    path: Path, fingerprint: str, steps: int, model, ema, opt, scaler
+) -> tuple[int, dict, list[dict]] | None:
+    """Restore an interrupted run saved by :func:`save_training_state`; returns (step, best, log).
+
+    Returns None (and restores nothing) when the state belongs to another run (other params or data) or
+    already reached ``steps``: training then starts afresh.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated by a kill mid-write cannot happen (atomic), but a foreign file can
+        raise CheckpointError(f"{path}: unreadable training state ({e}); delete it to start over") from e
+    if state.get("fingerprint") != fingerprint or int(state["step"]) >= steps:
+        return None
+    try:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: training state is from another architecture; delete it to start over") from e
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["step"]), state["best"], state["log"]
