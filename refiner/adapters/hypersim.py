@@ -136,7 +136,10 @@ def ingest_hypersim(
     h, w = first.shape[:2]
     if intrinsics is None and (scene / "camera.json").is_file():
         intrinsics = scene / "camera.json"
-    K = resolve_intrinsics(intrinsics, w, h, str(scene)) if intrinsics is not None else intrinsics_from_fov(w, h, HFOV_DEG)
+    if intrinsics is None:
+        K = intrinsics_from_fov(w, h, HFOV_DEG)
+    else:
+        K = resolve_intrinsics(intrinsics, w, h, str(scene))
 
     def frames() -> Iterator[Frame]:
         for j, i in enumerate(ids):
