@@ -7,6 +7,7 @@ value raises :class:`ConfigError` naming the key, the value and the allowed rang
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,17 +77,26 @@ class SynthParams:
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """Which video to decode and the canonical resize/pad applied to it."""
+    """Which video (or data set folder) to decode and the canonical resize/pad applied to it."""
 
     video: str = "data/synth/clip.mp4"
     intrinsics: str = "data/synth/camera.json"
     gt: str | None = "data/synth/gt.zarr"
     stride: int = 1
     size: int = 256
+    source_kind: str = "video"
+    camera: dict[str, float] | None = None
 
     def validate(self) -> None:
         p = "decode."
-        _require(isinstance(self.video, str) and self.video != "", p + "video", self.video, "path to an mp4 file")
+        kinds = ("video", "tum", "hypersim")  # refiner.adapters.KINDS
+        _require(self.source_kind in kinds, p + "source_kind", self.source_kind, "one of " + ", ".join(kinds))
+        _require(
+            isinstance(self.video, str) and self.video != "",
+            p + "video",
+            self.video,
+            "path to a video file (source_kind video) or a data set folder (tum, hypersim)",
+        )
         _require(
             isinstance(self.intrinsics, str) and self.intrinsics != "",
             p + "intrinsics",
@@ -100,6 +110,26 @@ class DecodeParams:
             p + "size",
             self.size,
             "even integer in [16, 4096]",
+        )
+        cam = self.camera
+        _require(
+            cam is None
+            or (
+                isinstance(cam, dict)
+                and set(cam) == {"fx", "fy", "cx", "cy"}
+                and all(_is_num(v) and math.isfinite(v) for v in cam.values())
+                and cam["fx"] > 0
+                and cam["fy"] > 0
+            ),
+            p + "camera",
+            cam,
+            "null or {fx, fy, cx, cy} in pixels of the data set's images, fx and fy > 0",
+        )
+        _require(
+            cam is None or self.source_kind != "video",
+            p + "camera",
+            cam,
+            "null when decode.source_kind is video (give a video's camera in decode.intrinsics)",
         )
 
 

@@ -1,18 +1,23 @@
-"""Bring a video (+ intrinsics, + optional ground truth) into a canonical clip store.
+"""Bring frames (a video, or a data set through refiner.adapters) into a canonical clip store.
 
 The clip store is a Zarr v3 group holding ``rgb`` (T, S, S, 3) uint8 chunked per frame,
 ``K`` (T, 3, 3) canonical intrinsics, ``mapping`` [scale_x, scale_y, offset_x, offset_y]
 and, when ground truth is given, ``depth_gt``, ``depth_gt_right``, ``rgb_right``,
-``moving_mask``, ``poses`` and ``poses_right`` transformed the same way.
+``moving_mask``, ``poses`` and ``poses_right`` transformed the same way. :func:`write_clip_store`
+is the one writer: it takes an iterator of :class:`Frame` and is shared by every adapter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
+import zarr
 from tqdm import tqdm
 
 from refiner.camera import (
@@ -29,34 +34,166 @@ from refiner.video import decode_frames, video_info
 GT_FRAME_ARRAYS = ("depth", "depth_right", "rgb_right", "moving_mask")
 
 
-def load_intrinsics(path: str | Path, width: int, height: int) -> np.ndarray:
-    """K (3, 3) from a JSON/YAML file with fx, fy, cx, cy (pixels of the video) or hfov_deg."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: intrinsics file not found; write {{'fx','fy','cx','cy'}} or {{'hfov_deg'}}")
-    data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+def intrinsics_from_mapping(data: Any, where: str, width: int, height: int) -> np.ndarray:
+    """K (3, 3) from a mapping with fx, fy, cx, cy (pixels of a width x height image) or hfov_deg."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: intrinsics must be a mapping with fx, fy, cx, cy or hfov_deg")
+        raise ValueError(f"{where}: intrinsics must be a mapping with fx, fy, cx, cy or hfov_deg")
     if {"fx", "fy", "cx", "cy"} <= data.keys():
         K = np.array([[data["fx"], 0, data["cx"]], [0, data["fy"], data["cy"]], [0, 0, 1]], dtype=np.float64)
         if "width" in data and "height" in data and (data["width"], data["height"]) != (width, height):
             sx, sy = width / data["width"], height / data["height"]
             raise ValueError(
-                f"{path}: intrinsics are for {data['width']}x{data['height']} but the video is {width}x{height}; "
+                f"{where}: intrinsics are for {data['width']}x{data['height']} but the images are {width}x{height}; "
                 f"scale fx, cx by {sx:g} and fy, cy by {sy:g} and update width/height"
             )
     elif "hfov_deg" in data:
         K = intrinsics_from_fov(width, height, float(data["hfov_deg"]))
     else:
-        raise ValueError(f"{path}: intrinsics need keys fx, fy, cx, cy (pixels) or hfov_deg; found {sorted(data)}")
+        raise ValueError(f"{where}: intrinsics need keys fx, fy, cx, cy (pixels) or hfov_deg; found {sorted(data)}")
     if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"{path}: focal lengths must be finite and positive, got fx={K[0, 0]}, fy={K[1, 1]}")
+        raise ValueError(f"{where}: focal lengths must be finite and positive, got fx={K[0, 0]}, fy={K[1, 1]}")
     return K
 
 
-def _check_depth(depth: np.ndarray, where: str) -> None:
+def load_intrinsics(path: str | Path, width: int, height: int) -> np.ndarray:
+    """K (3, 3) from a JSON/YAML file with fx, fy, cx, cy (pixels of the video) or hfov_deg."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: intrinsics file not found; write {{'fx','fy','cx','cy'}} or {{'hfov_deg'}}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: intrinsics file is not valid JSON/YAML ({e})") from e
+    return intrinsics_from_mapping(data, str(path), width, height)
+
+
+def resolve_intrinsics(value: str | Path | dict, width: int, height: int, where: str) -> np.ndarray:
+    """K from an override: a mapping (fx, fy, cx, cy or hfov_deg) or a JSON/YAML file holding one."""
+    if isinstance(value, dict):
+        return intrinsics_from_mapping(value, where, width, height)
+    return load_intrinsics(value, width, height)
+
+
+def check_depth(depth: np.ndarray, where: str) -> None:
+    """Raise unless depth is finite and >= 0 (0 marks invalid pixels)."""
     if not np.isfinite(depth).all() or (depth < 0).any():
         raise ValueError(f"{where}: depth holds NaN, inf or negative values; mark invalid pixels with 0 instead")
+
+
+@dataclass
+class Frame:
+    """One source frame: RGB (H, W, 3) uint8, its K (3, 3) in pixels, optional z-depth (H, W) and pose (4, 4)."""
+
+    rgb: np.ndarray
+    K: np.ndarray
+    depth: np.ndarray | None = None  # metres, 0 = invalid
+    pose: np.ndarray | None = None  # camera-to-world, OpenCV axes
+    where: str = ""  # the source file(s), for error messages
+
+
+class ClipWriter:
+    """Resize frames onto the canonical grid and append them to a clip store group, in batches."""
+
+    def __init__(self, group: zarr.Group, m: CanonicalMap, where: str, batch: int = 16) -> None:
+        self.group, self.m, self.where, self.batch = group, m, where, batch
+        self.pending: list[Frame] = []
+        self.K: list[np.ndarray] = []
+        self.poses: list[np.ndarray] = []
+        self.n = 0
+        self.has_depth: bool | None = None  # fixed by the first frame
+        self.has_pose: bool | None = None
+
+    def add(self, f: Frame) -> None:
+        where = f.where or f"{self.where} frame {self.n + len(self.pending)}"
+        src = (self.m.src_height, self.m.src_width)
+        if f.rgb.dtype != np.uint8 or f.rgb.shape != (*src, 3):
+            raise ValueError(f"{where}: RGB is {f.rgb.dtype} {f.rgb.shape}, expected uint8 {(*src, 3)} like frame 0")
+        if self.has_depth is None:
+            self.has_depth = f.depth is not None
+            self.has_pose = f.pose is not None
+        if (f.depth is not None) != self.has_depth or (f.pose is not None) != self.has_pose:
+            raise ValueError(f"{where}: depth/pose present on some frames only; give them for every frame or none")
+        if f.depth is not None:
+            if f.depth.shape != src:
+                raise ValueError(
+                    f"{where}: depth is {f.depth.shape} (H, W) but RGB is {src}; "
+                    "depth must be registered to the RGB image at the same size"
+                )
+            check_depth(f.depth, where)
+        if f.pose is not None and (f.pose.shape != (4, 4) or not np.isfinite(f.pose).all()):
+            raise ValueError(f"{where}: pose must be a finite 4x4 camera-to-world matrix, got {f.pose.shape}")
+        self.pending.append(f)
+        if len(self.pending) == self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        m, start, k = self.m, self.n, len(self.pending)
+        rgb = torch.from_numpy(np.stack([f.rgb for f in self.pending])).permute(0, 3, 1, 2)
+        _append(self.group, "rgb", resize_image(rgb, m).permute(0, 2, 3, 1).numpy(), start)
+        if self.has_depth:
+            depth = torch.from_numpy(np.stack([f.depth for f in self.pending]).astype(np.float32))
+            _append(self.group, "depth_gt", resize_depth(depth, m).numpy(), start)
+        K = torch.from_numpy(np.stack([f.K for f in self.pending]).astype(np.float64))
+        self.K.extend(transform_intrinsics(K, m).numpy())
+        self.poses.extend(f.pose for f in self.pending if f.pose is not None)
+        self.n += k
+        self.pending = []
+
+    def finish(self) -> int:
+        """Write the remaining frames, K, mapping and poses; returns the frame count."""
+        self._flush()
+        if self.n == 0:
+            raise ValueError(f"{self.where}: no frames; check the source holds images listed in its index")
+        small_array(self.group, "K", np.stack(self.K))
+        small_array(self.group, "mapping", self.m.as_array())
+        if self.poses:
+            small_array(self.group, "poses", np.stack(self.poses).astype(np.float64))
+        return self.n
+
+
+def _append(group: zarr.Group, name: str, batch: np.ndarray, start: int) -> None:
+    """Append a batch of canonical frames to the growing per-frame array ``name``."""
+    if name not in group:
+        frames_array(group, name, (0, *batch.shape[1:]), batch.dtype)
+    arr = group[name]
+    arr.resize((start + len(batch), *batch.shape[1:]))
+    arr[start : start + len(batch)] = batch
+
+
+def write_clip_store(
+    out: str | Path,
+    frames: Iterable[Frame],
+    size: int,
+    attrs: dict[str, Any],
+    progress: bool = True,
+    desc: str = "ingest",
+    extra: Callable[[zarr.Group, CanonicalMap, int], None] | None = None,
+) -> int:
+    """Write frames (all the same size) into the canonical clip store ``out`` atomically; returns the count.
+
+    ``attrs`` must hold fps, dataset_name and scene_id; has_gt, canonical_map, static_frames (0 = unknown)
+    and baseline_m (None = unknown) are filled in. ``extra(group, map, n)`` may add arrays before the rename.
+    """
+    out = Path(out)
+    it = iter(tqdm(frames, desc=desc, disable=not progress))
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"{attrs.get('scene_id', out)}: the source has no frames; nothing to write to {out}")
+    h, w = first.rgb.shape[:2]
+    m = canonical_map(h, w, size)
+    with atomic_path(out) as tmp:
+        group = create_group(tmp, {"static_frames": 0, "baseline_m": None, **attrs, "canonical_map": m.to_dict()})
+        writer = ClipWriter(group, m, where=str(attrs.get("scene_id", out)))
+        writer.add(first)
+        for f in it:
+            writer.add(f)
+        n = writer.finish()
+        group.attrs["has_gt"] = bool(writer.has_depth)
+        if extra is not None:
+            extra(group, m, n)
+    return n
 
 
 def ingest_video(
@@ -71,48 +208,23 @@ def ingest_video(
     """Decode ``video`` into the canonical clip store ``out`` (written atomically); returns the frame count."""
     info = video_info(video)
     w, h = int(info["width"]), int(info["height"])
-    m = canonical_map(h, w, size)
-    K = transform_intrinsics(torch.from_numpy(load_intrinsics(intrinsics, w, h)), m).numpy()
+    K = load_intrinsics(intrinsics, w, h)
     gt_group = open_group(gt, ("depth", "poses"), "ground-truth store") if gt else None
-    with atomic_path(out) as tmp:
-        group = create_group(
-            tmp,
-            {
-                "source_video": str(video),
-                "stride": stride,
-                "fps": info["fps"] / stride,
-                "canonical_map": m.to_dict(),
-                "has_gt": gt_group is not None,
-            },
-        )
-        frames: list[np.ndarray] = []
-        chunk = 16
-        rgb = None
-        n = 0
-        for frame in tqdm(decode_frames(video, stride), desc=f"decode {Path(video).name}", disable=not progress):
-            frames.append(frame)
-            if len(frames) == chunk:
-                rgb = _append_rgb(group, rgb, frames, m, n)
-                n += len(frames)
-                frames = []
-        if frames:
-            rgb = _append_rgb(group, rgb, frames, m, n)
-            n += len(frames)
-        small_array(group, "K", np.repeat(K[None], n, axis=0))
-        small_array(group, "mapping", m.as_array())
+    attrs = {
+        "source_video": str(video),
+        "stride": stride,
+        "fps": info["fps"] / stride,
+        "dataset_name": "video",
+        "scene_id": Path(video).stem,
+    }
+
+    def add_gt(group: zarr.Group, m: CanonicalMap, n: int) -> None:
         if gt_group is not None:
             _ingest_gt(gt_group, group, m, stride, n, str(gt))
-    return n
+            group.attrs["has_gt"] = True
 
-
-def _append_rgb(group, rgb, frames: list[np.ndarray], m: CanonicalMap, start: int):
-    """Resize a batch of frames and append them to the growing ``rgb`` array."""
-    batch = resize_image(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2), m).permute(0, 2, 3, 1).numpy()
-    if rgb is None:
-        rgb = frames_array(group, "rgb", (0, m.size, m.size, 3), np.uint8)
-    rgb.resize((start + len(frames), m.size, m.size, 3))
-    rgb[start : start + len(frames)] = batch
-    return rgb
+    frames = (Frame(rgb, K) for rgb in decode_frames(video, stride))
+    return write_clip_store(out, frames, size, attrs, progress, f"decode {Path(video).name}", add_gt)
 
 
 def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> None:
@@ -140,7 +252,7 @@ def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> No
         for j, i in enumerate(idx):
             x = torch.from_numpy(np.asarray(arr[i]))
             if name.startswith("depth"):
-                _check_depth(x.numpy(), f"{where}/{name}[{i}]")
+                check_depth(x.numpy(), f"{where}/{name}[{i}]")
             y = resize_image(x.permute(2, 0, 1), m).permute(1, 2, 0) if x.ndim == 3 else resize_depth(x, m)
             out[j] = y.numpy()
     for name in ("poses", "poses_right"):

@@ -83,7 +83,10 @@ def create_group(path: str | Path, attrs: dict[str, Any] | None = None) -> zarr.
 
 
 def frames_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
-    """An array whose first axis is time, one chunk per frame, Blosc zstd compressed."""
+    """An array whose first axis is time, one chunk per frame, Blosc zstd compressed.
+
+    Every chunk is written, even an all-zero one, so a missing chunk file means a truncated store.
+    """
     return group.create_array(
         name,
         shape=shape,
@@ -93,23 +96,41 @@ def frames_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: An
             cname="zstd", clevel=5, shuffle="bitshuffle" if np.dtype(dtype).itemsize > 1 else "noshuffle"
         ),
         fill_value=0,
+        config={"write_empty_chunks": True},
     )
 
 
 def small_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
     """Store a small array (intrinsics, poses, mappings) in one chunk."""
-    arr = group.create_array(name, shape=data.shape, chunks=data.shape, dtype=data.dtype, fill_value=0)
+    arr = group.create_array(
+        name,
+        shape=data.shape,
+        chunks=data.shape,
+        dtype=data.dtype,
+        fill_value=0,
+        config={"write_empty_chunks": True},
+    )
     arr[...] = data
     return arr
 
 
 def open_group(path: str | Path, required: tuple[str, ...] = (), what: str = "store") -> zarr.Group:
-    """Open an existing Zarr group read-only, checking the named arrays are present."""
+    """Open an existing Zarr group read-only, checking the named arrays are present and have all their chunks."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: {what} not found or not a Zarr v3 store; run the stage that writes it (dvc repro)")
-    group = zarr.open_group(str(path), mode="r", zarr_format=3)
-    missing = [k for k in required if k not in group]
+    fix = "it is truncated or stale; re-run the stage that writes it (dvc repro -f -s <stage>)"
+    try:
+        group = zarr.open_group(str(path), mode="r", zarr_format=3)
+        missing = [k for k in required if k not in group]
+    except (ValueError, KeyError, TypeError) as e:  # unreadable zarr.json metadata
+        raise StoreError(f"{path}: {what} has corrupt metadata ({e}); {fix}") from e
     if missing:
-        raise StoreError(f"{path}: {what} lacks array(s) {missing}; it is truncated or stale, re-run its stage")
+        raise StoreError(f"{path}: {what} lacks array(s) {missing}; {fix}")
+    for name in required:
+        arr = group[name]
+        if arr.nchunks_initialized != arr.nchunks:
+            raise StoreError(
+                f"{path}/{name}: {what} has {arr.nchunks_initialized} of {arr.nchunks} chunks on disk; {fix}"
+            )
     return group

@@ -54,7 +54,7 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VideoError(f"{path}: not a readable video ({e}); re-encode it, e.g. to H.264 mp4") from e
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{path}: holds no video stream")
+        raise VideoError(f"{path}: holds no video stream (no frames); point decode.video at a file with video")
     return container
 
 

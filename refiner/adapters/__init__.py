@@ -1,0 +1,43 @@
+"""Adapters bringing data sets into the canonical clip store that ``decode`` writes.
+
+Every adapter yields :class:`refiner.ingest.Frame` objects to :func:`refiner.ingest.write_clip_store`, so
+all of them share the resize/pad, intrinsics transform, checks and atomic write. :func:`ingest` is the one
+entry point; ``kind`` is one of :data:`KINDS`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from refiner.adapters.hypersim import ingest_hypersim
+from refiner.adapters.tum import ingest_tum
+from refiner.ingest import ingest_video
+
+ADAPTERS: dict[str, Callable[..., int]] = {"video": ingest_video, "tum": ingest_tum, "hypersim": ingest_hypersim}
+KINDS = tuple(ADAPTERS)
+
+
+def options_of(kind: str) -> list[str]:
+    """The keyword options an adapter accepts (besides source, out and size)."""
+    params = list(inspect.signature(ADAPTERS[kind]).parameters)
+    return [p for p in params[1:] if p not in ("out", "size")]
+
+
+def ingest(kind: str, source: str | Path, out: str | Path, size: int, **options: Any) -> int:
+    """Bring ``source`` (a video file or a data set folder) into the clip store ``out``; returns the frame count.
+
+    video: intrinsics (required), stride, gt, progress. tum: stride, intrinsics (override), max_dt, progress.
+    hypersim: cam, stride, intrinsics (override), fps, progress.
+    """
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)} (decode.source_kind)")
+    allowed = options_of(kind)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"source kind {kind!r} takes no option(s) {unknown}; its options are {allowed}")
+    if kind == "video" and options.get("intrinsics") is None:
+        raise ValueError(f"{source}: a video needs intrinsics, a JSON/YAML file with fx, fy, cx, cy or hfov_deg")
+    return ADAPTERS[kind](source, out=out, size=size, **options)

@@ -1,0 +1,166 @@
+"""TUM RGB-D sequences: associated RGB/depth pairs, Freiburg intrinsics and ground-truth poses.
+
+Expected folder (as extracted from the data set's archive)::
+
+    rgbd_dataset_freiburg1_xyz/
+        rgb.txt  depth.txt       # "timestamp filename" per line, '#' comments
+        rgb/*.png  depth/*.png   # depth: uint16 PNG, metres * 5000, 0 = no measurement
+        groundtruth.txt          # optional: "timestamp tx ty tz qx qy qz qw", camera-to-world
+
+The camera follows the sequence name (freiburg1/2/3); lens distortion is not modelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from refiner.adapters.images import read_image, require_file
+from refiner.ingest import Frame, resolve_intrinsics, write_clip_store
+
+DEPTH_SCALE = 5000.0  # depth PNG units per metre
+MAX_DT = 0.02  # seconds; largest timestamp gap accepted when pairing streams
+FREIBURG_SIZE = (640, 480)
+FREIBURG = {  # fx, fy, cx, cy of the colour camera, pixels of the 640 x 480 images
+    "freiburg1": (517.3, 516.5, 318.6, 255.3),
+    "freiburg2": (520.9, 521.0, 325.1, 249.7),
+    "freiburg3": (535.4, 539.2, 320.1, 247.6),
+}
+
+
+def read_list(path: Path, n_fields: int) -> tuple[np.ndarray, list[list[str]]]:
+    """Timestamps and the ``n_fields`` fields after them, per line of a TUM list (rgb.txt, groundtruth.txt)."""
+    require_file(path, "TUM list file")
+    stamps, rows = [], []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            stamps.append(float(fields[0]))
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: expected 'timestamp ...', got {line!r}") from e
+        if len(fields) != n_fields + 1:
+            raise ValueError(f"{path}:{n}: expected a timestamp and {n_fields} field(s), got {line!r}")
+        rows.append(fields[1:])
+    return np.asarray(stamps, dtype=np.float64), rows
+
+
+def associate(t_query: np.ndarray, t_ref: np.ndarray, max_dt: float = MAX_DT) -> np.ndarray:
+    """Index of the nearest ``t_ref`` stamp for each ``t_query`` stamp, or -1 where none is within ``max_dt``."""
+    if len(t_ref) == 0:
+        return np.full(len(t_query), -1)
+    order = np.argsort(t_ref)
+    ref = t_ref[order]
+    right = np.clip(np.searchsorted(ref, t_query), 1, len(ref) - 1) if len(ref) > 1 else np.zeros(len(t_query), int)
+    left = np.maximum(right - 1, 0)
+    pick = np.where(np.abs(ref[left] - t_query) <= np.abs(ref[right] - t_query), left, right)
+    idx = order[pick]
+    return np.where(np.abs(t_ref[idx] - t_query) <= max_dt, idx, -1)
+
+
+def pose_from_tum(fields: list[str], where: str) -> np.ndarray:
+    """Camera-to-world 4x4 from 'tx ty tz qx qy qz qw' (Hamilton unit quaternion, scalar last)."""
+    try:
+        tx, ty, tz, qx, qy, qz, qw = map(float, fields)
+    except ValueError as e:
+        raise ValueError(f"{where}: a pose needs 7 numbers 'tx ty tz qx qy qz qw', got {fields}") from e
+    q = np.array([qw, qx, qy, qz])
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-8:
+        raise ValueError(f"{where}: quaternion ({qx}, {qy}, {qz}, {qw}) has zero or non-finite norm")
+    w, x, y, z = q / norm
+    T = np.eye(4)
+    T[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+    T[:3, 3] = [tx, ty, tz]
+    return T
+
+
+def freiburg_intrinsics(name: str) -> np.ndarray:
+    """K of the Freiburg camera named in a sequence name (e.g. rgbd_dataset_freiburg2_desk)."""
+    hits = [k for k in FREIBURG if k in name.lower()]
+    if len(hits) != 1:
+        raise ValueError(
+            f"{name}: cannot tell the camera (freiburg1/2/3) from the folder name; "
+            "rename the folder or pass the intrinsics override (decode.camera: {fx, fy, cx, cy})"
+        )
+    fx, fy, cx, cy = FREIBURG[hits[0]]
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+
+
+def ingest_tum(
+    source: str | Path,
+    out: str | Path,
+    size: int,
+    stride: int = 1,
+    intrinsics: str | Path | dict | None = None,
+    max_dt: float = MAX_DT,
+    progress: bool = True,
+) -> int:
+    """A TUM RGB-D sequence folder -> canonical clip store ``out`` (atomic); returns the frame count.
+
+    Each RGB frame is paired with the nearest depth (and pose, when groundtruth.txt exists) within ``max_dt``
+    seconds; frames without a partner are dropped (their count is stored as attr ``dropped_frames``).
+    """
+    src = Path(source)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: TUM sequence folder not found; point decode.video at the extracted folder")
+    t_rgb, rgb_rows = read_list(src / "rgb.txt", 1)
+    t_depth, depth_rows = read_list(src / "depth.txt", 1)
+    d_idx = associate(t_rgb, t_depth, max_dt)
+    keep = d_idx >= 0
+    gt_path = src / "groundtruth.txt"
+    if gt_path.is_file():
+        t_gt, gt_rows = read_list(gt_path, 7)
+        g_idx = associate(t_rgb, t_gt, max_dt)
+        keep &= g_idx >= 0
+    kept = np.flatnonzero(keep)[::stride]
+    if len(kept) == 0:
+        raise ValueError(
+            f"{src}: no RGB frame has a depth (and pose) within {max_dt} s; "
+            "check rgb.txt, depth.txt and groundtruth.txt list the sequence's files"
+        )
+    first = read_image(src / rgb_rows[kept[0]][0], "TUM RGB image")
+    h, w = first.shape[:2]
+    if intrinsics is not None:
+        K = resolve_intrinsics(intrinsics, w, h, str(src))
+    elif (w, h) != FREIBURG_SIZE:
+        raise ValueError(
+            f"{src}: images are {w}x{h} but the Freiburg intrinsics are for {FREIBURG_SIZE[0]}x{FREIBURG_SIZE[1]}; "
+            "pass an intrinsics override (decode.camera: {fx, fy, cx, cy}) for resized images"
+        )
+    else:
+        K = freiburg_intrinsics(src.name)
+
+    def frames() -> Iterator[Frame]:
+        for i in kept:
+            rgb_file, depth_file = src / rgb_rows[i][0], src / depth_rows[d_idx[i]][0]
+            raw = read_image(depth_file, "TUM depth PNG")
+            if raw.dtype != np.uint16 or raw.ndim != 2:
+                raise ValueError(f"{depth_file}: TUM depth must be a 16-bit single-channel PNG, got {raw.dtype}")
+            pose = pose_from_tum(gt_rows[g_idx[i]], f"{gt_path}:{t_gt[g_idx[i]]}") if gt_path.is_file() else None
+            yield Frame(
+                read_image(rgb_file, "TUM RGB image"),
+                K,
+                raw.astype(np.float32) / DEPTH_SCALE,
+                pose,
+                where=f"{rgb_file} + {depth_file}",
+            )
+
+    dt = np.median(np.diff(t_rgb[kept])) if len(kept) > 1 else 0.0
+    attrs = {
+        "dataset_name": "tum",
+        "scene_id": src.name,
+        "source": str(src),
+        "stride": stride,
+        "fps": float(1.0 / dt) if dt > 0 else 0.0,
+        "dropped_frames": int((~keep).sum()),
+        "depth_units": "z-depth, metres (PNG / 5000)",
+    }
+    return write_clip_store(out, frames(), size, attrs, progress, f"tum {src.name}")
