@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorsError, safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from refiner.config import ConfigError, ModelParams
@@ -53,7 +53,7 @@ def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    except (SafetensorsError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e}); re-run training") from e
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a refiner checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")

@@ -215,7 +215,7 @@ class TrainParams:
     grad_clip: float = 1.0
     ema_decay: float = 0.98
     amp: str = "none"
-    crop: int = 128
+    crop: int = 96
     holdout_frames: int = 24
     eval_every: int = 50
     reverse_prob: float = 0.2
@@ -258,7 +258,7 @@ class InferParams:
     min_depth_m: float = 0.05
     max_depth_m: float = 100.0
     reanchor_every: int = 0  # windows; remove the per-window mean of ΔD/D every k windows (0 = never)
-    drift_warn_rel: float = 0.02  # warn when the static-patch median depth trends by more than this over the clip
+    drift_warn_rel: float = 0.02  # warn when refined/teacher (centre-patch medians) trends by more than this
     drift_patch: float = 0.25  # side of the centred patch, as a fraction of the frame
     export_npy: bool = False
     export_png16: bool = False  # uint16 PNG, depth in millimetres (0 = invalid), up to 65.535 m
@@ -284,6 +284,46 @@ class InferParams:
 
 
 @dataclass(frozen=True)
+class ModelParams:
+    """The refiner architecture (refiner/model/refiner.py) and its residual clamp."""
+
+    channels: int = 32  # CNN width
+    ssm_hidden: int = 64  # Mamba d_model
+    d_state: int = 8
+    d_conv: int = 4
+    expand: int = 1
+    bidirectional: bool = True  # also scan each window backwards in time (offline per window)
+    use_conf_grad: bool = False  # extra inputs: d/dx, d/dy of c(x)
+    use_time_encoding: bool = True  # extra inputs: sin/cos of the frame's place in the window
+    use_rgb_edges: bool = False  # extra input: Sobel magnitude of RGB at the low-res grid
+    depth_aware_mixing: bool = False  # depth-gated dilated conv at the low-res grid
+    highres_refine: bool = False  # full-res CNN adding an edge correction to the upsampled residual
+    clamp_alpha: float = 0.05  # B(x) = max(alpha·D, beta)·(gamma + 1 − c)
+    clamp_beta: float = 0.02
+    clamp_gamma: float = 0.5
+    use_mamba_ssm: str = "auto"  # auto: CUDA kernels when importable on a GPU; never: pure PyTorch always
+
+    def validate(self) -> None:
+        p = "model."
+        for name in ("channels", "ssm_hidden", "d_state", "d_conv", "expand"):
+            v = getattr(self, name)
+            _require(_is_int(v) and v >= 1, p + name, v, "integer >= 1")
+        _require(self.channels >= 2, p + "channels", self.channels, "integer >= 2")
+        for name in (
+            "bidirectional",
+            "use_conf_grad",
+            "use_time_encoding",
+            "use_rgb_edges",
+            "depth_aware_mixing",
+            "highres_refine",
+        ):
+            _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
+        _check_nonneg("model", self, ("clamp_alpha", "clamp_beta", "clamp_gamma"))
+        _require(self.clamp_alpha > 0 or self.clamp_beta > 0, p + "clamp_alpha", self.clamp_alpha, "> 0 or beta > 0")
+        _require(self.use_mamba_ssm in ("auto", "never"), p + "use_mamba_ssm", self.use_mamba_ssm, "auto or never")
+
+
+@dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
 
@@ -293,6 +333,7 @@ class Params:
     loss: LossParams = field(default_factory=LossParams)
     train: TrainParams = field(default_factory=TrainParams)
     infer: InferParams = field(default_factory=InferParams)
+    model: ModelParams = field(default_factory=ModelParams)
 
 
 _SECTIONS: dict[str, type] = {
@@ -302,6 +343,7 @@ _SECTIONS: dict[str, type] = {
     "loss": LossParams,
     "train": TrainParams,
     "infer": InferParams,
+    "model": ModelParams,
 }
 
 

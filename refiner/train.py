@@ -110,7 +110,7 @@ def validate(model: torch.nn.Module, loader: DataLoader, mapping: torch.Tensor, 
         batch = _to(batch, device)
         out = run_refiner(model, batch, mapping)
         teacher, refined = batch["teacher_full"], out.depth.float()
-        static = batch["static"] & (teacher > 0).all(1, keepdim=True)
+        static = (batch["static"] & (teacher > 0)).all(1, keepdim=True)  # static through the window
         for name, d in (("teacher", teacher), ("refined", refined)):
             rel_std = d.std(1, keepdim=True) / d.mean(1, keepdim=True).clamp_min(1e-6)
             sums[f"flicker_{name}"] += float(rel_std[static].mean()) if static.any() else 0.0
@@ -236,7 +236,7 @@ def _log_row(step, losses, out, batch, grad_norm, lr) -> dict:
     conf = batch["conf_full"][teacher > 0]
     a, b = rel.flatten(), (1 - conf).flatten()
     corr = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    row = {f"loss_{k}": float(v) for k, v in losses.items()}
+    row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
     row.update(
         step=step,
         lr=lr,
