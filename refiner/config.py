@@ -173,13 +173,59 @@ def _check_nonneg(section: str, obj: object, names: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class TeacherParams:
+    """The frozen teacher and, for the simulated stand-in, the errors it makes (refiner/teachers/)."""
+
+    name: str = "simulated"  # simulated | unidepth
+    low_res_factor: int = 4  # the SSM grid is S / factor
+    seed: int = 0
+    scale_std: float = 0.03  # per-frame global log-scale error (AR(1))
+    scale_corr: float = 0.5  # its lag-1 correlation
+    jump_prob: float = 0.05  # chance per frame of a new persistent scale jump
+    jump_std: float = 0.04
+    warp_amp: float = 0.03  # low-frequency multiplicative warp, log amplitude
+    warp_drift: float = 0.15  # radians per frame the warp phases move
+    noise_rel: float = 0.01  # i.i.d. depth-proportional noise
+    edge_blur_px: float = 1.5  # depth bleeding across edges (Gaussian sigma, pixels)
+    uncertainty_noise: float = 0.5  # how loosely the uncertainty follows the error (log-normal sigma)
+    calibration_bins: int = 10
+    unidepth_weights: str = "models/unidepth-v2-vits14"  # folder with config.json + model.safetensors
+    unidepth_resolution_level: int = 9  # 0-9, UniDepthV2 internal resolution (0.2-0.6 MP)
+
+    def validate(self) -> None:
+        p = "teacher."
+        _require(self.name in ("simulated", "unidepth"), p + "name", self.name, "simulated or unidepth")
+        _require(self.low_res_factor in (1, 2, 4, 8), p + "low_res_factor", self.low_res_factor, "one of 1, 2, 4, 8")
+        _require(_is_int(self.seed) and self.seed >= 0, p + "seed", self.seed, "integer >= 0")
+        _check_nonneg(
+            "teacher",
+            self,
+            ("scale_std", "jump_std", "warp_amp", "warp_drift", "noise_rel", "edge_blur_px", "uncertainty_noise"),
+        )
+        _check_fraction("teacher", self, ("jump_prob",))
+        _require(0 <= self.scale_corr < 1, p + "scale_corr", self.scale_corr, "number in [0, 1)")
+        _require(
+            _is_int(self.calibration_bins) and self.calibration_bins >= 2,
+            p + "calibration_bins",
+            self.calibration_bins,
+            "integer >= 2",
+        )
+        _require(
+            _is_int(self.unidepth_resolution_level) and 0 <= self.unidepth_resolution_level <= 9,
+            p + "unidepth_resolution_level",
+            self.unidepth_resolution_level,
+            "integer in 0..9",
+        )
+
+
+@dataclass(frozen=True)
 class LossParams:
     """Loss weights and thresholds (see refiner/losses.py for each term)."""
 
     lambda_teacher: float = 1.0
     lambda_gt: float = 2.0
     teacher_l1: float = 0.01
-    w_temp: float = 1.5
+    w_temp: float = 4.0
     temp_tau: float = 0.08
     temp_tau_depth: float = 0.02
     temp_k: float = 1.0
@@ -216,7 +262,7 @@ class TrainParams:
     ema_decay: float = 0.98
     amp: str = "none"
     crop: int = 96
-    holdout_frames: int = 24
+    holdout_frames: int = 12
     eval_every: int = 50
     reverse_prob: float = 0.2
     jitter_prob: float = 0.5
@@ -284,6 +330,53 @@ class InferParams:
 
 
 @dataclass(frozen=True)
+class EvaluateParams:
+    """Scoring against GT and the baseline filters (refiner/metrics.py, refiner/baselines.py)."""
+
+    ema_alpha: float = 0.3  # EMA baseline: weight of the new frame
+    bilateral_radius: int = 3  # temporal bilateral baseline: frames each side
+    sigma_depth_rel: float = 0.05
+    sigma_colour: float = 0.1
+    opw_weight: float = 50.0  # OPW photometric weight exp(-w * |dI|^2)
+    static_patch: float = 0.25  # centred patch (fraction of the side) for the scale-drift curve
+    align_disparity: bool = False  # also report per-clip affine-in-disparity aligned AbsRel (relative-depth papers)
+    baseline_m: float = 0.063  # stereo baseline for disparity jitter when the clip does not state one
+
+    def validate(self) -> None:
+        p = "evaluate."
+        _require(_is_num(self.ema_alpha) and 0 < self.ema_alpha <= 1, p + "ema_alpha", self.ema_alpha, "in (0, 1]")
+        _require(
+            _is_int(self.bilateral_radius) and self.bilateral_radius >= 0,
+            p + "bilateral_radius",
+            self.bilateral_radius,
+            "integer >= 0",
+        )
+        for name in ("sigma_depth_rel", "sigma_colour", "baseline_m"):
+            v = getattr(self, name)
+            _require(_is_num(v) and v > 0, p + name, v, "number > 0")
+        _check_nonneg("evaluate", self, ("opw_weight",))
+        _check_fraction("evaluate", self, ("static_patch",))
+        _require(isinstance(self.align_disparity, bool), p + "align_disparity", self.align_disparity, "true or false")
+
+
+@dataclass(frozen=True)
+class StereoParams:
+    """Left→right rendering for VR and its checks (refiner/stereo.py)."""
+
+    baseline_m: float = 0.063  # eye separation when the clip does not state one (decoded attr baseline_m wins)
+    pop_threshold_px: float = 0.15  # a static-region disparity change above this between frames is a "pop"
+    max_video_frames: int | None = None  # cap on the side-by-side mp4 length (None = whole clip)
+
+    def validate(self) -> None:
+        p = "stereo."
+        for name in ("baseline_m", "pop_threshold_px"):
+            v = getattr(self, name)
+            _require(_is_num(v) and v > 0, p + name, v, "number > 0")
+        v = self.max_video_frames
+        _require(v is None or (_is_int(v) and v >= 1), p + "max_video_frames", v, "null or integer >= 1")
+
+
+@dataclass(frozen=True)
 class ModelParams:
     """The refiner architecture (refiner/model/refiner.py) and its residual clamp."""
 
@@ -330,20 +423,26 @@ class Params:
     synth: SynthParams = field(default_factory=SynthParams)
     decode: DecodeParams = field(default_factory=DecodeParams)
     windows: WindowParams = field(default_factory=WindowParams)
+    teacher: TeacherParams = field(default_factory=TeacherParams)
     loss: LossParams = field(default_factory=LossParams)
     train: TrainParams = field(default_factory=TrainParams)
     infer: InferParams = field(default_factory=InferParams)
     model: ModelParams = field(default_factory=ModelParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    stereo: StereoParams = field(default_factory=StereoParams)
 
 
 _SECTIONS: dict[str, type] = {
     "synth": SynthParams,
     "decode": DecodeParams,
     "windows": WindowParams,
+    "teacher": TeacherParams,
     "loss": LossParams,
     "train": TrainParams,
     "infer": InferParams,
     "model": ModelParams,
+    "evaluate": EvaluateParams,
+    "stereo": StereoParams,
 }
 
 

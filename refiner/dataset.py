@@ -3,7 +3,7 @@
 Each sample is one window of N frames (see :mod:`refiner.windows`) as float32 tensors:
 
 - ``depth_full`` [N,1,H,W] teacher depth fed to the refiner (jittered in training), ``depth_low``
-  [N,1,h,w] its f×f area mean (:func:`refiner.lowres.downsample`, the same as the teacher store);
+  [N,1,h,w] its f×f area mean (:func:`refiner.lowres.downsample_depth`, the same as the teacher store);
 - ``teacher_full`` [N,1,H,W] the clean teacher depth that L_close targets;
 - ``conf_full`` [N,1,H,W], ``conf_low`` [N,1,h,w] teacher confidence c(x) in [0, 1];
 - ``rgb`` [N,3,H,W] in [0, 1]; ``gt`` [N,1,H,W] (zeros when unused) and ``use_gt`` (0-d bool);
@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from refiner.losses import static_gate
-from refiner.lowres import downsample
+from refiner.lowres import downsample, downsample_depth
 from refiner.store import open_group
 from refiner.windows import keyframe_mask, window_starts
 
@@ -148,7 +148,7 @@ class ClipWindows(Dataset):
         reverse = rng.random() < a.reverse_prob
         sample = {
             "depth_full": depth_in,
-            "depth_low": downsample(depth_in, self.factor),
+            "depth_low": downsample_depth(depth_in, self.factor),
             "teacher_full": teacher,
             "conf_full": conf,
             "conf_low": downsample(conf, self.factor),

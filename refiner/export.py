@@ -44,13 +44,13 @@ def export_frames(depth: Sequence[np.ndarray], out_dir: str | Path, npy: bool, p
             f"depth_*.png: uint16, metres = value / {PNG_DEPTH_SCALE:g} (millimetres), 0 = invalid.\n"
             f"Written here: npy={npy}, png={png} (params.yaml infer.export_npy / infer.export_png16).\n"
         )
-        for t, frame in enumerate(depth):
-            frame = np.asarray(frame, dtype=np.float32)
+        for t in range(_length(depth)):
+            frame = np.asarray(depth[t], dtype=np.float32)
             if npy:
                 np.save(tmp / f"depth_{t:05d}.npy", frame)
             if png:
                 Image.fromarray(depth_to_png16(frame)).save(tmp / f"depth_{t:05d}.png", format="PNG")
-    return len(depth) if npy or png else 0
+    return _length(depth) if npy or png else 0
 
 
 def log_depth_range(depth: np.ndarray) -> tuple[float, float]:
@@ -71,14 +71,18 @@ def colorize(depth: np.ndarray, lo: float, hi: float, cmap: str = "turbo_r") -> 
     return rgb
 
 
+def _length(frames: Sequence[np.ndarray]) -> int:
+    return int(frames.shape[0]) if hasattr(frames, "shape") else len(frames)  # arrays (Zarr too) or lists
+
+
 def side_by_side_video(panels: Sequence[Sequence[np.ndarray]], path: str | Path, fps: int) -> int:
     """Encode panels (each a sequence of (H, W) depth frames: teacher, refined, GT...) side by side."""
-    if not panels or any(len(p) != len(panels[0]) for p in panels):
+    if not panels or any(_length(p) != _length(panels[0]) or _length(p) == 0 for p in panels):
         raise ValueError("side_by_side_video needs panels of equal, non-zero frame counts")
     lo, hi = log_depth_range(np.asarray(panels[0][0]))
 
     def frames() -> Iterator[np.ndarray]:
-        for t in range(len(panels[0])):
+        for t in range(_length(panels[0])):
             row = np.concatenate([colorize(np.asarray(p[t]), lo, hi) for p in panels], axis=1)
             yield row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
 

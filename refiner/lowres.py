@@ -39,3 +39,9 @@ def upsample(x: torch.Tensor, mapping: np.ndarray | torch.Tensor, size: tuple[in
     lead = x.shape[:-2]
     y = F.interpolate(x.reshape(-1, 1, *x.shape[-2:]).float(), size=size, mode="bilinear", align_corners=False)
     return y.reshape(*lead, *size).to(x.dtype)
+
+
+def downsample_depth(depth: torch.Tensor, factor: int) -> torch.Tensor:
+    """Area mean of depth where all f×f pixels are valid (> 0); 0 (invalid) where any is not."""
+    all_valid = downsample((depth > 0).to(torch.float32), factor) == 1
+    return torch.where(all_valid, downsample(depth, factor), torch.zeros((), dtype=depth.dtype))

@@ -241,7 +241,7 @@ def _log_row(step, losses, out, batch, grad_norm, lr) -> dict:
         step=step,
         lr=lr,
         grad_norm=float(grad_norm),
-        temp_to_close=float(losses["temp"]) / max(float(losses["close"]), 1e-12),
+        temp_to_close=float(losses["temp"].detach()) / max(float(losses["close"].detach()), 1e-12),
         mean_abs_delta_m=float(delta.abs().mean()),
         frac_small_delta=float((rel < 0.01).float().mean()),
         clamp_hit_rate=float(out.clamp_hit_rate),

@@ -24,7 +24,7 @@ def make_stores(root: Path, frames: int = 10, size: int = 32, factor: int = 4, s
     depth = clip.depth * scale[:, None, None]
     conf = rng.uniform(0.2, 1.0, depth.shape).astype(np.float32)
     teacher = root / "teacher.zarr"
-    g = create_group(teacher, {"teacher": "test-flicker", "low_res_factor": factor})
+    g = create_group(teacher, {"teacher": "test-flicker", "low_res_factor": factor, "synthetic_stand_in": True})
     for name, data in (("depth", depth), ("uncertainty", 1 - conf), ("confidence", conf)):
         frames_array(g, name, data.shape, np.float32)[...] = data
         low = downsample(torch.from_numpy(data), factor).numpy()

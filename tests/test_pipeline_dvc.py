@@ -1,5 +1,6 @@
 """A real `dvc repro` of the pipeline on a tiny config, in a temporary git repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,9 +12,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "synth": {"width": 40, "height": 32, "frames": 6, "static_frames": 3, "fps": 6},
+    "synth": {"width": 40, "height": 32, "frames": 8, "static_frames": 5, "fps": 6},
     "decode": {"size": 32},
+    "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]},
+    "train": {"steps": 2, "eval_every": 2, "crop": 16, "holdout_frames": 4, "warmup_steps": 1},
+    "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
+    "evaluate": {"bilateral_radius": 1},
 }
+STAGES = ("synth", "decode", "teacher", "guidance", "manifest", "train", "infer", "evaluate", "stereo")
 
 
 def _run(args, cwd, env):
@@ -36,8 +42,16 @@ def test_dvc_repro_then_nothing_to_do(tmp_path):
     _run(["git", "init", "-q"], tmp_path, env)
     _run([*dvc, "init", "-q"], tmp_path, env)
     first = _run([*dvc, "repro"], tmp_path, env)
-    assert "Running stage 'decode'" in first.stdout
-    assert (tmp_path / "data/decoded/clip.zarr/zarr.json").is_file()
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in first.stdout
+    for out in ("data/decoded/clip.zarr/zarr.json", "data/teacher/clip.zarr/zarr.json", "data/manifest.json"):
+        assert (tmp_path / out).is_file()
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert set(metrics["methods"]) == {"teacher", "ema", "bilateral", "refiner"}
+    assert metrics["methods"]["refiner"]["absrel"] > 0
+    assert (tmp_path / "reports/stereo/stereo_sbs.mp4").stat().st_size > 0
+    shown = _run([*dvc, "metrics", "show"], tmp_path, env)
+    assert "reports/metrics.json" in shown.stdout and "reports/train/metrics.json" in shown.stdout
     second = _run([*dvc, "repro"], tmp_path, env)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout

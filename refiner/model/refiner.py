@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from refiner.config import ModelParams
+from refiner.filters import sobel_magnitude
 from refiner.lowres import upsample
 from refiner.model.mamba import make_mamba
 
@@ -66,15 +67,6 @@ def clamp_residual(raw: torch.Tensor, bound: torch.Tensor, hard: bool) -> torch.
     """±bound: hard clip, or the smooth B·tanh(raw/B) used in training."""
     bound = bound.clamp_min(_EPS)
     return torch.maximum(torch.minimum(raw, bound), -bound) if hard else bound * torch.tanh(raw / bound)
-
-
-def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
-    """|∇x| by 3×3 Sobel on [..., H, W] (replicate padding), same shape."""
-    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device, dtype=x.dtype) / 8
-    k = torch.stack([kx, kx.T])[:, None]
-    flat = F.pad(x.reshape(-1, 1, *x.shape[-2:]), (1, 1, 1, 1), mode="replicate")
-    g = F.conv2d(flat, k)
-    return g.square().sum(1).sqrt().reshape(x.shape)
 
 
 def _conv_block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:

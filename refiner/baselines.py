@@ -1,0 +1,56 @@
+"""Baseline temporal filters applied to the teacher, scored in the same table as the refiner.
+
+- EMA (causal): E_0 = D_0, E_t = α·D_t + (1 − α)·E_{t−1} per pixel; α = weight of the new frame.
+- Temporal bilateral (offline): E_t = Σ_s w_s·D_s / Σ_s w_s over |s − t| ≤ r at the same pixel, with
+  w_s = exp(−½((D_s − D_t)/(σ_d·D_t))²) · exp(−½‖I_s − I_t‖²/σ_c²): frames whose depth or colour
+  differ at the pixel (motion, occlusion) weigh little.
+Both are convex combinations of the teacher's values, so a constant clip passes unchanged and no
+global rescale is possible. Invalid pixels (0) stay 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ema(depth: np.ndarray, alpha: float) -> np.ndarray:
+    """Causal per-pixel EMA of depth (T, H, W)."""
+    if not 0 < alpha <= 1:
+        raise ValueError(f"EMA alpha must be in (0, 1], got {alpha}")
+    out = np.empty(depth.shape, dtype=np.float32)
+    state = depth[0].astype(np.float64)
+    out[0] = state
+    for t in range(1, depth.shape[0]):
+        d = depth[t].astype(np.float64)
+        state = np.where(d > 0, np.where(state > 0, alpha * d + (1 - alpha) * state, d), 0.0)
+        out[t] = state
+    return out
+
+
+def temporal_bilateral(
+    depth: np.ndarray, rgb: np.ndarray, radius: int, sigma_depth_rel: float, sigma_colour: float
+) -> np.ndarray:
+    """Depth- and colour-aware temporal filter of depth (T, H, W) with RGB (T, H, W, 3) uint8."""
+    T = depth.shape[0]
+    out = np.empty(depth.shape, dtype=np.float32)
+    colour = rgb.astype(np.float32) / 255.0
+    for t in range(T):
+        d_t = depth[t].astype(np.float64)
+        num, den = np.zeros_like(d_t), np.zeros_like(d_t)
+        for s in range(max(0, t - radius), min(T, t + radius + 1)):
+            d_s = depth[s].astype(np.float64)
+            rel = (d_s - d_t) / np.maximum(sigma_depth_rel * d_t, 1e-6)
+            dc = np.square(colour[s] - colour[t]).sum(-1)
+            w = np.exp(-0.5 * rel**2 - 0.5 * dc / sigma_colour**2) * (d_s > 0)
+            num += w * d_s
+            den += w
+        out[t] = np.where(d_t > 0, num / np.maximum(den, 1e-12), 0.0)
+    return out
+
+
+def baseline_depths(teacher: np.ndarray, rgb: np.ndarray, p) -> dict[str, np.ndarray]:
+    """{"ema": ..., "bilateral": ...} for teacher depth (T, H, W) and RGB (T, H, W, 3); p: EvaluateParams."""
+    return {
+        "ema": ema(teacher, p.ema_alpha),
+        "bilateral": temporal_bilateral(teacher, rgb, p.bilateral_radius, p.sigma_depth_rel, p.sigma_colour),
+    }

@@ -1,0 +1,68 @@
+"""Teacher calibration: how much a pixel of a given uncertainty rank can be trusted.
+
+Errors are accumulated per rank bin (rank from :func:`refiner.teachers.confidence.uncertainty_rank`):
+the mean |relative error| against ground truth where a clip has it, otherwise the per-pixel
+temporal std of relative depth on the still-camera segment (static pixels only). The reliability of
+a bin is e_min / e_bin, made non-increasing in rank (a monotone fit), so the most reliable bin maps
+to c = 1. Also reported: Pearson corr(uncertainty, |error|) over all valid pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refiner.teachers.confidence import uncertainty_rank
+
+
+class CalibrationAccumulator:
+    """Streams frames into per-rank-bin error sums and a running correlation."""
+
+    def __init__(self, bins: int = 10) -> None:
+        self.bins = bins
+        self.err_sum = np.zeros(bins)
+        self.count = np.zeros(bins)
+        self._moments = np.zeros(6)  # n, Σu, Σe, Σu², Σe², Σue
+
+    def add(self, uncertainty: np.ndarray, error: np.ndarray, valid: np.ndarray) -> None:
+        """One frame: uncertainty and non-negative error maps (H, W), valid mask."""
+        ok = valid & np.isfinite(error) & np.isfinite(uncertainty)
+        if not ok.any():
+            return
+        rank = uncertainty_rank(uncertainty, ok)[ok]
+        b = np.minimum((rank * self.bins).astype(int), self.bins - 1)
+        e = error[ok].astype(np.float64)
+        self.err_sum += np.bincount(b, e, self.bins)
+        self.count += np.bincount(b, minlength=self.bins)
+        u = uncertainty[ok].astype(np.float64)
+        self._moments += [u.size, u.sum(), e.sum(), (u * u).sum(), (e * e).sum(), (u * e).sum()]
+
+    def correlation(self) -> float | None:
+        n, su, se, suu, see, sue = self._moments
+        if n < 2:
+            return None
+        cov = sue / n - su * se / n**2
+        var = (suu / n - (su / n) ** 2) * (see / n - (se / n) ** 2)
+        return float(cov / np.sqrt(var)) if var > 0 else None
+
+    def fit(self, source: str) -> dict:
+        """The calibration table {rank, reliability, bin_error, source, corr_uncertainty_error}."""
+        centres = (np.arange(self.bins) + 0.5) / self.bins
+        mean_err = np.where(self.count > 0, self.err_sum / np.maximum(self.count, 1), np.nan)
+        filled = np.isfinite(mean_err) & (mean_err > 0)
+        if not filled.any():
+            return identity_calibration(source="rank (no error data)")
+        err = np.interp(centres, centres[filled], mean_err[filled])
+        err = np.maximum.accumulate(err)  # monotone: a less certain rank is never more reliable
+        reliability = err.min() / err
+        return {
+            "source": source,
+            "rank": centres.tolist(),
+            "reliability": reliability.tolist(),
+            "bin_error": [None if not np.isfinite(v) else float(v) for v in mean_err],
+            "corr_uncertainty_error": self.correlation(),
+        }
+
+
+def identity_calibration(source: str = "rank") -> dict:
+    """c = 1 − rank, for teachers/clips with nothing to calibrate against."""
+    return {"source": source, "rank": [0.0, 1.0], "reliability": [1.0, 0.0], "corr_uncertainty_error": None}

@@ -1,0 +1,42 @@
+"""The one place where a teacher's uncertainty becomes a confidence c(x) in [0, 1].
+
+UniDepthV2's ``confidence`` output is an *uncertainty* (the exponential of a predicted log error:
+higher = less certain), meaningful relative to the other pixels of the same image, not across
+images. So it is mapped by its rank within the image: p(x) = fraction of the image's valid pixels
+that are more certain than x (0 = most certain, 1 = least). Without calibration c = 1 − p. With a
+calibration (see :mod:`refiner.teachers.calibration`), c = reliability(p), a monotone table fitted on
+clips with ground truth (or on the temporal variance of a still-camera segment) and scaled so the
+most reliable bin has c = 1. Invalid pixels (uncertainty not finite or depth invalid) get c = 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def uncertainty_rank(uncertainty: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-image rank p in [0, 1] of each pixel's uncertainty (H, W); ties share their mean rank; invalid → 1."""
+    u = np.asarray(uncertainty, dtype=np.float64)
+    ok = np.isfinite(u) if valid is None else (np.asarray(valid, bool) & np.isfinite(u))
+    p = np.ones(u.shape, dtype=np.float64)
+    values = u[ok]
+    if values.size == 0:
+        return p.astype(np.float32)
+    order = np.sort(values)
+    lo = np.searchsorted(order, values, side="left")
+    hi = np.searchsorted(order, values, side="right")
+    p[ok] = (lo + hi - 1) / 2 / max(values.size - 1, 1)
+    return p.astype(np.float32)
+
+
+def uncertainty_to_confidence(
+    uncertainty: np.ndarray, calibration: dict | None = None, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Confidence c(x) in [0, 1] (H, W) float32 from a teacher uncertainty map (higher = less certain)."""
+    p = uncertainty_rank(uncertainty, valid)
+    if calibration is None:
+        c = 1.0 - p
+    else:
+        c = np.interp(p, calibration["rank"], calibration["reliability"])
+    ok = np.isfinite(uncertainty) if valid is None else (np.asarray(valid, bool) & np.isfinite(uncertainty))
+    return np.where(ok, np.clip(c, 0.0, 1.0), 0.0).astype(np.float32)
