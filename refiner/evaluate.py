@@ -27,6 +27,7 @@ from refiner.metrics import (  # noqa: E402
     opw_metric,
     patch_medians,
     per_frame_errors,
+    scale_ratios,
     static_region_mask,
     stratified,
     tae,
@@ -84,7 +85,6 @@ def evaluate_clip(
 
     metrics: dict = {"methods": {}}
     per_frame: list[dict] = []
-    gt_medians = patch_medians(gt, p.static_patch) if has_gt else None
     for name in METHODS:
         d = torch.from_numpy(depths[name])
         m: dict = {}
@@ -105,8 +105,8 @@ def evaluate_clip(
             m["tae"] = tae(d, K, poses, gt, moving)
             m["opw_metric"] = opw_metric(d, rgb_t, K, poses, gt, moving, p.opw_weight)
         medians = patch_medians(d, p.static_patch)
-        if gt_medians is not None:
-            ratio = (medians / gt_medians.clamp_min(1e-6)).double()
+        if has_gt:  # per-frame scale: median of D/G over valid pixels off moving objects
+            ratio = scale_ratios(d, gt, moving)
             m["scale_ratio_std"] = float(ratio.std())
         metrics["methods"][name] = m
         for t in range(frames):
@@ -150,11 +150,11 @@ def _figures(out_dir: Path, per_frame: list[dict], depths: dict[str, np.ndarray]
         rows = [r for r in per_frame if r["method"] == name]
         ax.plot([r["frame"] for r in rows], [r[key] for r in rows], label=name, lw=1.5 if name == "refiner" else 1)
     ax.set_xlabel("frame")
-    ax.set_ylabel("patch median / GT" if key == "scale_ratio" else "patch median depth (m)")
+    ax.set_ylabel("median D / GT" if key == "scale_ratio" else "centre-patch median depth (m)")
     if static_frames:
         ax.axvspan(0, static_frames - 1, color="0.9", label="still camera")
     ax.legend(fontsize=8, ncol=5)
-    ax.set_title("scale over time (centre patch)")
+    ax.set_title("scale over time" if key == "scale_ratio" else "centre-patch depth over time")
     fig.tight_layout()
     with atomic_path(out_dir / "scale_drift.png") as tmp:
         fig.savefig(tmp, dpi=90, format="png")

@@ -18,6 +18,8 @@ frames. Nothing is scale-aligned unless a function says so (metric depth is scor
   excluded); D_{t−1} and I_{t−1} are sampled bilinearly at the flow target of each pixel of frame t;
   error = Σ w·|D_t − D_{t−1}(x')| / D_t / Σ w with w = exp(−50·‖I_t − I_{t−1}(x')‖²) (RGB in 0–1,
   squared norm averaged over channels). No per-frame normalisation, so scale flicker counts.
+- Scale over time: per frame, the median of D/G over valid pixels off moving objects; its std over
+  the clip is ``scale_ratio_std``.
 - Stereo jitter: mean |disp_t − disp_{t−1}| in pixels on static pixels of the still-camera segment,
   disp = fx · baseline / D.
 """
@@ -172,6 +174,17 @@ def patch_medians(depth: torch.Tensor, fraction: float) -> torch.Tensor:
     ph, pw = max(1, int(h * fraction)), max(1, int(w * fraction))
     y0, x0 = (h - ph) // 2, (w - pw) // 2
     return depth[:, y0 : y0 + ph, x0 : x0 + pw].flatten(1).median(1).values
+
+
+def scale_ratios(depth: torch.Tensor, gt: torch.Tensor, moving: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-frame global scale (T,): median of D/G over pixels valid in both and not on moving objects."""
+    out = []
+    for t in range(depth.shape[0]):
+        ok = (depth[t] > 0) & (gt[t] > 0)
+        if moving is not None:
+            ok &= ~moving[t].bool()
+        out.append((depth[t][ok].double() / gt[t][ok].double()).median() if ok.any() else torch.tensor(float("nan")))
+    return torch.stack(out).double()
 
 
 def disparity_jitter(depth: torch.Tensor, fx: torch.Tensor, baseline: float, mask: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from refiner.metrics import (
     opw_metric,
     patch_medians,
     reproject,
+    scale_ratios,
     static_region_mask,
     tae,
 )
@@ -99,3 +100,12 @@ def test_disparity_jitter_in_pixels_and_patch_medians():
     assert jit.tolist() == pytest.approx([100 * 0.06 / 2.0 - 100 * 0.06 / 2.5])
     assert patch_medians(depth, 0.5).tolist() == [2.0, 2.5]
     assert torch.isfinite(jit).all()
+
+
+def test_scale_ratios_ignore_moving_pixels():
+    gt = torch.full((2, 4, 4), 2.0)
+    depth = gt * torch.tensor([1.1, 0.9])[:, None, None]
+    moving = torch.zeros(2, 4, 4, dtype=torch.bool)
+    depth[0, :2] = 50.0  # a moving object the teacher gets very wrong
+    moving[0, :2] = True
+    assert scale_ratios(depth, gt, moving).tolist() == pytest.approx([1.1, 0.9])
