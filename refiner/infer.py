@@ -25,6 +25,7 @@ from refiner.dataset import ClipWindows
 from refiner.export import export_frames, side_by_side_video
 from refiner.lowres import downsample
 from refiner.store import atomic_path, create_group, frames_array, open_group, write_csv, write_json
+from refiner.teachers.cache import write_teacher_store
 from refiner.windows import WindowBlender, window_starts
 
 
@@ -148,6 +149,9 @@ def run_infer(
     teacher | refined (| GT) video, write metrics and drift plot data to ``reports_dir``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_refiner(checkpoint, device)
+    if not (Path(teacher) / "zarr.json").is_file():  # no cached teacher: run it now (the cache is reused later)
+        print(f"{teacher} not found: running teacher {params.teacher.name} first")
+        write_teacher_store(decoded, teacher, Path(teacher).with_name("calibration.json"), params.teacher, progress)
     mapping = torch.as_tensor(open_group(teacher, ("low_mapping",), "teacher store")["low_mapping"][...])
     if mapping.tolist() != list(meta["low_mapping"]):
         raise ValueError(

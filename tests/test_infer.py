@@ -7,8 +7,9 @@ import pytest
 import torch
 import zarr
 
-from refiner.config import InferParams, ModelParams, WindowParams
-from refiner.infer import drift_trend, refine_clip
+from refiner.checkpoint import save_refiner
+from refiner.config import InferParams, ModelParams, WindowParams, params_from_dict
+from refiner.infer import drift_trend, refine_clip, run_infer
 from refiner.lowres import low_mapping
 from refiner.model import Refiner
 
@@ -62,3 +63,30 @@ def test_memory_does_not_grow_with_clip_length(tmp_path):
 def test_drift_trend_of_a_line():
     assert drift_trend(np.array([2.0, 2.1, 2.2, 2.3])) == pytest.approx(0.15)
     assert drift_trend(np.array([3.0])) == 0.0
+
+
+def test_run_infer_runs_the_teacher_when_its_cache_is_missing(tmp_path):
+    decoded, _ = make_stores(tmp_path, frames=6, size=32, factor=4, static_frames=3)
+    params = params_from_dict(
+        {"windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]}, "model": {"channels": 8, "ssm_hidden": 8}}
+    )
+    save_refiner(tmp_path / "m.safetensors", Refiner(params.model), params.model, torch.as_tensor(low_mapping(4)), {})
+    teacher = tmp_path / "cache" / "teacher.zarr"
+    stats = run_infer(
+        params,
+        decoded,
+        teacher,
+        tmp_path / "m.safetensors",
+        tmp_path / "out.zarr",
+        tmp_path / "frames",
+        tmp_path / "rep",
+        progress=False,
+    )
+    assert (
+        stats["frames"] == 6 and (teacher / "zarr.json").is_file() and (tmp_path / "cache/calibration.json").is_file()
+    )
+    np.testing.assert_array_equal(
+        zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["depth"][...],
+        zarr.open_group(str(teacher), mode="r")["depth"][...],
+    )
+    assert (tmp_path / "rep/side_by_side.mp4").stat().st_size > 0 and (tmp_path / "rep/drift.csv").is_file()
