@@ -300,6 +300,7 @@ class InferParams:
     confidence_ema: float = 0.0  # eta of the temporal EMA of c(x); 0 = off, e.g. 0.8
     keyframe_tau: float = 2.0  # frames; decay of keyframe influence in blending
     keyframe_boost: float = 0.0  # 0 = plain quadratic blending
+    occlusion_gating: bool = False  # down-weight, per pixel, windows that see the colour change there
     hard_clamp: bool = True  # residual clamp hard (not tanh-soft) at inference
     min_depth_m: float = 0.05
     max_depth_m: float = 100.0
@@ -325,7 +326,7 @@ class InferParams:
             self.reanchor_every,
             "integer >= 0",
         )
-        for name in ("hard_clamp", "export_npy", "export_png16"):
+        for name in ("hard_clamp", "occlusion_gating", "export_npy", "export_png16"):
             _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
 
 

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from refiner.checkpoint import load_refiner
 from refiner.config import InferParams, Params, WindowParams
-from refiner.dataset import ClipWindows
+from refiner.dataset import STATIC_COLOUR_THRESHOLD, ClipWindows
 from refiner.export import export_frames, side_by_side_video
+from refiner.losses import static_gate
 from refiner.lowres import downsample
 from refiner.store import atomic_path, create_group, frames_array, open_group, write_csv, write_json
 from refiner.teachers.cache import write_teacher_store
@@ -35,6 +36,22 @@ def drift_trend(medians: np.ndarray) -> float:
         return 0.0
     slope, intercept = np.polyfit(np.arange(len(medians)), medians, 1)
     return float(slope * (len(medians) - 1) / max(abs(intercept), 1e-6))
+
+
+OCCLUDED_WEIGHT = 0.1  # blending weight factor of a pixel a window sees changing colour (occlusion, motion)
+
+
+def occlusion_weights(rgb: torch.Tensor, factor: int) -> np.ndarray:
+    """(n, H, W) blending weight factors of one window's frames (rgb [n, 3, H, W]): 1 where the low-res
+    photometric check (:func:`refiner.losses.static_gate`) finds the colour steady with both temporal
+    neighbours, ``OCCLUDED_WEIGHT`` where it changes (occlusions, moving edges)."""
+    if rgb.shape[0] < 2:
+        return np.ones((rgb.shape[0], *rgb.shape[-2:]), dtype=np.float32)
+    gate = static_gate(rgb[None], factor, STATIC_COLOUR_THRESHOLD)[0, :, 0]  # [n-1, H, W], pair (t, t+1)
+    steady = torch.ones(rgb.shape[0], *rgb.shape[-2:])
+    steady[:-1] = torch.minimum(steady[:-1], gate)
+    steady[1:] = torch.minimum(steady[1:], gate)
+    return (OCCLUDED_WEIGHT + (1 - OCCLUDED_WEIGHT) * steady).numpy()
 
 
 @torch.no_grad()
@@ -114,7 +131,8 @@ def refine_clip(
                 delta = delta - bias * teacher_w  # remove this window's mean relative residual
             clamp_hits.append(float(out_w.clamp_hit_rate))
             abs_delta.append(float(delta.abs().mean()))
-            blender.add(s, delta.cpu().numpy())
+            gate = occlusion_weights(batch["rgb"], frames.factor) if p.occlusion_gating else None
+            blender.add(s, delta.cpu().numpy(), gate)
             flush(starts[k + 1] if k + 1 < len(starts) else total)
         flush(total)
     drift = drift_trend(medians / np.maximum(teacher_medians, 1e-6))

@@ -61,18 +61,21 @@ class WindowBlender:
 
     def __init__(self, keyframes: list[int] = (), keyframe_tau: float = 0.0, keyframe_boost: float = 0.0) -> None:
         self._sum: dict[int, np.ndarray] = {}
-        self._weight: dict[int, float] = {}
+        self._weight: dict[int, float | np.ndarray] = {}
         self._kf = (list(keyframes), keyframe_tau, keyframe_boost)
 
-    def add(self, start: int, frames: np.ndarray) -> None:
+    def add(self, start: int, frames: np.ndarray, pixel_weights: np.ndarray | None = None) -> None:
+        """Accumulate a window (n, ...); ``pixel_weights`` (n, ...) in (0, 1] optionally scale each pixel's
+        weight (e.g. down-weighting pixels this window sees as occluded)."""
         for i, w in enumerate(blend_weights(len(frames), *self._kf)):
             t = start + i
+            wi = w if pixel_weights is None else w * pixel_weights[i].astype(np.float64)
             if t in self._sum:
-                self._sum[t] += w * frames[i]
-                self._weight[t] += w
+                self._sum[t] += wi * frames[i]
+                self._weight[t] = self._weight[t] + wi
             else:
-                self._sum[t] = w * frames[i].astype(np.float64)
-                self._weight[t] = w
+                self._sum[t] = wi * frames[i].astype(np.float64)
+                self._weight[t] = wi
 
     def pop_ready(self, before: int) -> list[tuple[int, np.ndarray]]:
         ready = sorted(t for t in self._sum if t < before)

@@ -9,7 +9,7 @@ import zarr
 
 from refiner.checkpoint import save_refiner
 from refiner.config import InferParams, ModelParams, WindowParams, params_from_dict
-from refiner.infer import drift_trend, refine_clip, run_infer
+from refiner.infer import drift_trend, occlusion_weights, refine_clip, run_infer
 from refiner.lowres import low_mapping
 from refiner.model import Refiner
 
@@ -90,3 +90,20 @@ def test_run_infer_runs_the_teacher_when_its_cache_is_missing(tmp_path):
         zarr.open_group(str(teacher), mode="r")["depth"][...],
     )
     assert (tmp_path / "rep/side_by_side.mp4").stat().st_size > 0 and (tmp_path / "rep/drift.csv").is_file()
+
+
+def test_occlusion_weights_mark_changing_pixels():
+    rgb = torch.zeros(3, 3, 16, 16)
+    rgb[2, :, :4, :4] = 1.0  # something appears in the corner at frame 2
+    w = occlusion_weights(rgb, 4)
+    assert w.shape == (3, 16, 16) and w[0].min() == 1.0
+    assert w[2, 0, 0] == pytest.approx(0.1) and w[1, 0, 0] == pytest.approx(0.1) and w[2, 15, 15] == 1.0
+
+
+def test_occlusion_gating_keeps_a_constant_residual(tmp_path):
+    decoded, teacher = make_stores(tmp_path, frames=9, size=32, factor=4, static_frames=2)
+    _refine(
+        decoded, teacher, tmp_path / "o.zarr", WindowParams(6, 3, [0]), model=_ConstantResidual(), occlusion_gating=True
+    )
+    out, tea = zarr.open_group(str(tmp_path / "o.zarr"), mode="r"), zarr.open_group(str(teacher), mode="r")
+    np.testing.assert_allclose(out["depth"][...], 1.01 * tea["depth"][...], rtol=1e-5)

@@ -67,3 +67,14 @@ def test_keyframe_boost_raises_weight_near_keyframes_only():
     b = WindowBlender([0, 4, 8], 1.0, 1.0)
     b.add(0, np.full((12, 1), 3.0))
     assert all(v[0] == pytest.approx(3.0) for _, v in b.pop_ready(12))
+
+
+def test_blender_pixel_weights_gate_one_window_and_keep_normalisation():
+    b = WindowBlender()
+    b.add(0, np.full((2, 1, 2), 1.0), pixel_weights=np.array([[[1.0, 1.0]], [[1.0, 0.1]]]))
+    b.add(1, np.full((2, 1, 2), 3.0))
+    out = dict(b.pop_ready(3))
+    w0, w1 = blend_weights(2)[1], blend_weights(2)[0]  # frame 1: last of window 0, first of window 1
+    assert out[1][0, 0] == pytest.approx((w0 * 1 + w1 * 3) / (w0 + w1))
+    assert out[1][0, 1] == pytest.approx((0.1 * w0 * 1 + w1 * 3) / (0.1 * w0 + w1))
+    np.testing.assert_allclose(out[2], 3.0)
