@@ -392,6 +392,7 @@ class ModelParams:
     use_rgb_edges: bool = False  # extra input: Sobel magnitude of RGB at the low-res grid
     depth_aware_mixing: bool = False  # depth-gated dilated conv at the low-res grid
     highres_refine: bool = False  # full-res CNN adding an edge correction to the upsampled residual
+    guided_upsampling: bool = False  # edge-aware upsampling of the residual, guided by teacher log depth
     clamp_alpha: float = 0.05  # B(x) = max(alpha·D, beta)·(gamma + 1 − c)
     clamp_beta: float = 0.02
     clamp_gamma: float = 0.5
@@ -410,6 +411,7 @@ class ModelParams:
             "use_rgb_edges",
             "depth_aware_mixing",
             "highres_refine",
+            "guided_upsampling",
         ):
             _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
         _check_nonneg("model", self, ("clamp_alpha", "clamp_beta", "clamp_gamma"))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from refiner.lowres import downsample, low_mapping, upsample
+from refiner.lowres import downsample, guided_upsample, low_mapping, upsample
 
 
 @pytest.mark.parametrize("f", [2, 4])
@@ -34,3 +34,24 @@ def test_mismatched_sizes_fail():
         downsample(torch.zeros(10, 10), 4)
     with pytest.raises(ValueError, match="does not take"):
         upsample(torch.zeros(4, 4), low_mapping(4), (32, 32))
+
+
+def test_guided_upsample_keeps_constants_and_respects_guide_edges():
+    f = 4
+    const = torch.full((2, 4, 4), 3.0)
+    guide_low = torch.zeros(4, 4)
+    guide_low[:, 2:] = 1.0  # an edge between low-res columns 1 and 2
+    guide_full = torch.zeros(16, 16)
+    guide_full[:, 8:] = 1.0
+    torch.testing.assert_close(
+        guided_upsample(const, guide_low.expand(2, 4, 4), guide_full.expand(2, 16, 16), f, 0.1),
+        torch.full((2, 16, 16), 3.0),
+    )
+    x = torch.where(guide_low > 0, 1.0, -1.0)
+    up = guided_upsample(x, guide_low, guide_full, f, 0.05)
+    assert torch.allclose(up[:, :8], torch.tensor(-1.0), atol=1e-4) and torch.allclose(
+        up[:, 8:], torch.tensor(1.0), atol=1e-4
+    )
+    plain = upsample(x, low_mapping(f), (16, 16))
+    assert plain[:, 7].abs().max() < 0.9  # bilinear blends across the edge; guided does not
+    assert not guided_upsample(torch.zeros(4, 4), guide_low, guide_full, f, 0.05).any()

@@ -47,7 +47,10 @@ def test_any_window_length(n):
 
 
 @pytest.mark.parametrize("hard", [True, False])
-@pytest.mark.parametrize("flags", [{}, {"highres_refine": True, "depth_aware_mixing": True, "use_rgb_edges": True}])
+@pytest.mark.parametrize(
+    "flags",
+    [{}, {"highres_refine": True, "depth_aware_mixing": True, "use_rgb_edges": True, "guided_upsampling": True}],
+)
 def test_clamp_bounds_hold_with_random_weights(hard, flags):
     p = dataclasses.replace(SMALL, use_conf_grad=True, **flags)
     d_low, c_low, d, c, rgb = _inputs()

@@ -8,9 +8,9 @@ Per window of N frames at the low-res grid (h = H/f):
    optionally also backwards, as inference is offline per window) → a CNN decoder with a skip;
 3. the decoder predicts a relative residual r; ΔD_low = r · D_teacher_low, soft-clamped
    (tanh, training) or hard-clamped (inference) to ±B(x), B = max(α·D, β)·(γ + 1 − c);
-4. ΔD_low is upsampled with the stored mapping M; optionally a full-res CNN adds δD on edges;
-   the total residual is clamped again at full res, set to 0 where the teacher is invalid, and
-   refined = teacher_full + ΔD.
+4. ΔD_low is upsampled with the stored mapping M (bilinear, or edge-aware guided by log depth);
+   optionally a full-res CNN adds δD on edges; the total residual is clamped again at full res,
+   set to 0 where the teacher is invalid, and refined = teacher_full + ΔD.
 
 The last layer of each residual head starts at zero, so an untrained refiner returns the teacher
 exactly. As the inputs are scale-free and ΔD is relative, scaling the teacher by k scales the output
@@ -28,10 +28,11 @@ from torch import nn
 
 from refiner.config import ModelParams
 from refiner.filters import sobel_magnitude
-from refiner.lowres import upsample
+from refiner.lowres import guided_upsample, upsample
 from refiner.model.mamba import make_mamba
 
 _EPS = 1e-6
+GUIDE_SIGMA_LOG_DEPTH = 0.05  # guided upsampling: a 5% depth difference halves a neighbour's weight (approx.)
 
 
 @dataclass
@@ -193,8 +194,14 @@ class Refiner(nn.Module):
         hit_rate = (near & valid_low).sum() / valid_low.sum().clamp_min(1)
 
         # 4. upsample with M, optional full-res correction, clamp again, zero where the teacher is invalid
-        delta = upsample(delta_low, mapping, (H, W))
         valid = depth_full > 0
+        if p.guided_upsampling:  # edge-aware: the residual does not bleed across teacher depth edges
+            factor = H // h
+            log_full = torch.log(depth_full.clamp_min(_EPS))
+            log_low = torch.log(depth_low.clamp_min(_EPS))
+            delta = guided_upsample(delta_low, log_low, log_full, factor, GUIDE_SIGMA_LOG_DEPTH)
+        else:
+            delta = upsample(delta_low, mapping, (H, W))
         if self.highres is not None:
             log_t = torch.log(depth_full.clamp_min(_EPS))
             mean = (log_t * valid).sum((1, 2, 3, 4), keepdim=True) / valid.sum((1, 2, 3, 4), keepdim=True).clamp_min(1)
