@@ -84,7 +84,7 @@ def evaluate_clip(
         skipped["flicker"] = "the clip has no still-camera segment (static_frames attribute)"
 
     metrics: dict = {"methods": {}}
-    per_frame: list[dict] = []
+    per_frame: list[dict] = [{"frame": t} for t in range(frames)]  # wide: one column per method and figure
     for name in METHODS:
         d = torch.from_numpy(depths[name])
         m: dict = {}
@@ -109,11 +109,10 @@ def evaluate_clip(
             ratio = scale_ratios(d, gt, moving)
             m["scale_ratio_std"] = float(ratio.std())
         metrics["methods"][name] = m
-        for t in range(frames):
-            row = {"frame": t, "method": name, "patch_median_m": float(medians[t])}
+        for t, row in enumerate(per_frame):
+            row[f"{name}_patch_median_m"] = float(medians[t])
             if has_gt:
-                row.update(absrel=rows[t]["absrel"], rmse=rows[t]["rmse"], scale_ratio=float(ratio[t]))
-            per_frame.append(row)
+                row[f"{name}_absrel"], row[f"{name}_scale_ratio"] = rows[t]["absrel"], float(ratio[t])
 
     r, t_ = metrics["methods"]["refiner"], metrics["methods"]["teacher"]
     metrics["delta_vs_teacher"] = {k: r[k] - t_[k] for k in r if k in t_ and np.isfinite(r[k]) and np.isfinite(t_[k])}
@@ -144,11 +143,12 @@ def _figures(out_dir: Path, per_frame: list[dict], depths: dict[str, np.ndarray]
     """Scale-ratio curve and a static-region flicker map; returns the file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
-    key = "scale_ratio" if "scale_ratio" in per_frame[0] else "patch_median_m"
+    key = "scale_ratio" if "teacher_scale_ratio" in per_frame[0] else "patch_median_m"
     fig, ax = plt.subplots(figsize=(7, 3.2))
+    frames = [r["frame"] for r in per_frame]
     for name in METHODS:
-        rows = [r for r in per_frame if r["method"] == name]
-        ax.plot([r["frame"] for r in rows], [r[key] for r in rows], label=name, lw=1.5 if name == "refiner" else 1)
+        values = [r[f"{name}_{key}"] for r in per_frame]
+        ax.plot(frames, values, label=name, lw=1.5 if name == "refiner" else 1)
     ax.set_xlabel("frame")
     ax.set_ylabel("median D / GT" if key == "scale_ratio" else "centre-patch median depth (m)")
     if static_frames:

@@ -91,7 +91,8 @@ def stereo_report(decoded: str | Path, sources: dict[str, np.ndarray], p: Stereo
     static = torch.ones(rgb.shape[-2:], dtype=torch.bool)
     if "moving_mask" in dec and n_static >= 2:
         static = ~torch.from_numpy(np.asarray(dec["moving_mask"][:n_static]) > 0).any(0)
-    metrics, rows = {"baseline_m": baseline}, []
+    metrics: dict = {"baseline_m": baseline}
+    rows: list[dict] = [{"frame": t} for t in range(len(next(iter(sources.values()))))]  # one column per source
     for name, depth_np in sources.items():
         depth = torch.from_numpy(depth_np)
         disp = torch.stack([disparity_from_depth(depth[t], float(K[t, 0, 0]), baseline) for t in range(len(depth))])
@@ -125,7 +126,8 @@ def stereo_report(decoded: str | Path, sources: dict[str, np.ndarray], p: Stereo
         if n_static >= 2:  # still camera: the median disparity should not move
             m["static_median_disparity_range_px"] = float(np.ptp(med[:n_static]))
         metrics[name] = m
-        rows += [{"frame": t, "method": name, "median_disparity_px": v} for t, v in enumerate(med)]
+        for row, v in zip(rows, med, strict=True):
+            row[f"{name}_median_disparity_px"] = v
     return metrics, rows
 
 

@@ -84,7 +84,7 @@ def test_report_and_video_on_a_tiny_clip(stores, tmp_path):
     depth = np.asarray(zarr.open_group(str(teacher), mode="r")["depth"][...])
     metrics, rows = stereo_report(decoded, {"teacher": depth}, StereoParams())
     values = [v for v in metrics["teacher"].values() if isinstance(v, float)]
-    assert values and np.isfinite(values).all() and len(rows) == 6
+    assert values and np.isfinite(values).all() and len(rows) == 6 and "teacher_median_disparity_px" in rows[0]
     assert metrics["teacher"]["disparity_jitter_px"] > 0  # the fixture teacher flickers
     n = sbs_video(decoded, depth, tmp_path / "sbs.mp4", StereoParams())
     frames = list(decode_frames(tmp_path / "sbs.mp4"))
