@@ -393,6 +393,7 @@ class ModelParams:
     depth_aware_mixing: bool = False  # depth-gated dilated conv at the low-res grid
     highres_refine: bool = False  # full-res CNN adding an edge correction to the upsampled residual
     guided_upsampling: bool = False  # edge-aware upsampling of the residual, guided by teacher log depth
+    midres_branch: bool = False  # a second SSM branch at twice the low-res grid, fused by a learned gate
     clamp_alpha: float = 0.05  # B(x) = max(alpha·D, beta)·(gamma + 1 − c)
     clamp_beta: float = 0.02
     clamp_gamma: float = 0.5
@@ -412,6 +413,7 @@ class ModelParams:
             "depth_aware_mixing",
             "highres_refine",
             "guided_upsampling",
+            "midres_branch",
         ):
             _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
         _check_nonneg("model", self, ("clamp_alpha", "clamp_beta", "clamp_gamma"))

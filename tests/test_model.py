@@ -49,7 +49,12 @@ def test_any_window_length(n):
 @pytest.mark.parametrize("hard", [True, False])
 @pytest.mark.parametrize(
     "flags",
-    [{}, {"highres_refine": True, "depth_aware_mixing": True, "use_rgb_edges": True, "guided_upsampling": True}],
+    [
+        {},
+        {"highres_refine": True, "depth_aware_mixing": True, "use_rgb_edges": True, "guided_upsampling": True},
+        {"midres_branch": True},
+        {"midres_branch": True, "guided_upsampling": True},
+    ],
 )
 def test_clamp_bounds_hold_with_random_weights(hard, flags):
     p = dataclasses.replace(SMALL, use_conf_grad=True, **flags)
@@ -93,7 +98,7 @@ def test_invalid_teacher_pixels_get_no_residual():
 
 
 def test_gradients_reach_every_parameter():
-    p = dataclasses.replace(SMALL, highres_refine=True, depth_aware_mixing=True, use_time_encoding=True)
+    p = dataclasses.replace(SMALL, highres_refine=True, depth_aware_mixing=True, midres_branch=True)
     model = _randomise(Refiner(p), scale=0.1)
     d_low, c_low, d, c, rgb = _inputs()
     model(d_low, c_low, d, c, MAPPING, rgb_full=rgb).depth.square().mean().backward()
@@ -118,3 +123,13 @@ def test_bf16_autocast_runs_and_returns_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(d_low, c_low, d, c, MAPPING)
     assert out.depth.dtype == torch.float32 and torch.isfinite(out.depth).all()
+
+
+def test_midres_branch_is_exact_at_init_and_scale_equivariant():
+    p = dataclasses.replace(SMALL, midres_branch=True, clamp_beta=0.0)
+    d_low, c_low, d, c, _ = _inputs()
+    assert torch.equal(Refiner(p)(d_low, c_low, d, c, MAPPING).depth, d)
+    model = _randomise(Refiner(p))
+    out, out_k = model(d_low, c_low, d, c, MAPPING), model(d_low * 2.5, c_low, d * 2.5, c, MAPPING)
+    assert not torch.equal(out.depth, d)
+    torch.testing.assert_close(out_k.depth, out.depth * 2.5, rtol=1e-4, atol=1e-5)

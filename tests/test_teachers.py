@@ -193,3 +193,8 @@ def test_guidance_step_edge_responds_only_at_the_edge():
     cols = np.nonzero(maps["rgb_edges"].sum(0))[0].tolist()
     assert cols == [3, 4]
     assert not maps["depth_edges"].any() and maps["G"].max() == pytest.approx(1.0)
+
+
+def test_simulated_teacher_without_gt_says_what_to_do():
+    with pytest.raises(ValueError, match="teacher.name: unidepth"):
+        make_teacher(TeacherParams()).predict(0, np.zeros((4, 4, 3), np.uint8), np.eye(3), None)

@@ -12,6 +12,10 @@ Per window of N frames at the low-res grid (h = H/f):
    optionally a full-res CNN adds δD on edges; the total residual is clamped again at full res,
    set to 0 where the teacher is invalid, and refined = teacher_full + ΔD.
 
+Option ``midres_branch``: a second encoder → Mamba → decoder at twice the low-res grid; its relative
+residual and the upsampled low-res one are mixed by a learned per-pixel gate before step 3's clamp
+(then done on that grid; ``delta_low`` still reports the low-res branch alone).
+
 The last layer of each residual head starts at zero, so an untrained refiner returns the teacher
 exactly. As the inputs are scale-free and ΔD is relative, scaling the teacher by k scales the output
 by k (exactly when β = 0; β only floors the clamp for very near pixels).
@@ -28,7 +32,7 @@ from torch import nn
 
 from refiner.config import ModelParams
 from refiner.filters import sobel_magnitude
-from refiner.lowres import guided_upsample, upsample
+from refiner.lowres import downsample, downsample_depth, guided_upsample, upsample
 from refiner.model.mamba import make_mamba
 
 _EPS = 1e-6
@@ -114,6 +118,32 @@ class DepthAwareMixing(nn.Module):
         return feat + self.gate(torch.cat([log_depth, feat], 1)) * self.mix(feat)
 
 
+class ResidualBranch(nn.Module):
+    """Encoder (per frame) → Mamba over time at every pixel → decoder with a skip: a relative residual r."""
+
+    def __init__(self, p: ModelParams, n_in: int) -> None:
+        super().__init__()
+        c = p.channels
+        self.encoder = nn.Sequential(_conv_block(n_in, c), _conv_block(c, c))
+        self.mixing = DepthAwareMixing(c) if p.depth_aware_mixing else None
+        self.to_ssm = nn.Linear(c, p.ssm_hidden)
+        self.temporal = TemporalMixer(p)
+        self.from_ssm = nn.Linear(p.ssm_hidden, c)
+        self.decoder = nn.Sequential(_conv_block(2 * c, c), _zero_head(c))
+
+    def forward(self, x: torch.Tensor, log_rel: torch.Tensor, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B·N, C_in, h, w], log_rel [B, N, 1, h, w] → (r [B, N, 1, h, w], encoder features [B·N, C, h, w])."""
+        h, w = x.shape[-2:]
+        feat = self.encoder(x)
+        if self.mixing is not None:
+            feat = self.mixing(feat, log_rel.flatten(0, 1))
+        c = feat.shape[1]
+        seq = feat.reshape(b, n, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, n, c)
+        seq = self.from_ssm(self.temporal(self.to_ssm(seq)))
+        temporal = seq.reshape(b, h, w, n, c).permute(0, 3, 4, 1, 2).reshape(b * n, c, h, w)
+        return self.decoder(torch.cat([feat, temporal], 1)).float().reshape(b, n, 1, h, w), feat
+
+
 class Refiner(nn.Module):
     """Residual video depth refiner over windows [B, N, 1, H, W] (see the module docstring)."""
 
@@ -122,12 +152,10 @@ class Refiner(nn.Module):
         self.p = p
         c = p.channels
         n_in = 2 + 2 * p.use_conf_grad + 2 * p.use_time_encoding + p.use_rgb_edges
-        self.encoder = nn.Sequential(_conv_block(n_in, c), _conv_block(c, c))
-        self.mixing = DepthAwareMixing(c) if p.depth_aware_mixing else None
-        self.to_ssm = nn.Linear(c, p.ssm_hidden)
-        self.temporal = TemporalMixer(p)
-        self.from_ssm = nn.Linear(p.ssm_hidden, c)
-        self.decoder = nn.Sequential(_conv_block(2 * c, c), _zero_head(c))
+        self.low = ResidualBranch(p, n_in)
+        # optional mid-res branch at twice the low-res grid, fused by a learned per-pixel gate
+        self.mid = ResidualBranch(p, n_in) if p.midres_branch else None
+        self.fuse = nn.Sequential(nn.Conv2d(c, 1, 3, padding=1), nn.Sigmoid()) if p.midres_branch else None
         self.highres = (
             nn.Sequential(_conv_block(4, c // 2), _conv_block(c // 2, c // 2), _zero_head(c // 2))
             if p.highres_refine
@@ -158,6 +186,16 @@ class Refiner(nn.Module):
             feats.append(edges)
         return torch.cat(feats, 2).flatten(0, 1), log_rel
 
+    def _clamped(self, rel, depth, conf, hard: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Relative residual → metres; (clamped ΔD, raw ΔD, clamp hit rate) on that grid, 0 where invalid."""
+        p = self.p
+        valid = depth > 0
+        raw = torch.where(valid, rel * depth, torch.zeros_like(rel))
+        bound = residual_bound(depth, conf, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
+        delta = torch.where(valid, clamp_residual(raw, bound, hard), torch.zeros_like(rel))
+        near = raw.abs() >= (bound if hard else 0.9 * bound)
+        return delta, raw, (near & valid).sum() / valid.sum().clamp_min(1)
+
     def forward(
         self,
         depth_low: torch.Tensor,
@@ -176,32 +214,31 @@ class Refiner(nn.Module):
 
         # 1-2. encoder → Mamba over time per pixel → decoder with a skip from the encoder
         x, log_rel = self._features(depth_low, conf_low, rgb_full)
-        feat = self.encoder(x)  # [B·N, C, h, w]
-        if self.mixing is not None:
-            feat = self.mixing(feat, log_rel.flatten(0, 1))
-        c = feat.shape[1]
-        seq = feat.reshape(b, n, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, n, c)
-        seq = self.from_ssm(self.temporal(self.to_ssm(seq)))
-        temporal = seq.reshape(b, h, w, n, c).permute(0, 3, 4, 1, 2).reshape(b * n, c, h, w)
-        rel = self.decoder(torch.cat([feat, temporal], 1)).float().reshape(b, n, 1, h, w)
+        rel, _ = self.low(x, log_rel, b, n)
 
         # 3. relative residual → metres, clamped at the low-res grid
-        valid_low = depth_low > 0
-        raw_low = torch.where(valid_low, rel * depth_low, torch.zeros_like(rel))
-        bound_low = residual_bound(depth_low, conf_low, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
-        delta_low = torch.where(valid_low, clamp_residual(raw_low, bound_low, hard_clamp), torch.zeros_like(rel))
-        near = raw_low.abs() >= (bound_low if hard_clamp else 0.9 * bound_low)
-        hit_rate = (near & valid_low).sum() / valid_low.sum().clamp_min(1)
+        delta_low, raw_low, hit_rate = self._clamped(rel, depth_low, conf_low, hard_clamp)
+        grid, grid_depth, factor = delta_low, depth_low, H // h
+        if self.mid is not None:  # fuse with the mid-res branch; the residual then lives on its grid
+            if factor % 2:
+                raise ValueError(f"model.midres_branch needs an even low-res factor, got {factor}")
+            factor //= 2
+            depth_mid, conf_mid = downsample_depth(depth_full, factor), downsample(conf_full, factor)
+            x_mid, log_rel_mid = self._features(depth_mid, conf_mid, rgb_full)
+            rel_mid, feat_mid = self.mid(x_mid, log_rel_mid, b, n)
+            gate = self.fuse(feat_mid).float().reshape(b, n, 1, 2 * h, 2 * w)
+            rel_up = upsample(rel, [2, 2, 0, 0], (2 * h, 2 * w))
+            grid, _, hit_rate = self._clamped((1 - gate) * rel_up + gate * rel_mid, depth_mid, conf_mid, hard_clamp)
+            grid_depth = depth_mid
 
-        # 4. upsample with M, optional full-res correction, clamp again, zero where the teacher is invalid
+        # 4. upsample to full res, optional full-res correction, clamp again, zero where the teacher is invalid
         valid = depth_full > 0
         if p.guided_upsampling:  # edge-aware: the residual does not bleed across teacher depth edges
-            factor = H // h
             log_full = torch.log(depth_full.clamp_min(_EPS))
-            log_low = torch.log(depth_low.clamp_min(_EPS))
-            delta = guided_upsample(delta_low, log_low, log_full, factor, GUIDE_SIGMA_LOG_DEPTH)
+            log_grid = torch.log(grid_depth.clamp_min(_EPS))
+            delta = guided_upsample(grid, log_grid, log_full, factor, GUIDE_SIGMA_LOG_DEPTH)
         else:
-            delta = upsample(delta_low, mapping, (H, W))
+            delta = upsample(grid, mapping if self.mid is None else [factor, factor, 0, 0], (H, W))
         if self.highres is not None:
             log_t = torch.log(depth_full.clamp_min(_EPS))
             mean = (log_t * valid).sum((1, 2, 3, 4), keepdim=True) / valid.sum((1, 2, 3, 4), keepdim=True).clamp_min(1)

@@ -58,7 +58,10 @@ class SimulatedTeacher:
 
     def predict(self, t: int, rgb: np.ndarray, K: np.ndarray, gt: np.ndarray | None) -> TeacherFrame:
         if gt is None:
-            raise ValueError("the simulated teacher needs ground-truth depth; use a clip with GT (decode.gt)")
+            raise ValueError(
+                "the simulated teacher (teacher.name: simulated) needs ground-truth depth, and this clip has none; "
+                "use the real teacher (teacher.name: unidepth) for clips without GT, or give decode.gt"
+            )
         if t != self.next_t:
             raise ValueError(f"the simulated teacher runs frames in order; expected frame {self.next_t}, got {t}")
         p = self.p
