@@ -225,7 +225,7 @@ class LossParams:
     lambda_teacher: float = 1.0
     lambda_gt: float = 2.0
     teacher_l1: float = 0.01
-    w_temp: float = 4.0
+    w_temp: float = 8.0
     temp_tau: float = 0.08
     temp_tau_depth: float = 0.02
     temp_k: float = 1.0
