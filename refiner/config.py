@@ -361,6 +361,26 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class HoldoutParams:
+    """The held-out synthetic clip (refiner/holdout.py): another scene, never trained on."""
+
+    seed: int = 1  # must differ from synth.seed
+    frames: int = 32
+    static_frames: int = 16  # still-camera frames at the start (static flicker is measured there)
+
+    def validate(self) -> None:
+        p = "holdout."
+        _require(_is_int(self.seed) and self.seed >= 0, p + "seed", self.seed, "integer >= 0")
+        _require(_is_int(self.frames) and self.frames >= 2, p + "frames", self.frames, "integer >= 2")
+        _require(
+            _is_int(self.static_frames) and 0 <= self.static_frames <= self.frames,
+            p + "static_frames",
+            self.static_frames,
+            f"integer in [0, holdout.frames={self.frames}]",
+        )
+
+
+@dataclass(frozen=True)
 class StereoParams:
     """Left→right rendering for VR and its checks (refiner/stereo.py)."""
 
@@ -434,6 +454,7 @@ class Params:
     infer: InferParams = field(default_factory=InferParams)
     model: ModelParams = field(default_factory=ModelParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    holdout: HoldoutParams = field(default_factory=HoldoutParams)
     stereo: StereoParams = field(default_factory=StereoParams)
 
 
@@ -447,6 +468,7 @@ _SECTIONS: dict[str, type] = {
     "infer": InferParams,
     "model": ModelParams,
     "evaluate": EvaluateParams,
+    "holdout": HoldoutParams,
     "stereo": StereoParams,
 }
 

@@ -184,7 +184,13 @@ def _fmt(v) -> str:
 
 
 def write_reports(
-    reports: str | Path, metrics: dict, per_frame: list[dict], strat: list[dict], depths: dict, static_frames: int
+    reports: str | Path,
+    metrics: dict,
+    per_frame: list[dict],
+    strat: list[dict],
+    depths: dict,
+    static_frames: int,
+    title: str = "Evaluation",
 ) -> None:
     """metrics.json, plots/*.csv, figures/*.png and evaluation.md under ``reports``."""
     reports = Path(reports)
@@ -195,7 +201,7 @@ def write_reports(
     figures = _figures(reports / "figures", per_frame, depths, static_frames)
     keys = sorted({k for m in metrics["methods"].values() for k in m})
     lines = [
-        "# Evaluation",
+        f"# {title}",
         "",
         (
             "> The default clip and teacher are a **synthetic stand-in** (a rendered room and a simulated "

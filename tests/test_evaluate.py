@@ -43,3 +43,16 @@ def test_evaluate_writes_complete_reports(tmp_path):
     assert "synthetic stand-in" in md and "| flicker_std_rel |" in md
     assert (tmp_path / "reports/figures/scale_drift.png").stat().st_size > 0
     assert (tmp_path / "reports/plots/per_frame.csv").read_text().startswith("frame,teacher_")
+
+
+def test_holdout_clip_must_be_another_scene(tmp_path):
+    import pytest
+
+    from refiner.config import params_from_dict
+    from refiner.holdout import evaluate_holdout
+
+    params = params_from_dict({"synth": {"seed": 3}, "holdout": {"seed": 3}})
+    with pytest.raises(ValueError, match="holdout.seed"):
+        evaluate_holdout(params, tmp_path / "m.safetensors", tmp_path / "w", tmp_path / "r")
+    with pytest.raises(Exception, match="holdout.static_frames"):
+        params_from_dict({"holdout": {"frames": 4, "static_frames": 5}})

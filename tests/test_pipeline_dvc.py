@@ -18,8 +18,9 @@ TINY = {
     "train": {"steps": 2, "eval_every": 2, "crop": 16, "holdout_frames": 4, "warmup_steps": 1},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},
+    "holdout": {"frames": 5, "static_frames": 3},
 }
-STAGES = ("synth", "decode", "teacher", "guidance", "manifest", "train", "infer", "evaluate", "stereo")
+STAGES = ("synth", "decode", "teacher", "guidance", "manifest", "train", "infer", "evaluate", "stereo", "holdout")
 
 
 def _run(args, cwd, env):
@@ -50,6 +51,9 @@ def test_dvc_repro_then_nothing_to_do(tmp_path):
     assert set(metrics["methods"]) == {"teacher", "ema", "bilateral", "refiner"}
     assert metrics["methods"]["refiner"]["absrel"] > 0
     assert (tmp_path / "reports/stereo/stereo_sbs.mp4").stat().st_size > 0
+    holdout = json.loads((tmp_path / "reports/holdout/metrics.json").read_text())
+    assert holdout["clip"]["seed"] != yaml.safe_load((tmp_path / "params.yaml").read_text())["synth"]["seed"]
+    assert holdout["methods"]["refiner"]["absrel"] > 0
     shown = _run([*dvc, "metrics", "show"], tmp_path, env)
     assert "reports/metrics.json" in shown.stdout and "reports/train/metrics.json" in shown.stdout
     second = _run([*dvc, "repro"], tmp_path, env)
