@@ -4,10 +4,12 @@ import json
 import math
 
 import numpy as np
+import pytest
 import zarr
 
-from refiner.config import EvaluateParams
+from refiner.config import ConfigError, EvaluateParams, params_from_dict
 from refiner.evaluate import evaluate_clip, write_reports
+from refiner.holdout import evaluate_holdout
 from refiner.store import create_group, frames_array
 
 from .clip_fixtures import make_stores
@@ -46,13 +48,8 @@ def test_evaluate_writes_complete_reports(tmp_path):
 
 
 def test_holdout_clip_must_be_another_scene(tmp_path):
-    import pytest
-
-    from refiner.config import params_from_dict
-    from refiner.holdout import evaluate_holdout
-
     params = params_from_dict({"synth": {"seed": 3}, "holdout": {"seed": 3}})
     with pytest.raises(ValueError, match="holdout.seed"):
         evaluate_holdout(params, tmp_path / "m.safetensors", tmp_path / "w", tmp_path / "r")
-    with pytest.raises(Exception, match="holdout.static_frames"):
+    with pytest.raises(ConfigError, match="holdout.static_frames"):
         params_from_dict({"holdout": {"frames": 4, "static_frames": 5}})
