@@ -134,6 +134,12 @@ def evaluate_clip(
             )
             metrics["stratified"][name] = s
             strat_rows += [{"method": name, "confidence": b, **v} for b, v in s.items()]
+    if has_gt and "poses" in dec:  # what GT itself scores: the floor of TAE and OPW (rounding, occlusions)
+        poses = torch.from_numpy(np.asarray(dec["poses"][...]))
+        metrics["gt_floor"] = {
+            "tae": tae(gt, K, poses, gt, moving),
+            "opw_metric": opw_metric(gt, rgb_t, K, poses, gt, moving, p.opw_weight),
+        }
     metrics["skipped"] = skipped
     metrics["synthetic_stand_in"] = bool(tea.attrs.get("synthetic_stand_in", False))
     return metrics, per_frame, strat_rows, depths

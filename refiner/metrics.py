@@ -15,9 +15,11 @@ frames. Nothing is scale-aligned unless a function says so (metric depth is scor
   pixel the nearest wins; count pixels where GT_j > 0, D_j > 0, GT_i > 0 at the source, and neither
   source nor target is on a moving object; error = mean |D_j − z| / D_j; TAE = 100 · mean over pairs.
 - OPW, metric variant: GT optical flow from GT depth and poses (static scene; moving pixels
-  excluded); D_{t−1} and I_{t−1} are sampled bilinearly at the flow target of each pixel of frame t;
-  error = Σ w·|D_t − D_{t−1}(x')| / D_t / Σ w with w = exp(−50·‖I_t − I_{t−1}(x')‖²) (RGB in 0–1,
-  squared norm averaged over channels). No per-frame normalisation, so scale flicker counts.
+  excluded); D_{t−1} and I_{t−1} are sampled bilinearly at the flow target x' of each pixel x of frame t,
+  and the point D_{t−1}(x')·K⁻¹[x', 1] is moved into camera t (GT poses), giving z'; error =
+  Σ w·|D_t(x) − z'| / D_t / Σ w with w = exp(−50·‖I_t − I_{t−1}(x')‖²) (RGB in 0–1, squared norm averaged
+  over channels). Zero for exact depth even while the camera moves; no per-frame normalisation, so scale
+  flicker counts.
 - Scale over time: per frame, the median of D/G over valid pixels off moving objects; its std over
   the clip is ``scale_ratio_std``.
 - Stereo jitter: mean |disp_t − disp_{t−1}| in pixels on static pixels of the still-camera segment,
@@ -148,7 +150,7 @@ def opw_metric(
     moving: torch.Tensor | None = None,
     weight: float = 50.0,
 ) -> float:
-    """Metric-space OPW: photometrically weighted relative depth change along GT flow, mean over pairs.
+    """Metric-space OPW: photometrically weighted relative depth error along GT flow (motion compensated).
 
     depth, gt (T, H, W); rgb (T, 3, H, W) in [0, 1]; K (T, 3, 3); poses (T, 4, 4) camera-to-world.
     """
@@ -163,7 +165,14 @@ def opw_metric(
         if not ok.any():
             continue
         w = torch.exp(-weight * (rgb[t].float() - i_prev).square().mean(0))[ok]
-        rel = (depth[t][ok] - d_prev[0][ok]).abs() / depth[t][ok]
+        # the previous frame's depth at x', as a 3D point moved into camera t: its z is what D_t should be
+        homog = torch.cat([uv.double(), torch.ones_like(uv[:1]).double()])  # (3, H, W)
+        rays = torch.einsum("ij,jhw->ihw", torch.linalg.inv(K[t - 1].double()), homog)
+        pts = transform_points(
+            relative_pose(poses[t - 1][None], poses[t][None]), (rays * d_prev.double()).float()[None]
+        )
+        z_prev = pts[0, 2].float()
+        rel = (depth[t][ok] - z_prev[ok]).abs() / depth[t][ok]
         errs.append(float((w * rel).sum() / w.sum().clamp_min(_EPS)))
     return float(np.mean(errs)) if errs else float("nan")
 

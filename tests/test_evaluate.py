@@ -36,6 +36,7 @@ def test_evaluate_writes_complete_reports(tmp_path):
     r, t = metrics["methods"]["refiner"], metrics["methods"]["teacher"]
     assert r["flicker_std_rel"] < 1e-6 < t["flicker_std_rel"]
     assert metrics["delta_vs_teacher"]["flicker_std_rel"] < 0
+    assert metrics["gt_floor"]["tae"] < 0.5 * t["tae"] and metrics["gt_floor"]["opw_metric"] < 0.01
     assert metrics["heldout"]["frames"] == 4 and "t_scin" in metrics["skipped"]
     assert set(metrics["stratified"]["teacher"]) == {"low", "medium", "high"}
     assert len(per_frame) == 8 and {"teacher_absrel", "refiner_scale_ratio", "ema_patch_median_m"} <= set(per_frame[0])

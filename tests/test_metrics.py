@@ -109,3 +109,15 @@ def test_scale_ratios_ignore_moving_pixels():
     depth[0, :2] = 50.0  # a moving object the teacher gets very wrong
     moving[0, :2] = True
     assert scale_ratios(depth, gt, moving).tolist() == pytest.approx([1.1, 0.9])
+
+
+def test_opw_metric_is_zero_for_exact_depth_under_camera_motion():
+    # a wall at z = 4 while the camera moves forward 0.2 m: exact depth changes from 4 to 3.8 and scores 0
+    gt = torch.stack([torch.full((16, 16), 4.0), torch.full((16, 16), 3.8)])
+    p1 = torch.eye(4, dtype=torch.float64)
+    p1[2, 3] = 0.2
+    poses = torch.stack([_pose(), p1])
+    rgb = torch.full((2, 3, 16, 16), 0.5)
+    K = K1.expand(2, 3, 3)
+    assert opw_metric(gt, rgb, K, poses, gt) == pytest.approx(0.0, abs=1e-5)
+    assert opw_metric(gt * torch.tensor([1.0, 1.1])[:, None, None], rgb, K, poses, gt) > 0.05
