@@ -9,7 +9,7 @@ from refiner.train import train
 
 def main() -> None:
     metrics = train(load_params(), "data/decoded/clip.zarr", "data/teacher/clip.zarr", "data/train", "reports/train")
-    print(f"rank {metrics['rank']}/{metrics['world']} weights {metrics['digest']}")
+    print(f"rank {metrics['rank']}/{metrics['world']} weights {metrics['digest']}", flush=True)
     if metrics["rank"] == 0:
         print(
             f"best step {metrics['best_step']}: held-out static flicker {metrics['val_flicker_refined']:.5f} "

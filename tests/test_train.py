@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,8 +76,8 @@ def test_torchrun_two_gloo_ranks_end_with_identical_weights(stores, tmp_path):
         [*cmd, str(ROOT / "stages/train.py")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    digests = dict(line.split()[1:4:2] for line in run.stdout.splitlines() if line.startswith("rank "))
-    assert sorted(digests) == ["0/2", "1/2"]
+    digests = dict(re.findall(r"rank (\d+/\d+) weights ([0-9a-f]{64})", run.stdout + run.stderr))
+    assert sorted(digests) == ["0/2", "1/2"], run.stdout[-3000:]
     assert len(set(digests.values())) == 1
     assert (tmp_path / "data/train/model.safetensors").is_file()
 
