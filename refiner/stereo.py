@@ -75,6 +75,22 @@ def round_trip_error(left: torch.Tensor, disparity: torch.Tensor, depth: torch.T
     return float((back - left).abs().mean(0)[ok].mean()) if ok.any() else float("nan")
 
 
+def fill_holes(image: torch.Tensor, holes: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Fill hole pixels of a warped view (C, H, W) from the nearest non-hole pixel in the same row, on the
+    side whose depth is farther: disocclusions reveal background, so the background colour is extended."""
+    c, h, w = image.shape
+    idx = torch.arange(w).expand(h, w)
+    left = torch.where(~holes, idx, torch.full_like(idx, -1)).cummax(1).values  # nearest filled to the left
+    rev = torch.where(~holes, w - 1 - idx, torch.full_like(idx, -1)).flip(1).cummax(1).values.flip(1)
+    right = torch.where(rev >= 0, w - 1 - rev, torch.full_like(rev, -1))  # nearest filled to the right
+    z = torch.where(holes, torch.full_like(depth, -1.0), depth)
+    z_left = torch.where(left >= 0, z.gather(1, left.clamp_min(0)), torch.full_like(depth, -1.0))
+    z_right = torch.where(right >= 0, z.gather(1, right.clamp_min(0)), torch.full_like(depth, -1.0))
+    source = torch.where(z_left >= z_right, left, right).clamp_min(0)
+    filled = image.gather(2, source.expand(c, h, w))
+    return torch.where(holes[None] & ((left >= 0) | (right >= 0))[None], filled, image)
+
+
 def temporal_pops(jitter_px: torch.Tensor, threshold_px: float) -> int:
     """Number of frame pairs whose static-region disparity change exceeds ``threshold_px``."""
     return int((jitter_px > threshold_px).sum())
@@ -132,7 +148,7 @@ def stereo_report(decoded: str | Path, sources: dict[str, np.ndarray], p: Stereo
 
 
 def sbs_video(decoded: str | Path, depth: np.ndarray, out: str | Path, p: StereoParams) -> int:
-    """Left | synthesised right (holes filled from the left image's row neighbour) side-by-side mp4 for VR."""
+    """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR."""
     dec = open_group(decoded, ("rgb", "K"))
     K = np.asarray(dec["K"][...])
     baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
@@ -142,9 +158,9 @@ def sbs_video(decoded: str | Path, depth: np.ndarray, out: str | Path, p: Stereo
         for t in range(frames):
             left = torch.from_numpy(np.asarray(dec["rgb"][t])).permute(2, 0, 1).float()
             d = torch.from_numpy(depth[t])
-            right, holes = forward_warp(left, disparity_from_depth(d, float(K[t, 0, 0]), baseline), d)
-            fill = F.max_pool2d(right[None], (1, 5), stride=1, padding=(0, 2))[0]  # nearest colour along the row
-            right = torch.where(holes[None], fill, right)
+            disp = disparity_from_depth(d, float(K[t, 0, 0]), baseline)
+            right, holes = forward_warp(torch.cat([left, d[None]]), disp, d)  # colour and depth, one splat
+            right = fill_holes(right[:3], holes, right[3])
             yield torch.cat([left, right], 2).permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
     return encode_mp4(gen(), out, int(dec.attrs.get("fps", 24)))

@@ -9,6 +9,7 @@ from refiner.stereo import (
     backward_warp,
     depth_from_disparity,
     disparity_from_depth,
+    fill_holes,
     forward_warp,
     round_trip_error,
     sbs_video,
@@ -89,3 +90,16 @@ def test_report_and_video_on_a_tiny_clip(stores, tmp_path):
     n = sbs_video(decoded, depth, tmp_path / "sbs.mp4", StereoParams())
     frames = list(decode_frames(tmp_path / "sbs.mp4"))
     assert n == 6 and frames[0].shape == (32, 64, 3)
+
+
+def test_holes_fill_from_the_background_side():
+    img = torch.tensor([[[1.0, 1.0, 0.0, 0.0, 9.0, 9.0]]])  # background 1 | hole | hole | near object 9
+    depth = torch.tensor([[5.0, 5.0, 0.0, 0.0, 1.0, 1.0]])
+    holes = torch.tensor([[False, False, True, True, False, False]])
+    out = fill_holes(img, holes, depth)
+    assert out[0, 0].tolist() == [1.0, 1.0, 1.0, 1.0, 9.0, 9.0]
+    far_right = torch.tensor([[1.0, 1.0, 0.0, 0.0, 5.0, 5.0]])  # now the right side is the background
+    assert fill_holes(img, holes, far_right)[0, 0].tolist() == [1.0, 1.0, 9.0, 9.0, 9.0, 9.0]
+    border = torch.tensor([[True, True, False, False, False, False]])  # no left neighbour: use the right one
+    img2 = torch.tensor([[[0.0, 0.0, 3.0, 3.0, 9.0, 9.0]]])
+    assert fill_holes(img2, border, depth)[0, 0, :2].tolist() == [3.0, 3.0]
