@@ -172,6 +172,12 @@ def _check_nonneg(section: str, obj: object, names: tuple[str, ...]) -> None:
         _require(_is_num(v) and v >= 0, f"{section}.{name}", v, "number >= 0")
 
 
+def _check_bool(section: str, obj: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        _require(isinstance(v, bool), f"{section}.{name}", v, "true or false")
+
+
 @dataclass(frozen=True)
 class TeacherParams:
     """The frozen teacher and, for the simulated stand-in, the errors it makes (refiner/teachers/)."""
@@ -326,8 +332,7 @@ class InferParams:
             self.reanchor_every,
             "integer >= 0",
         )
-        for name in ("hard_clamp", "occlusion_gating", "export_npy", "export_png16"):
-            _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
+        _check_bool("infer", self, ("hard_clamp", "occlusion_gating", "export_npy", "export_png16"))
 
 
 @dataclass(frozen=True)
@@ -357,7 +362,7 @@ class EvaluateParams:
             _require(_is_num(v) and v > 0, p + name, v, "number > 0")
         _check_nonneg("evaluate", self, ("opw_weight",))
         _check_fraction("evaluate", self, ("static_patch",))
-        _require(isinstance(self.align_disparity, bool), p + "align_disparity", self.align_disparity, "true or false")
+        _check_bool("evaluate", self, ("align_disparity",))
 
 
 @dataclass(frozen=True)
@@ -425,17 +430,20 @@ class ModelParams:
             v = getattr(self, name)
             _require(_is_int(v) and v >= 1, p + name, v, "integer >= 1")
         _require(self.channels >= 2, p + "channels", self.channels, "integer >= 2")
-        for name in (
-            "bidirectional",
-            "use_conf_grad",
-            "use_time_encoding",
-            "use_rgb_edges",
-            "depth_aware_mixing",
-            "highres_refine",
-            "guided_upsampling",
-            "midres_branch",
-        ):
-            _require(isinstance(getattr(self, name), bool), p + name, getattr(self, name), "true or false")
+        _check_bool(
+            "model",
+            self,
+            (
+                "bidirectional",
+                "use_conf_grad",
+                "use_time_encoding",
+                "use_rgb_edges",
+                "depth_aware_mixing",
+                "highres_refine",
+                "guided_upsampling",
+                "midres_branch",
+            ),
+        )
         _check_nonneg("model", self, ("clamp_alpha", "clamp_beta", "clamp_gamma"))
         _require(self.clamp_alpha > 0 or self.clamp_beta > 0, p + "clamp_alpha", self.clamp_alpha, "> 0 or beta > 0")
         _require(self.use_mamba_ssm in ("auto", "never"), p + "use_mamba_ssm", self.use_mamba_ssm, "auto or never")

@@ -46,3 +46,11 @@ def test_round_trip_from_yaml(tmp_path):
     f.write_text(yaml.safe_dump({"windows": {"length": 8, "overlap": 2, "keyframes": [0, 4]}}))
     p = load_params(f)
     assert (p.windows.length, p.windows.overlap, p.windows.keyframes) == (8, 2, [0, 4])
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("model", "bidirectional"), ("infer", "export_npy"), ("evaluate", "align_disparity")]
+)
+def test_boolean_keys_reject_non_booleans(section, key):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}.*true or false"):
+        params_from_dict({section: {key: "yes"}})
