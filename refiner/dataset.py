@@ -163,3 +163,16 @@ class ClipWindows(Dataset):
         sample["use_gt"] = torch.tensor(use_gt)
         sample["start"] = torch.tensor(start)
         return sample
+
+
+def run_refiner(model: torch.nn.Module, batch: dict[str, torch.Tensor], mapping: torch.Tensor, hard: bool = False):
+    """One forward pass of the refiner on windows from :class:`ClipWindows` (batched, [B, N, ...])."""
+    return model(
+        batch["depth_low"],
+        batch["conf_low"],
+        batch["depth_full"],
+        batch["conf_full"],
+        mapping,
+        rgb_full=batch["rgb"],
+        hard_clamp=hard,
+    )

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from refiner.checkpoint import load_refiner
 from refiner.config import InferParams, Params, WindowParams
-from refiner.dataset import STATIC_COLOUR_THRESHOLD, ClipWindows
+from refiner.dataset import STATIC_COLOUR_THRESHOLD, ClipWindows, run_refiner
 from refiner.export import export_frames, side_by_side_video
 from refiner.losses import static_gate
 from refiner.lowres import downsample
@@ -114,15 +114,7 @@ def refine_clip(
                 batch["conf_low"] = downsample(conf, frames.factor)
             inputs = {key: v[None].to(device) for key, v in batch.items() if v.dim() > 0}
             with autocast:
-                out_w = model(
-                    inputs["depth_low"],
-                    inputs["conf_low"],
-                    inputs["depth_full"],
-                    inputs["conf_full"],
-                    mapping,
-                    rgb_full=inputs["rgb"],
-                    hard_clamp=p.hard_clamp,
-                )
+                out_w = run_refiner(model, inputs, mapping, hard=p.hard_clamp)
             delta = out_w.delta_full.float()[0, :, 0]  # [n, H, W]
             teacher_w = inputs["depth_full"][0, :, 0]
             if p.reanchor_every and k % p.reanchor_every == 0:

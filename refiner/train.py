@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from refiner.checkpoint import load_training_state, save_refiner, save_training_state
 from refiner.config import Params
-from refiner.dataset import Augment, ClipWindows
+from refiner.dataset import Augment, ClipWindows, run_refiner
 from refiner.losses import compute_losses
 from refiner.model import Refiner
 from refiner.store import open_group, write_csv, write_json
@@ -63,19 +63,6 @@ def _autocast(device: torch.device, amp: str):
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def run_refiner(model: torch.nn.Module, batch: dict[str, torch.Tensor], mapping: torch.Tensor, hard: bool = False):
-    """One forward pass of the refiner on a batch of windows from :class:`ClipWindows`."""
-    return model(
-        batch["depth_low"],
-        batch["conf_low"],
-        batch["depth_full"],
-        batch["conf_full"],
-        mapping,
-        rgb_full=batch["rgb"],
-        hard_clamp=hard,
-    )
 
 
 def run_fingerprint(params: Params, teacher: str | Path) -> str:
