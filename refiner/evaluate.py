@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from refiner.baselines import baseline_depths  # noqa: E402
+from refiner.baselines import method_depths  # noqa: E402
 from refiner.config import EvaluateParams  # noqa: E402
 from refiner.metrics import (  # noqa: E402
     align_disparity_affine,
@@ -58,21 +58,16 @@ def evaluate_clip(
     """(metrics, per-frame rows, stratified rows, depth by method) for one clip."""
     dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
     tea = open_group(teacher, ("depth", "confidence"), "teacher store")
-    ref = open_group(refined, ("depth",), "refined depth store")
-    rgb = np.asarray(dec["rgb"][...])
-    K = torch.from_numpy(np.asarray(dec["K"][...]))
-    depths = {"teacher": np.asarray(tea["depth"][...], dtype=np.float32)}
-    depths.update(baseline_depths(depths["teacher"], rgb, p))
-    depths["refiner"] = np.asarray(ref["depth"][...], dtype=np.float32)
+    depths = method_depths(decoded, teacher, refined, p)
     frames = depths["teacher"].shape[0]
-    if depths["refiner"].shape != depths["teacher"].shape:
-        raise ValueError(f"{refined}: shape {depths['refiner'].shape} differs from the teacher's; re-run infer")
+    K = torch.from_numpy(np.asarray(dec["K"][...]))
     has_gt = "depth_gt" in dec
     gt = torch.from_numpy(np.asarray(dec["depth_gt"][...])) if has_gt else None
     moving = torch.from_numpy(np.asarray(dec["moving_mask"][...])) if "moving_mask" in dec else None
+    poses = torch.from_numpy(np.asarray(dec["poses"][...])) if has_gt and "poses" in dec else None
     static, n_static = _static_mask(dec, frames)
     baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
-    rgb_t = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255
+    rgb_t = torch.from_numpy(np.asarray(dec["rgb"][...])).permute(0, 3, 1, 2).float() / 255
     skipped = {}
     if importlib.util.find_spec("lpips") is None:
         skipped["t_scin"] = "LPIPS is not installed and its backbone weights are not available locally"
@@ -100,8 +95,7 @@ def evaluate_clip(
             m["flicker_std_rel"], m["flicker_mad_rel"] = f["std_rel"], f["mad_rel"]
             jitter = disparity_jitter(d[:n_static], K[:n_static, 0, 0], baseline, static)
             m["disparity_jitter_px"] = float(jitter.mean()) if jitter.numel() else float("nan")
-        if has_gt and "poses" in dec:
-            poses = torch.from_numpy(np.asarray(dec["poses"][...]))
+        if poses is not None:
             m["tae"] = tae(d, K, poses, gt, moving)
             m["opw_metric"] = opw_metric(d, rgb_t, K, poses, gt, moving, p.opw_weight)
         medians = patch_medians(d, p.static_patch)
@@ -134,8 +128,7 @@ def evaluate_clip(
             )
             metrics["stratified"][name] = s
             strat_rows += [{"method": name, "confidence": b, **v} for b, v in s.items()]
-    if has_gt and "poses" in dec:  # what GT itself scores: the floor of TAE and OPW (rounding, occlusions)
-        poses = torch.from_numpy(np.asarray(dec["poses"][...]))
+    if poses is not None:  # what GT itself scores: the floor of TAE and OPW (rounding, occlusions)
         metrics["gt_floor"] = {
             "tae": tae(gt, K, poses, gt, moving),
             "opw_metric": opw_metric(gt, rgb_t, K, poses, gt, moving, p.opw_weight),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from refiner.baselines import baseline_depths
+from refiner.baselines import method_depths
 from refiner.config import EvaluateParams, StereoParams
 from refiner.metrics import disparity_jitter
 from refiner.store import open_group
@@ -168,10 +168,8 @@ def sbs_video(decoded: str | Path, depth: np.ndarray, out: str | Path, p: Stereo
 
 def stereo_sources(decoded, teacher, refined, evaluate: EvaluateParams) -> dict[str, np.ndarray]:
     """Depth sources for the stereo table: teacher, EMA and bilateral baselines, refiner, and GT when present."""
+    sources = method_depths(decoded, teacher, refined, evaluate)
     dec = open_group(decoded, ("rgb",))
-    tea = np.asarray(open_group(teacher, ("depth",), "teacher store")["depth"][...], dtype=np.float32)
-    sources = {"teacher": tea, **baseline_depths(tea, np.asarray(dec["rgb"][...]), evaluate)}
-    sources["refiner"] = np.asarray(open_group(refined, ("depth",), "refined depth store")["depth"][...], np.float32)
     if "depth_gt" in dec:
         sources["gt"] = np.asarray(dec["depth_gt"][...], dtype=np.float32)
     return sources
