@@ -63,6 +63,14 @@ class RefinerOutput:
         }
 
 
+def log_window_mean(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log D, its mean over each window's valid pixels [B,1,1,1,1], valid mask) for depth [B, N, 1, H, W]."""
+    valid = depth > 0
+    log_d = torch.log(depth.clamp_min(_EPS))
+    mean = (log_d * valid).sum((1, 2, 3, 4), keepdim=True) / valid.sum((1, 2, 3, 4), keepdim=True).clamp_min(1)
+    return log_d, mean, valid
+
+
 def residual_bound(depth: torch.Tensor, conf: torch.Tensor, alpha: float, beta: float, gamma: float) -> torch.Tensor:
     """B(x) = max(α·D, β)·(γ + 1 − c): larger where the teacher is far or unsure."""
     return torch.clamp_min(alpha * depth, beta) * (gamma + 1 - conf.clamp(0, 1))
@@ -165,9 +173,7 @@ class Refiner(nn.Module):
     def _features(self, depth_low, conf_low, rgb_full) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame input channels [B·N, C_in, h, w] and the scale-free log depth [B, N, 1, h, w]."""
         b, n, _, h, w = depth_low.shape
-        valid = depth_low > 0
-        log_d = torch.log(depth_low.clamp_min(_EPS))
-        mean = (log_d * valid).sum((1, 2, 3, 4), keepdim=True) / valid.sum((1, 2, 3, 4), keepdim=True).clamp_min(1)
+        log_d, mean, valid = log_window_mean(depth_low)
         log_rel = torch.where(valid, log_d - mean, torch.zeros_like(log_d))
         feats = [log_rel, conf_low]
         if self.p.use_conf_grad:
@@ -240,8 +246,7 @@ class Refiner(nn.Module):
         else:
             delta = upsample(grid, mapping if self.mid is None else [factor, factor, 0, 0], (H, W))
         if self.highres is not None:
-            log_t = torch.log(depth_full.clamp_min(_EPS))
-            mean = (log_t * valid).sum((1, 2, 3, 4), keepdim=True) / valid.sum((1, 2, 3, 4), keepdim=True).clamp_min(1)
+            log_t, mean, _ = log_window_mean(depth_full)
             log_r = torch.log((depth_full + delta).clamp_min(_EPS))
             edges = sobel_magnitude(rgb_full.mean(2, keepdim=True)) if rgb_full is not None else torch.zeros_like(delta)
             hr_in = torch.cat([(log_t - mean) * valid, (log_r - mean) * valid, conf_full, edges.float()], 2)
