@@ -38,8 +38,10 @@ STATIC_COLOUR_TOLERANCE = 0.03  # clips without a moving mask: static = colour w
 METHODS = ("teacher", "ema", "bilateral", "refiner")
 
 
-def _static_mask(dec, frames: int) -> tuple[torch.Tensor, int]:
-    """(H, W) static pixels of the still-camera segment and its length (0 when unknown)."""
+def still_static_mask(dec, frames: int) -> tuple[torch.Tensor, int]:
+    """(H, W) static pixels of a decoded clip's still-camera segment and the segment's length (0 when unknown):
+    never on a moving object (the GT mask, else colour within a tolerance of the segment's first frame) and,
+    with GT, always valid. Evaluate and stereo measure flicker and jitter on it."""
     n = min(int(dec.attrs.get("static_frames", 0)), frames)
     if n < 2:
         return torch.zeros(dec["rgb"].shape[1:3], dtype=torch.bool), 0
@@ -65,7 +67,7 @@ def evaluate_clip(
     gt = torch.from_numpy(np.asarray(dec["depth_gt"][...])) if has_gt else None
     moving = torch.from_numpy(np.asarray(dec["moving_mask"][...])) if "moving_mask" in dec else None
     poses = torch.from_numpy(np.asarray(dec["poses"][...])) if has_gt and "poses" in dec else None
-    static, n_static = _static_mask(dec, frames)
+    static, n_static = still_static_mask(dec, frames)
     baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
     rgb_t = torch.from_numpy(np.asarray(dec["rgb"][...])).permute(0, 3, 1, 2).float() / 255
     skipped = {}

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from refiner.baselines import method_depths
 from refiner.config import EvaluateParams, StereoParams
+from refiner.evaluate import still_static_mask
 from refiner.metrics import disparity_jitter
 from refiner.store import open_group
 from refiner.video import encode_mp4
@@ -103,10 +104,7 @@ def stereo_report(decoded: str | Path, sources: dict[str, np.ndarray], p: Stereo
     K = np.asarray(dec["K"][...])
     baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
     has_right = "rgb_right" in dec and "depth_gt_right" in dec
-    n_static = int(dec.attrs.get("static_frames", 0))
-    static = torch.ones(rgb.shape[-2:], dtype=torch.bool)
-    if "moving_mask" in dec and n_static >= 2:
-        static = ~torch.from_numpy(np.asarray(dec["moving_mask"][:n_static]) > 0).any(0)
+    static, n_static = still_static_mask(dec, rgb.shape[0])
     metrics: dict = {"baseline_m": baseline}
     rows: list[dict] = [{"frame": t} for t in range(len(next(iter(sources.values()))))]  # one column per source
     for name, depth_np in sources.items():
