@@ -5,7 +5,12 @@ different machines compare by their ratios:
 
 - decode: mp4 → canonical Zarr store, frames/s, vs reading the same frames with PyAV only;
 - cache: teacher-cache write/read MB/s and compression ratio, vs raw float32 ``.npy``;
-- refiner: v0 model frames/s at 518² full res, vs the EMA baseline filter on the same frames;
+- scan: the selective scan at the refiner's shape (130² sequences for 518²/4, L = 12, d_inner 64, n 8), ms per
+  window, frames/s and peak memory, vs a frozen copy of the reference scan (``_scan_baseline``);
+- refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res, vs the EMA baseline filter on
+  the same frames and vs the same model with a frozen copy of the Mamba block's old forward;
+- breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder,
+  upsampling, the rest) at 516² and 516×924 (16:9);
 - infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows;
 - memory: peak traced memory of inference vs clip length (should stay flat);
 - repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it.
@@ -16,24 +21,30 @@ Results are also written to ``reports/bench.json``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import refiner.model.mamba as mamba_mod  # noqa: E402
+import refiner.model.refiner as refiner_mod  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
 from refiner.config import InferParams, ModelParams, WindowParams  # noqa: E402
 from refiner.infer import refine_clip  # noqa: E402
@@ -106,26 +117,261 @@ def bench_cache(tmp: Path) -> dict:
     }
 
 
+# --- scan and refiner -------------------------------------------------------------------------------------------
+
+SCAN_SHAPE = (130 * 130, 12, 64, 8)  # sequences (518² / 4), frames, d_inner, d_state
+
+
+def _scan_baseline(
+    x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
+) -> torch.Tensor:
+    """Frozen copy of ``selective_scan_ref`` (commit 8c4e676), the baseline every scan speed-up is measured against."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
+        h = x.new_zeros(x.shape[0], x.shape[1], A.shape[1])  # [b, d, n]
+        ys = []
+        for x_t, dt_t, B_t, C_t in zip(x.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1), strict=True):
+            h = torch.exp(dt_t.unsqueeze(-1) * A) * h + (dt_t * x_t).unsqueeze(-1) * B_t.unsqueeze(1)
+            ys.append((h * C_t.unsqueeze(1)).sum(-1))
+        return torch.stack(ys, dim=-1) + D[None, :, None] * x
+
+
+def _scan_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Scan inputs at the refiner's shape, laid out as ``Mamba`` passes them ([b, d, L] views of [b, L, d])."""
+    s, length, d, n = SCAN_SHAPE
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(s, length, d, generator=g).transpose(1, 2)
+    delta = torch.rand(s, length, d, generator=g).mul_(0.2).transpose(1, 2)  # in place: no large temporaries
+    B, C = (torch.randn(s, length, n, generator=g).transpose(1, 2) for _ in range(2))
+    A = -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1)
+    return x, delta, A, B, C, torch.ones(d)
+
+
+def _timed_pair(fa: Callable[[], object], fb: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Best wall times (s) of two functions, interleaved so that load from other processes hits both alike."""
+    ta, tb = float("inf"), float("inf")
+    for _ in range(repeat):
+        ta, tb = min(ta, _timed(fa)), min(tb, _timed(fb))
+    return ta, tb
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set (MiB): VmHWM on Linux (it starts afresh at exec, whereas ru_maxrss
+    keeps the high-water mark of the parent that forked it), else ru_maxrss."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _scan_peak_child(which: str) -> None:
+    """In a fresh process: print the growth of peak RSS (MiB) over one scan window (``which``: baseline/fast)."""
+    args = _scan_inputs()
+    fn = _scan_baseline if which == "baseline" else mamba_mod.selective_scan
+    before = _peak_rss_mb()
+    with torch.no_grad():
+        fn(*args)
+    print(_peak_rss_mb() - before)
+
+
+def _scan_peak_mb(which: str) -> float:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--scan-peak-child", which]
+    return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+
+
+def bench_scan(tmp: Path) -> dict:
+    """New selective scan vs the frozen baseline, one window at the refiner's shape (no autograd)."""
+    args = _scan_inputs()
+    with torch.no_grad():
+        err = float((mamba_mod.selective_scan(*args) - _scan_baseline(*args)).abs().max())
+        t_base, t_fast = _timed_pair(lambda: _scan_baseline(*args), lambda: mamba_mod.selective_scan(*args), 7)
+    frames = SCAN_SHAPE[1]
+    return {
+        "shape_S_L_d_n": "x".join(map(str, SCAN_SHAPE)),
+        "ms_per_window_baseline": 1e3 * t_base,
+        "ms_per_window_fast": 1e3 * t_fast,
+        "ratio": t_base / t_fast,
+        "fps_scan_baseline": frames / t_base,
+        "fps_scan_fast": frames / t_fast,
+        "max_abs_diff": err,
+        # peak resident-set growth over one window, in a fresh process with the inputs already made: torch's
+        # CPU allocations are plain malloc/mmap, which the RSS high-water mark sees and tracemalloc does not
+        "peak_rss_mb_baseline": _scan_peak_mb("baseline"),
+        "peak_rss_mb_fast": _scan_peak_mb("fast"),
+    }
+
+
+def _model_params(**changes: object) -> ModelParams:
+    """Model params as params.yaml states them (configs without ``from_file``: the class defaults)."""
+    if hasattr(ModelParams, "from_file"):
+        return ModelParams.from_file(ROOT / "params.yaml", **changes)
+    return ModelParams(**changes)
+
+
+def _make_refiner(p: ModelParams, factor: int) -> Refiner:
+    """The model under test; the one place to update when the Refiner's constructor changes."""
+    takes_factor = len(inspect.signature(Refiner.__init__).parameters) > 2
+    return Refiner(p, factor) if takes_factor else Refiner(p)
+
+
+def _refine(model: Refiner, depth: torch.Tensor, conf: torch.Tensor, factor: int, **state: object) -> object:
+    """One window through the model; the one place to update when its forward signature changes.
+    ``state``: ``state``/``state_index`` keywords of a model that carries state from window to window."""
+    if "depth_low" in inspect.signature(model.forward).parameters:  # older API: low-res inputs and the mapping
+        low_d, low_c = downsample(depth, factor), downsample(conf, factor)
+        return model(low_d, low_c, depth, conf, torch.as_tensor(low_mapping(factor)))
+    return model(depth, conf, **state)
+
+
+def _window(height: int, width: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    depth = torch.rand(1, 12, 1, height, width, device=device) * 5 + 1
+    return depth, torch.rand_like(depth)
+
+
+def _mamba_forward_baseline(
+    self: mamba_mod.Mamba, hidden_states: torch.Tensor, state: object = None, state_index: object = None
+) -> torch.Tensor:
+    """Frozen copy of ``Mamba.forward`` (commit 8c4e676: conv1d and the reference scan on the whole batch)."""
+    assert state is None and state_index is None, "the baseline block carries no state"
+    length = hidden_states.shape[1]
+    x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)
+    x = F.silu(self.conv1d(x)[..., :length])
+    dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+    delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float()).transpose(1, 2)
+    A = -torch.exp(self.A_log.float())
+    y = _scan_baseline(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D)
+    y = y * F.silu(z.float())
+    return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
+
+
+def _with_baseline_mamba(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with every pure-PyTorch Mamba block's forward swapped for the frozen baseline."""
+
+    def run() -> object:
+        fast, mamba_mod.Mamba.forward = mamba_mod.Mamba.forward, _mamba_forward_baseline
+        try:
+            return fn()
+        finally:
+            mamba_mod.Mamba.forward = fast
+
+    return run
+
+
 def bench_refiner(tmp: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n, size, f = 12, 518 // 4 * 4, 4  # 516², the nearest multiple of the low-res factor to 518
-    model = Refiner(ModelParams()).to(device).eval()
-    depth = torch.rand(1, n, 1, size, size, device=device) * 5 + 1
-    conf = torch.rand_like(depth)
-    low_d, low_c = downsample(depth, f), downsample(conf, f)
-    mapping = torch.as_tensor(low_mapping(f))
+    model = _make_refiner(_model_params(), f).to(device).eval()
+    depth, conf = _window(size, size, device)
 
     @torch.no_grad()
-    def forward() -> None:
-        model(low_d, low_c, depth, conf, mapping)
+    def forward(**state: object) -> object:
+        out = _refine(model, depth, conf, f, **state)
         if device == "cuda":
             torch.cuda.synchronize()
+        return out
 
     forward()
-    t_model = _timed(forward, 3)
+    t_base, t_model = _timed_pair(_with_baseline_mamba(forward), forward, 3)
     arr = depth[0, :, 0].cpu().numpy()
     t_ema = _timed(lambda: ema(arr, 0.3), 3)
-    return {"device": device, "size": size, "fps_refiner": n / t_model, "fps_ema": n / t_ema, "ratio": t_ema / t_model}
+    result = {
+        "device": device,
+        "size": size,
+        "fps_refiner": n / t_model,
+        "fps_refiner_baseline_mamba": n / t_base,
+        "speedup_vs_baseline_mamba": t_base / t_model,
+        "fps_ema": n / t_ema,
+        "ratio": t_ema / t_model,
+    }
+    if getattr(model.p, "carry_state", False):  # streaming: from the previous window's state, handing on its own
+        carried = forward(state_index=n // 2 - 1).state
+        result["fps_refiner_carried_state"] = n / _timed(lambda: forward(state=carried, state_index=n // 2 - 1), 3)
+    return result
+
+
+class _PartTimer:
+    """Wall time per part of a forward pass: module hooks, plus wrappers of module-level functions."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self._start: dict[str, float] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def _begin(self, name: str) -> None:
+        self._start[name] = time.perf_counter()
+
+    def _end(self, name: str) -> None:
+        self.total[name] = self.total.get(name, 0.0) + time.perf_counter() - self._start.pop(name)
+
+    def module(self, name: str, m: torch.nn.Module | None) -> None:
+        if m is not None:
+            self._undo.append(m.register_forward_pre_hook(lambda *_: self._begin(name)).remove)
+            self._undo.append(m.register_forward_hook(lambda *_: self._end(name)).remove)
+
+    def function(self, name: str, owner: object, attr: str) -> None:
+        if not hasattr(owner, attr):
+            return
+        fn = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            self._begin(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._end(name)
+
+        setattr(owner, attr, timed)
+        self._undo.append(lambda: setattr(owner, attr, fn))
+
+    def remove(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+
+def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
+    """ms per part of one window's forward (the run with the best total of 5) at height × width."""
+    depth, conf = _window(height, width)
+    parts = _PartTimer()
+    for name in ("encoder", "to_ssm", "temporal", "from_ssm", "decoder"):
+        parts.module(name, getattr(model.low, name, None))
+    parts.function("scan", mamba_mod, "selective_scan_bld")
+    for name in ("upsample", "guided_upsample"):
+        parts.function("upsampling", refiner_mod, name)
+    for name in ("downsample", "downsample_depth"):  # the low-res inputs (newer API: inside the model)
+        parts.function("downsampling", refiner_mod, name)
+    best: dict[str, float] = {}
+    try:
+        with torch.no_grad():
+            for _ in range(5):
+                parts.total = {}
+                t = _timed(lambda: _refine(model, depth, conf, f))
+                if t < best.get("total", float("inf")):
+                    best = {**parts.total, "total": t}
+    finally:
+        parts.remove()
+    named = sum(v for k, v in best.items() if k not in ("total", "scan"))
+    out = {f"{k}_ms": 1e3 * v for k, v in best.items()}
+    out["temporal_without_scan_ms"] = out.get("temporal_ms", 0.0) - out.get("scan_ms", 0.0)
+    out["other_ms"] = 1e3 * (best["total"] - named)  # features, clamps, reshapes
+    out["fps"] = 12 / best["total"]
+    return out
+
+
+def bench_breakdown(tmp: Path) -> dict:
+    """Per-part times of the refiner forward at 516² and 516×924 (16:9); a failing size reports its error."""
+    f = 4
+    model = _make_refiner(_model_params(), f).eval()
+    results: dict = {}
+    for height, width in ((516, 516), (516, 924)):
+        try:
+            parts = _breakdown(model, height, width, f)
+        except Exception as e:  # e.g. a model that only takes square frames: say where
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            results[f"{height}x{width}_error"] = f"{type(e).__name__} at {where.filename}:{where.lineno}: {e}"
+            continue
+        results.update({f"{height}x{width}_{k}": v for k, v in parts.items()})
+    return results
 
 
 def bench_infer(tmp: Path) -> dict:
@@ -187,7 +433,9 @@ def bench_repro(tmp: Path) -> dict:
 BENCHES = {
     "decode": bench_decode,
     "cache": bench_cache,
+    "scan": bench_scan,
     "refiner": bench_refiner,
+    "breakdown": bench_breakdown,
     "infer": bench_infer,
     "memory": bench_memory,
     "repro": bench_repro,
@@ -197,7 +445,10 @@ BENCHES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these benchmarks")
+    parser.add_argument("--scan-peak-child", choices=("baseline", "fast"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scan_peak_child:
+        return _scan_peak_child(args.scan_peak_child)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"

@@ -10,11 +10,7 @@ global rescale is possible. Invalid pixels (0) stay 0.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-
-from refiner.store import open_group
 
 
 def ema(depth: np.ndarray, alpha: float) -> np.ndarray:
@@ -58,13 +54,3 @@ def baseline_depths(teacher: np.ndarray, rgb: np.ndarray, p) -> dict[str, np.nda
         "ema": ema(teacher, p.ema_alpha),
         "bilateral": temporal_bilateral(teacher, rgb, p.bilateral_radius, p.sigma_depth_rel, p.sigma_colour),
     }
-
-
-def method_depths(decoded: str | Path, teacher: str | Path, refined: str | Path, p) -> dict[str, np.ndarray]:
-    """Depth (T, H, W) of every scored method on one clip: the teacher, its EMA and bilateral filters, the refiner."""
-    rgb = np.asarray(open_group(decoded, ("rgb",), "decoded clip store")["rgb"][...])
-    tea = np.asarray(open_group(teacher, ("depth",), "teacher store")["depth"][...], dtype=np.float32)
-    ref = np.asarray(open_group(refined, ("depth",), "refined depth store")["depth"][...], dtype=np.float32)
-    if ref.shape != tea.shape:
-        raise ValueError(f"{refined}: shape {ref.shape} differs from the teacher's {tea.shape}; re-run infer")
-    return {"teacher": tea, **baseline_depths(tea, rgb, p), "refiner": ref}

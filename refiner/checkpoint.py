@@ -5,10 +5,8 @@ resumable training state (loadable with ``torch.load(weights_only=True)``). Both
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -29,14 +27,14 @@ def _architecture(model: torch.nn.Module) -> str:
 
 
 def save_refiner(
-    path: str | Path, model: torch.nn.Module, params: ModelParams, mapping: torch.Tensor, extra: dict
+    path: str | Path, model: torch.nn.Module, params: ModelParams, low_res_factor: int, extra: dict
 ) -> None:
-    """Weights + model params + low-res mapping, as one safetensors file."""
+    """Weights + model params + the low-res factor they were trained with, as one safetensors file."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format": FORMAT,
-        "model_params": json.dumps(asdict(params)),
-        "low_mapping": json.dumps([float(x) for x in np.asarray(mapping)]),
+        "model_params": json.dumps(params.model_dump()),
+        "low_res_factor": str(int(low_res_factor)),
         "architecture": _architecture(model),
         "extra": json.dumps(extra),
     }
@@ -59,30 +57,28 @@ def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise CheckpointError(f"{path}: not a refiner checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
         params = ModelParams(**json.loads(meta["model_params"]))
-        params.validate()
-    except (TypeError, ConfigError) as e:
+        factor = int(meta["low_res_factor"])
+    except (TypeError, ValueError, KeyError, ConfigError) as e:
         raise CheckpointError(f"{path}: model params do not fit this code ({e}); retrain it") from e
-    model = Refiner(params)
+    model = Refiner(params, factor)
     expected = _architecture(model)
     if meta.get("architecture") != expected or set(state) != set(model.state_dict()):
         raise CheckpointError(
-            f"{path}: checkpoint is from another architecture than model params {asdict(params)} build; "
+            f"{path}: checkpoint is from another architecture than model params {params.model_dump()} build; "
             "retrain with the current code"
         )
     model.load_state_dict(state)
-    meta = {**meta, "model_params": params, "low_mapping": json.loads(meta["low_mapping"])}
+    meta = {**meta, "model_params": params, "low_res_factor": factor}
     return model.to(device).eval(), meta
 
 
-def save_training_state(
-    path: Path, fingerprint: str, step: int, best: dict, log: list[dict], model, ema, opt, scaler
-) -> None:
-    """Everything needed to resume: run fingerprint, step, best so far, the log, model/EMA/optimiser/scaler states."""
+def save_training_state(path: Path, fingerprint: str, step: int, best: dict, model, ema, opt, scaler) -> None:
+    """Everything needed to resume: run fingerprint, step, the best so far (with its weights), model/EMA/
+    optimiser/scaler states."""
     state = {
         "fingerprint": fingerprint,
         "step": step,
         "best": best,
-        "log": log,
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "optimizer": opt.state_dict(),
@@ -92,10 +88,8 @@ def save_training_state(
         torch.save(state, tmp)
 
 
-def load_training_state(
-    path: Path, fingerprint: str, steps: int, model, ema, opt, scaler
-) -> tuple[int, dict, list[dict]] | None:
-    """Restore an interrupted run saved by :func:`save_training_state`; returns (step, best, log).
+def load_training_state(path: Path, fingerprint: str, steps: int, model, ema, opt, scaler) -> tuple[int, dict] | None:
+    """Restore an interrupted run saved by :func:`save_training_state`; returns (step, best).
 
     Returns None (and restores nothing) when the state belongs to another run (other params or data) or
     already reached ``steps``: training then starts afresh.
@@ -113,4 +107,4 @@ def load_training_state(
         raise CheckpointError(f"{path}: training state is from another architecture; delete it to start over") from e
     opt.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
-    return int(state["step"]), state["best"], state["log"]
+    return int(state["step"]), state["best"]

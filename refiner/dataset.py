@@ -1,36 +1,33 @@
-"""Training and validation windows read lazily from a clip's decoded and teacher stores.
+"""Training and validation windows read lazily from a clip's stores (:class:`refiner.clip.Clip`).
 
 Each sample is one window of N frames (see :mod:`refiner.windows`) as float32 tensors:
 
-- ``depth_full`` [N,1,H,W] teacher depth fed to the refiner (jittered in training), ``depth_low``
-  [N,1,h,w] its f×f area mean (:func:`refiner.lowres.downsample_depth`, the same as the teacher store);
-- ``teacher_full`` [N,1,H,W] the clean teacher depth that L_close targets;
-- ``conf_full`` [N,1,H,W], ``conf_low`` [N,1,h,w] teacher confidence c(x) in [0, 1];
+- ``depth`` [N,1,H,W] teacher depth fed to the refiner (jittered in training);
+- ``teacher`` [N,1,H,W] the clean teacher depth that L_close targets;
+- ``conf`` [N,1,H,W] teacher confidence c(x) in [0, 1] (train-split calibration);
 - ``rgb`` [N,3,H,W] in [0, 1]; ``gt`` [N,1,H,W] (zeros when unused) and ``use_gt`` (0-d bool);
-- ``static`` [N,1,H,W] bool: pixels of static scene seen by a still camera (GT moving-object mask within
-  the clip's static-camera segment), or, for clips without that mask, pixels whose colour stays put
-  across the window (:func:`refiner.losses.static_gate`);
+- ``static`` [N,1,H,W] bool: static scene seen by a still camera (GT moving mask within the clip's
+  still-camera segment) or, for clips without that mask, pixels whose colour stays put across the
+  window (:func:`refiner.masks.static_gate`);
+- ``edges`` [N,1,H,W] the guidance stage's edge map G_t in [0, 1] (zeros without a guidance store);
 - ``keyframes`` [N] bool; ``K`` [N,3,3] intrinsics of the crop; ``start`` (0-d int64).
 
-Only the window's frames are read from Zarr (one chunk per frame), so memory does not grow
-with clip length.
+Only the window's frames are read from Zarr (one chunk per frame), so memory does not grow with clip
+length. :class:`ClipWindows` covers a clip with fixed windows (validation, inference);
+:class:`RandomWindows` draws random windows and crops over several clips (training).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from refiner.losses import static_gate
-from refiner.lowres import downsample, downsample_depth
-from refiner.store import open_group
+from refiner.clip import Clip
+from refiner.masks import static_gate
 from refiner.windows import keyframe_mask, window_starts
-
-STATIC_COLOUR_THRESHOLD = 0.02  # mean |ΔRGB| (0-1) below which a pixel counts as unchanged
 
 
 @dataclass(frozen=True)
@@ -45,134 +42,115 @@ class Augment:
     gt_fraction: float = 0.0  # fraction of windows supervised by GT when the clip has it
 
 
-class ClipWindows(Dataset):
-    """Windows of one clip over ``frames`` = (first, end).
+def read_window(
+    clip: Clip,
+    start: int,
+    length: int,
+    y0: int = 0,
+    x0: int = 0,
+    size: tuple[int, int] | None = None,
+    use_gt: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One window's tensors (see the module docstring), unaugmented."""
+    h, w = size or (clip.height, clip.width)
+    win = (slice(start, start + length), slice(y0, y0 + h), slice(x0, x0 + w))
+    teacher = torch.from_numpy(clip.teacher_depth(win))[:, None]
+    rgb = torch.from_numpy(clip.rgb(win)).permute(0, 3, 1, 2).float() / 255.0
+    K = torch.from_numpy(clip.K(win[0]).astype(np.float32))
+    K[:, 0, 2] -= x0
+    K[:, 1, 2] -= y0
+    moving = clip.moving(win)
+    if moving is not None:
+        still_camera = torch.arange(start, start + length) < clip.static_frames
+        static = ~torch.from_numpy(moving)[:, None] & still_camera[:, None, None, None]
+    else:
+        static = static_gate(rgb[None], clip.factor)[0].amin(0, keepdim=True).bool().expand_as(teacher)
+    gt = torch.from_numpy(clip.gt(win))[:, None] if use_gt else torch.zeros_like(teacher)
+    edges = clip.edges(win)
+    return {
+        "depth": teacher,
+        "teacher": teacher,
+        "conf": torch.from_numpy(clip.confidence(win))[:, None],
+        "rgb": rgb,
+        "gt": gt,
+        "static": static,
+        "K": K,
+        "edges": torch.zeros_like(teacher) if edges is None else torch.from_numpy(edges)[:, None],
+    }
 
-    With ``samples`` None the windows are fixed (:func:`window_starts` with ``overlap``, default N/2: validation
-    and inference); otherwise each of ``samples`` indices draws a random start (training).
-    """
+
+def augment_window(sample: dict, rng: np.random.Generator, a: Augment) -> tuple[dict, bool]:
+    """Teacher jitter (the input only; the loss keeps the clean teacher) and temporal reversal."""
+    teacher = sample["teacher"]
+    if rng.random() < a.jitter_prob:
+        s = torch.from_numpy(rng.uniform(1 - a.jitter_scale, 1 + a.jitter_scale, (teacher.shape[0], 1, 1, 1)))
+        eps = torch.from_numpy(rng.standard_normal(teacher.shape)) * a.jitter_noise_rel
+        sample["depth"] = ((teacher * (s + eps).float()).clamp_min(0) * (teacher > 0)).float()
+    reverse = bool(rng.random() < a.reverse_prob)
+    return ({k: v.flip(0) for k, v in sample.items()} if reverse else sample), reverse
+
+
+class ClipWindows(Dataset):
+    """Fixed windows covering one clip (stride N − overlap, the last aligned to the clip's end)."""
 
     def __init__(
-        self,
-        decoded: str | Path,
-        teacher: str | Path,
-        length: int,
-        keyframes: list[int],
-        frames: tuple[int, int] | None = None,
-        augment: Augment | None = None,
-        samples: int | None = None,
-        seed: int = 0,
-        overlap: int | None = None,
+        self, clip: Clip, length: int, keyframes: list[int], overlap: int | None = None, use_gt: bool = False
     ) -> None:
-        self.decoded_path, self.teacher_path = str(decoded), str(teacher)
-        dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
-        tea = open_group(teacher, ("depth", "confidence", "low_mapping"), "teacher store")
-        total = dec["rgb"].shape[0]
-        if tea["depth"].shape[0] != total:
-            raise ValueError(f"{teacher}: {tea['depth'].shape[0]} frames but {decoded} has {total}; re-run the teacher")
-        lo, hi = frames if frames is not None else (0, total)
-        if not 0 <= lo < hi <= total:
-            raise ValueError(f"frame range {lo}..{hi} is outside the clip's {total} frames")
-        self.lo, self.hi = lo, hi
-        self.length = min(length, hi - lo)
-        self.keyframes = keyframes
-        self.factor = int(tea["low_mapping"][0])
-        self.size = dec["rgb"].shape[1]
-        self.has_gt = "depth_gt" in dec
-        self.augment = augment or Augment()
-        self.seed = seed
+        self.clip, self.keyframes, self.use_gt = clip, keyframes, use_gt and clip.has_gt
+        self.length = min(length, clip.frames)
+        overlap = self.length // 2 if overlap is None else min(overlap, self.length - 1)
+        self.starts = window_starts(clip.frames, self.length, overlap)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        start = self.starts[index]
+        sample = read_window(self.clip, start, self.length, use_gt=self.use_gt)
+        sample["keyframes"] = torch.from_numpy(keyframe_mask(self.length, self.keyframes))
+        sample["use_gt"] = torch.tensor(self.use_gt)
+        sample["start"] = torch.tensor(start)
+        return sample
+
+
+class RandomWindows(Dataset):
+    """``samples`` random windows per epoch drawn over several clips (uniform over clips), randomly cropped
+    and augmented; deterministic given seed, epoch and index."""
+
+    def __init__(
+        self, clips: list[Clip], length: int, keyframes: list[int], augment: Augment, samples: int, seed: int = 0
+    ) -> None:
+        if not clips:
+            raise ValueError("no training clips: list at least one clip under corpus.train in params.yaml")
+        self.clips, self.keyframes, self.augment, self.samples, self.seed = clips, keyframes, augment, samples, seed
+        self.length = min(length, *(c.frames for c in clips))
         self.epoch = 0
-        crop = self.augment.crop
-        if crop is not None and (crop % self.factor or crop > self.size):
-            raise ValueError(f"crop {crop} must be a multiple of the low-res factor {self.factor} and <= {self.size}")
-        if samples is None:
-            overlap = self.length // 2 if overlap is None else min(overlap, self.length - 1)
-            self.starts: list[int] | None = [lo + s for s in window_starts(hi - lo, self.length, overlap)]
-            self.samples = len(self.starts)
-        else:
-            self.starts, self.samples = None, samples
-        self._groups = None
+        crop = augment.crop
+        for c in clips:
+            if crop is not None and (crop % c.factor or crop > min(c.height, c.width)):
+                raise ValueError(
+                    f"train.crop {crop} must be a multiple of the low-res factor {c.factor} and at most "
+                    f"{min(c.height, c.width)} (the frame size of {c.decoded_path})"
+                )
 
     def __len__(self) -> int:
         return self.samples
 
     def set_epoch(self, epoch: int) -> None:
-        """Vary the random draws per epoch (deterministic given seed, epoch and index)."""
+        """Vary the random draws per epoch."""
         self.epoch = epoch
-
-    def _open(self):
-        if self._groups is None:  # opened lazily so the dataset pickles into worker processes
-            self._groups = (open_group(self.decoded_path), open_group(self.teacher_path))
-        return self._groups
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        dec, tea = self._open()
-        a = self.augment
-        if self.starts is not None:
-            start = self.starts[index]
-        else:
-            start = int(rng.integers(self.lo, self.hi - self.length + 1))
-        sl = slice(start, start + self.length)
-        y0 = x0 = 0
-        size = self.size
-        if a.crop is not None and a.crop < self.size:
-            size = a.crop
-            y0, x0 = (int(rng.integers(0, (self.size - size) // self.factor + 1)) * self.factor for _ in range(2))
-        win = (sl, slice(y0, y0 + size), slice(x0, x0 + size))
-        teacher = torch.from_numpy(np.asarray(tea["depth"][win], dtype=np.float32))[:, None]
-        conf = torch.from_numpy(np.asarray(tea["confidence"][win], dtype=np.float32))[:, None]
-        rgb = torch.from_numpy(np.asarray(dec["rgb"][win])).permute(0, 3, 1, 2).float() / 255.0
-        K = torch.from_numpy(np.asarray(dec["K"][sl], dtype=np.float32)).clone()
-        K[:, 0, 2] -= x0
-        K[:, 1, 2] -= y0
-        use_gt = self.has_gt and rng.random() < a.gt_fraction
-        gt = (
-            torch.from_numpy(np.asarray(dec["depth_gt"][win], dtype=np.float32))[:, None]
-            if use_gt
-            else torch.zeros_like(teacher)
-        )
-        if "moving_mask" in dec:
-            moving = torch.from_numpy(np.asarray(dec["moving_mask"][win]))[:, None] > 0
-            still_camera = torch.arange(start, start + self.length) < int(dec.attrs.get("static_frames", 0))
-            static = ~moving & still_camera[:, None, None, None]
-        else:
-            gate = static_gate(rgb[None], self.factor, STATIC_COLOUR_THRESHOLD)[0]
-            static = gate.amin(0, keepdim=True).bool().expand_as(teacher)
-        depth_in = teacher
-        if rng.random() < a.jitter_prob:
-            n = teacher.shape[0]
-            s = torch.from_numpy(rng.uniform(1 - a.jitter_scale, 1 + a.jitter_scale, (n, 1, 1, 1)).astype(np.float32))
-            eps = torch.from_numpy(rng.standard_normal(teacher.shape).astype(np.float32)) * a.jitter_noise_rel
-            depth_in = (teacher * (s + eps)).clamp_min(0) * (teacher > 0)
-        reverse = rng.random() < a.reverse_prob
-        sample = {
-            "depth_full": depth_in,
-            "depth_low": downsample_depth(depth_in, self.factor),
-            "teacher_full": teacher,
-            "conf_full": conf,
-            "conf_low": downsample(conf, self.factor),
-            "rgb": rgb,
-            "gt": gt,
-            "static": static,
-            "K": K,
-        }
-        if reverse:
-            sample = {k: v.flip(0) for k, v in sample.items()}
+        clip = self.clips[int(rng.integers(len(self.clips)))]
+        a, f = self.augment, clip.factor
+        start = int(rng.integers(0, clip.frames - self.length + 1))
+        h, w = (a.crop, a.crop) if a.crop is not None else (clip.height, clip.width)
+        y0 = int(rng.integers(0, (clip.height - h) // f + 1)) * f
+        x0 = int(rng.integers(0, (clip.width - w) // f + 1)) * f
+        use_gt = clip.has_gt and rng.random() < a.gt_fraction
+        sample, reverse = augment_window(read_window(clip, start, self.length, y0, x0, (h, w), use_gt), rng, a)
         sample["keyframes"] = torch.from_numpy(keyframe_mask(self.length, self.keyframes, reverse))
         sample["use_gt"] = torch.tensor(use_gt)
         sample["start"] = torch.tensor(start)
         return sample
-
-
-def run_refiner(model: torch.nn.Module, batch: dict[str, torch.Tensor], mapping: torch.Tensor, hard: bool = False):
-    """One forward pass of the refiner on windows from :class:`ClipWindows` (batched, [B, N, ...])."""
-    return model(
-        batch["depth_low"],
-        batch["conf_low"],
-        batch["depth_full"],
-        batch["conf_full"],
-        mapping,
-        rgb_full=batch["rgb"],
-        hard_clamp=hard,
-    )

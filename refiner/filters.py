@@ -22,9 +22,3 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
 def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
     """|∇x| from :func:`sobel`, same shape as x."""
     return sobel(x).square().sum(-3).sqrt()
-
-
-def laplacian(x: torch.Tensor) -> torch.Tensor:
-    """4-neighbour Laplacian of [..., H, W] (replicate padding), same shape."""
-    k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]])
-    return _filter(x, k[None])[..., 0, :, :]

@@ -34,25 +34,81 @@ from refiner.video import decode_frames, video_info
 GT_FRAME_ARRAYS = ("depth", "depth_right", "rgb_right", "moving_mask")
 
 
-def intrinsics_from_mapping(data: Any, where: str, width: int, height: int) -> np.ndarray:
-    """K (3, 3) from a mapping with fx, fy, cx, cy (pixels of a width x height image) or hfov_deg."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: intrinsics must be a mapping with fx, fy, cx, cy or hfov_deg")
-    if {"fx", "fy", "cx", "cy"} <= data.keys():
-        K = np.array([[data["fx"], 0, data["cx"]], [0, data["fy"], data["cy"]], [0, 0, 1]], dtype=np.float64)
-        if "width" in data and "height" in data and (data["width"], data["height"]) != (width, height):
-            sx, sy = width / data["width"], height / data["height"]
+PINHOLE_KEYS = ("fx", "fy", "cx", "cy")
+
+
+def _real(data: dict, key: str, where: str) -> float:
+    """``data[key]`` as a finite float; numeric strings count (YAML 1.1 reads ``5e2`` as text)."""
+    try:
+        v = float(data[key]) if isinstance(data[key], str) else data[key]
+    except ValueError:
+        v = None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        unit = "degrees" if key == "hfov_deg" else "pixels"
+        raise ValueError(f"{where}: {key} = {data[key]!r} is not a finite number; write it in {unit}, e.g. {key}: 60")
+    return float(v)
+
+
+def _check_image_size(data: dict, where: str, width: int, height: int) -> None:
+    """Optional ``width``/``height`` (given together) must be the size of the images, in pixels."""
+    given = [k for k in ("width", "height") if k in data]
+    if len(given) == 1:
+        other = "height" if given[0] == "width" else "width"
+        raise ValueError(f"{where}: {given[0]} is given without {other}; give both (the image size) or neither")
+    if not given:
+        return
+    w, h = data["width"], data["height"]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in (w, h)):
+        raise ValueError(f"{where}: width = {w!r}, height = {h!r} is invalid; allowed: positive integers (pixels)")
+    if (w, h) != (width, height):
+        raise ValueError(
+            f"{where}: intrinsics are for {w}x{h} but the images are {width}x{height}; "
+            f"scale fx, cx by {width / w:g} and fy, cy by {height / h:g} and update width/height"
+        )
+
+
+def _check_pinhole(fx: float, fy: float, cx: float, cy: float, where: str, width: int, height: int) -> None:
+    for key, v in (("fx", fx), ("fy", fy)):
+        if v <= 0:
+            raise ValueError(f"{where}: focal lengths must be finite and positive (pixels), got {key} = {v:g}")
+    if not 1 / 20 <= fx / fy <= 20:
+        raise ValueError(
+            f"{where}: fx / fy = {fx / fy:g} is invalid; allowed: [0.05, 20] (check fx and fy are both in pixels)"
+        )
+    for key, v, side in (("cx", cx, width), ("cy", cy, height)):
+        if not 0 <= v <= side:
             raise ValueError(
-                f"{where}: intrinsics are for {data['width']}x{data['height']} but the images are {width}x{height}; "
-                f"scale fx, cx by {sx:g} and fy, cy by {sy:g} and update width/height"
+                f"{where}: {key} = {v:g} is invalid; allowed: [0, {side}] (the principal point lies inside the "
+                f"{width}x{height} image; are the intrinsics for another resolution?)"
             )
-    elif "hfov_deg" in data:
-        K = intrinsics_from_fov(width, height, float(data["hfov_deg"]))
-    else:
-        raise ValueError(f"{where}: intrinsics need keys fx, fy, cx, cy (pixels) or hfov_deg; found {sorted(data)}")
-    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"{where}: focal lengths must be finite and positive, got fx={K[0, 0]}, fy={K[1, 1]}")
-    return K
+
+
+def intrinsics_from_mapping(data: Any, where: str, width: int, height: int) -> np.ndarray:
+    """K (3, 3) from fx, fy, cx, cy (pixels of the width x height images; optional width, height) or hfov_deg.
+
+    Strict: values must be finite numbers, fx, fy > 0 with fx/fy in [1/20, 20], the principal point inside
+    the image, hfov_deg in (1, 170). Every error names ``where`` (the file) and the key.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: intrinsics must be a mapping with fx, fy, cx, cy (pixels) or hfov_deg")
+    _check_image_size(data, where, width, height)
+    pinhole = [k for k in PINHOLE_KEYS if k in data]
+    if "hfov_deg" in data and pinhole:
+        raise ValueError(f"{where}: give either fx, fy, cx, cy or hfov_deg, not both (found {sorted(data)})")
+    if "hfov_deg" in data:
+        hfov = _real(data, "hfov_deg", where)
+        if not 1 < hfov < 170:
+            raise ValueError(f"{where}: hfov_deg = {hfov:g} is invalid; allowed: degrees in (1, 170)")
+        return intrinsics_from_fov(width, height, hfov)
+    if len(pinhole) < 4:
+        missing = [k for k in PINHOLE_KEYS if k not in data]
+        raise ValueError(
+            f"{where}: intrinsics lack {', '.join(missing)}; give fx, fy, cx, cy (pixels) or hfov_deg, "
+            f"found {sorted(data)}"
+        )
+    fx, fy, cx, cy = (_real(data, k, where) for k in PINHOLE_KEYS)
+    _check_pinhole(fx, fy, cx, cy, where, width, height)
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
 
 
 def load_intrinsics(path: str | Path, width: int, height: int) -> np.ndarray:
@@ -67,8 +123,11 @@ def load_intrinsics(path: str | Path, width: int, height: int) -> np.ndarray:
     return intrinsics_from_mapping(data, str(path), width, height)
 
 
-def resolve_intrinsics(value: str | Path | dict, width: int, height: int, where: str) -> np.ndarray:
-    """K from an override: a mapping (fx, fy, cx, cy or hfov_deg) or a JSON/YAML file holding one."""
+def resolve_intrinsics(value: str | Path | dict | Any, width: int, height: int, where: str) -> np.ndarray:
+    """K from an override: a mapping (fx, fy, cx, cy or hfov_deg), a model with ``model_dump()`` (a
+    ``corpus.clips.<name>.camera``) or a JSON/YAML file holding one."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump()
     if isinstance(value, dict):
         return intrinsics_from_mapping(value, where, width, height)
     return load_intrinsics(value, width, height)
@@ -204,6 +263,8 @@ def ingest_video(
     stride: int = 1,
     gt: str | Path | None = None,
     progress: bool = True,
+    dataset_name: str = "video",
+    scene_id: str | None = None,
 ) -> int:
     """Decode ``video`` into the canonical clip store ``out`` (written atomically); returns the frame count."""
     info = video_info(video)
@@ -214,8 +275,8 @@ def ingest_video(
         "source_video": str(video),
         "stride": stride,
         "fps": info["fps"] / stride,
-        "dataset_name": "video",
-        "scene_id": Path(video).stem,
+        "dataset_name": dataset_name,
+        "scene_id": scene_id or Path(video).stem,
     }
 
     def add_gt(group: zarr.Group, m: CanonicalMap, n: int) -> None:

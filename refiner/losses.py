@@ -7,11 +7,14 @@
 - L_temp: |∂t log D| at the same pixel, where the scene is static there: the teacher's log depth
   changes less than τ(D) = τ0·(1 + τ_k·D) (small-change mask) and the colour does not change
   (a cheap low-res photometric gate m(x), checked forward and backward), weighted
-  w = m·w0·(1 + k·(1 − c)) so uncertain pixels are smoothed more. Flow never supervises.
+  w = m·w0·(1 + k·(1 − c))·(1 − G) so uncertain pixels are smoothed more and edges (the guidance stage's
+  map G, where depth bleeds and objects move) less. Flow never supervises.
 - L_res = λ_res·mean c·|ΔD|/D_teacher plus λ_mean·(window mean of ΔD/D_teacher)²: small residuals,
   no per-window bias.
-- L_var: anti-collapse, relu(var(log D_teacher) − var(log D)) over low-confidence pixels per frame.
-- L_edge (optional): |∇ΔD| weighted by exp(−|∇I|/σ), an edge-aware smoothness of the residual.
+- L_var: the seed's anti-collapse term, max(0, σ_target − σ(ΔD/D)) over low-confidence pixels (c < c_thr)
+  of each window: zero once the residual varies by σ_target there, positive at ΔD = 0.
+- L_edge (optional): |∇ΔD| weighted by exp(−G/σ), an edge-aware smoothness of the residual (G: the guidance
+  stage's edge map, colour or depth edges).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from refiner.config import LossParams
+from refiner.masks import static_gate
 
 _EPS = 1e-3
 
@@ -44,22 +48,14 @@ def gt_loss(depth: torch.Tensor, gt: torch.Tensor, use_gt: torch.Tensor) -> torc
     return _mean(err, sel)
 
 
-def static_gate(rgb: torch.Tensor, factor: int, threshold: float) -> torch.Tensor:
-    """m(x) in {0,1} [B,N-1,1,H,W]: colour at the pixel unchanged between t and t+1, checked on a low-res grid.
-
-    The forward (t→t+1) and backward (t+1→t) differences are both tested at the low-res pixel and at its
-    3×3 neighbourhood maximum, so a pixel next to a moving edge is excluded too.
-    """
-    b, n, c, h, w = rgb.shape
-    low = F.avg_pool2d(rgb.reshape(b * n, c, h, w), factor).reshape(b, n, c, h // factor, w // factor)
-    diff = (low[:, 1:] - low[:, :-1]).abs().mean(2, keepdim=True)  # symmetric: forward = backward at a pixel
-    diff = F.max_pool2d(diff.reshape(b * (n - 1), 1, h // factor, w // factor), 3, stride=1, padding=1)
-    gate = (diff < threshold).float()
-    return F.interpolate(gate, size=(h, w), mode="nearest").reshape(b, n - 1, 1, h, w)
-
-
 def temporal_loss(
-    depth: torch.Tensor, teacher: torch.Tensor, conf: torch.Tensor, rgb: torch.Tensor, p: LossParams, factor: int
+    depth: torch.Tensor,
+    teacher: torch.Tensor,
+    conf: torch.Tensor,
+    rgb: torch.Tensor,
+    edges: torch.Tensor,
+    p: LossParams,
+    factor: int,
 ) -> torch.Tensor:
     log_d = torch.log(depth.clamp_min(0) + _EPS)
     log_t = torch.log(teacher + _EPS)
@@ -67,9 +63,10 @@ def temporal_loss(
     dt_teacher = (log_t[:, 1:] - log_t[:, :-1]).abs()
     tau = p.temp_tau * (1 + p.temp_tau_depth * teacher[:, 1:])
     small = (dt_teacher < tau).float() * (teacher[:, 1:] > 0).float() * (teacher[:, :-1] > 0).float()
-    gate = static_gate(rgb, factor, p.temp_photo_threshold) * small
+    gate = static_gate(rgb, factor) * small
     c = torch.minimum(conf[:, 1:], conf[:, :-1])
-    w = gate * (1 + p.temp_k * (1 - c))
+    near_edge = torch.maximum(edges[:, 1:], edges[:, :-1]).clamp(0, 1)
+    w = gate * (1 + p.temp_k * (1 - c)) * (1 - near_edge)
     return (dt_pred * w).sum() / gate.sum().clamp_min(1.0)
 
 
@@ -84,42 +81,42 @@ def residual_loss(
     return _mean(conf * rel.abs(), valid), mean_weight * (window_mean**2).mean()
 
 
-def variance_loss(depth: torch.Tensor, teacher: torch.Tensor, conf: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Penalise losing per-frame log-depth variance on low-confidence pixels (no collapse to flat)."""
+def variance_loss(
+    delta: torch.Tensor, teacher: torch.Tensor, conf: torch.Tensor, threshold: float, sigma_target: float
+) -> torch.Tensor:
+    """The seed's anti-collapse term max(0, σ_target − σ(ΔD/D)) over pixels with c < threshold, per window:
+    positive while the residual is (near) zero where the teacher is unsure, so ΔD → 0 is not free."""
     m = ((conf < threshold) & (teacher > 0)).float()
-    count = m.sum(dim=(2, 3, 4)).clamp_min(1.0)
-
-    def var(x: torch.Tensor) -> torch.Tensor:
-        mu = (x * m).sum(dim=(2, 3, 4)) / count
-        return (((x - mu[..., None, None, None]) ** 2) * m).sum(dim=(2, 3, 4)) / count
-
-    v_pred = var(torch.log(depth.clamp_min(0) + _EPS))
-    v_teacher = var(torch.log(teacher + _EPS))
-    return F.relu(v_teacher - v_pred).mean()
+    count = m.sum(dim=(1, 2, 3, 4)).clamp_min(1.0)
+    rel = delta / (teacher + _EPS)
+    mu = (rel * m).sum(dim=(1, 2, 3, 4)) / count
+    var = (((rel - mu[:, None, None, None, None]) ** 2) * m).sum(dim=(1, 2, 3, 4)) / count
+    has = (m.sum(dim=(1, 2, 3, 4)) > 1).float()
+    return (F.relu(sigma_target - torch.sqrt(var + 1e-12)) * has).mean()
 
 
-def edge_loss(delta: torch.Tensor, rgb: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Edge-aware smoothness of the residual: |∇ΔD| weighted by exp(−|∇I|/σ)."""
+def edge_loss(delta: torch.Tensor, edges: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Edge-aware smoothness of the residual: |∇ΔD| weighted by exp(−G/σ), G the guidance edge map."""
     gx = (delta[..., :, 1:] - delta[..., :, :-1]).abs()
     gy = (delta[..., 1:, :] - delta[..., :-1, :]).abs()
-    ix = (rgb[..., :, 1:] - rgb[..., :, :-1]).abs().mean(2, keepdim=True)
-    iy = (rgb[..., 1:, :] - rgb[..., :-1, :]).abs().mean(2, keepdim=True)
-    return (gx * torch.exp(-ix / sigma)).mean() + (gy * torch.exp(-iy / sigma)).mean()
+    wx = torch.exp(-torch.maximum(edges[..., :, 1:], edges[..., :, :-1]) / sigma)
+    wy = torch.exp(-torch.maximum(edges[..., 1:, :], edges[..., :-1, :]) / sigma)
+    return (gx * wx).mean() + (gy * wy).mean()
 
 
 def compute_losses(
     depth: torch.Tensor, delta: torch.Tensor, batch: dict[str, torch.Tensor], p: LossParams, factor: int
 ) -> dict[str, torch.Tensor]:
     """All loss terms and their weighted ``total`` for a refined window ``depth`` with residual ``delta``."""
-    teacher, conf, rgb = batch["teacher_full"], batch["conf_full"], batch["rgb"]
+    teacher, conf, rgb = batch["teacher"], batch["conf"], batch["rgb"]
     use_gt = batch["use_gt"]
     l_teacher = teacher_loss(depth, teacher, conf, p.teacher_l1)
     l_gt = gt_loss(depth, batch["gt"], use_gt)
     any_gt = use_gt.any()
     l_close = torch.where(any_gt, p.lambda_gt * l_gt + p.lambda_teacher * l_teacher, p.lambda_teacher * l_teacher)
-    l_temp = temporal_loss(depth, teacher, conf, rgb, p, factor)
+    l_temp = temporal_loss(depth, teacher, conf, rgb, batch["edges"], p, factor)
     l_res, l_mean = residual_loss(delta, teacher, conf, p.residual_mean_weight)
-    l_var = variance_loss(depth, teacher, conf, p.var_conf_threshold)
+    l_var = variance_loss(delta, teacher, conf, p.var_conf_threshold, p.var_sigma_target)
     terms = {
         "close": l_close,
         "teacher": l_teacher,
@@ -131,7 +128,7 @@ def compute_losses(
     }
     total = l_close + p.w_temp * l_temp + p.lambda_res * l_res + l_mean + p.w_var * l_var
     if p.w_edge:
-        terms["edge"] = edge_loss(delta, rgb, p.edge_sigma)
+        terms["edge"] = edge_loss(delta, batch["edges"], p.edge_sigma)
         total = total + p.w_edge * terms["edge"]
     terms["total"] = total
     return terms

@@ -1,64 +1,98 @@
-"""The clip manifest (``data/manifest.json``): where each clip's arrays live, for training and tools.
+"""The corpus manifest (``data/manifest/``): one JSON per split listing its clips, and the calibration.
 
-Schema (version 1): {"version": 1, "clips": [clip, ...]} with each clip holding ``scene_id``,
-``dataset_name``, ``frames``, ``size``, ``low_res_factor``, ``has_gt``, the stores ``decoded``,
-``teacher``, ``guidance``, and array paths ``rgb``, ``intrinsics``, ``depth``, ``uncertainty``,
-``confidence``, ``depth_gt_path`` (null without ground truth). Array paths are ``store/array``.
+``<split>.json`` (schema version 2): {"version": 2, "split": "train", "clips": [clip, ...]}, each clip
+holding ``name``, ``scene_id``, ``dataset_name``, ``teacher_name``, ``frames``, ``height``, ``width``,
+``low_res_factor``, ``has_gt``, the stores ``decoded``, ``teacher``, ``guidance``, ``depth_gt_path``
+(null without ground truth) and ``digest``, a content hash of its stores: the train stage depends on
+``train.json`` and ``val.json`` only, so a change to a test clip never re-runs training.
+``calibration.json``: per teacher name, the uncertainty-rank → confidence table fitted on the TRAIN
+clips only (:mod:`refiner.teachers.calibration`), applied to every clip of every split.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
-from refiner.store import StoreError, open_group, read_json, write_json
+from refiner.clip import Clip
+from refiner.store import StoreError, atomic_path, open_group, read_json, write_json
+from refiner.teachers.calibration import CalibrationAccumulator, identity_calibration
 
-VERSION = 1
+VERSION = 2
+SPLITS = ("train", "val", "test")
 CLIP_KEYS = {
+    "name": str,
     "scene_id": str,
     "dataset_name": str,
+    "teacher_name": str,
     "frames": int,
-    "size": int,
+    "height": int,
+    "width": int,
     "low_res_factor": int,
     "has_gt": bool,
     "decoded": str,
     "teacher": str,
     "guidance": str,
-    "rgb": str,
-    "intrinsics": str,
-    "depth": str,
-    "uncertainty": str,
-    "confidence": str,
     "depth_gt_path": (str, type(None)),
+    "digest": str,
 }
 
 
-def clip_entry(decoded: str, teacher: str, guidance: str) -> dict[str, Any]:
+def store_digest(*paths: str | Path) -> str:
+    """SHA-256 over the relative names and bytes of every file under the given stores (sorted)."""
+    h = hashlib.sha256()
+    for root in map(Path, paths):
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(root.parent)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def clip_entry(name: str, decoded: str, teacher: str, guidance: str) -> dict[str, Any]:
     """One clip's manifest entry, read from its stores (which must exist and agree in frame count)."""
     dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
-    tea = open_group(teacher, ("depth", "uncertainty", "confidence", "low_mapping"), "teacher store")
+    tea = open_group(teacher, ("depth", "uncertainty", "rank", "low_mapping"), "teacher store")
     open_group(guidance, (), "guidance store")
-    frames, size = dec["rgb"].shape[:2]
+    frames, height, width = dec["rgb"].shape[:3]
     if tea["depth"].shape[0] != frames:
         raise StoreError(f"{teacher}: {tea['depth'].shape[0]} frames but {decoded} has {frames}; re-run the teacher")
     has_gt = bool(dec.attrs.get("has_gt", False)) and "depth_gt" in dec
     return {
-        "scene_id": str(dec.attrs.get("scene_id", Path(decoded).stem)),
+        "name": name,
+        "scene_id": str(dec.attrs.get("scene_id", name)),
         "dataset_name": str(dec.attrs.get("dataset_name", "video")),
+        "teacher_name": str(tea.attrs["teacher"]),
         "frames": int(frames),
-        "size": int(size),
+        "height": int(height),
+        "width": int(width),
         "low_res_factor": int(tea.attrs["low_res_factor"]),
         "has_gt": has_gt,
         "decoded": decoded,
         "teacher": teacher,
         "guidance": guidance,
-        "rgb": f"{decoded}/rgb",
-        "intrinsics": f"{decoded}/K",
-        "depth": f"{teacher}/depth",
-        "uncertainty": f"{teacher}/uncertainty",
-        "confidence": f"{teacher}/confidence",
         "depth_gt_path": f"{decoded}/depth_gt" if has_gt else None,
+        "digest": store_digest(decoded, teacher, guidance),
     }
+
+
+def fit_calibration(train_clips: list[dict], bins: int) -> dict[str, dict]:
+    """Per teacher name, the calibration table fitted on the sums of the train clips' teacher stores."""
+    by_teacher: dict[str, list[dict]] = {}
+    for clip in train_clips:
+        sums = dict(open_group(clip["teacher"]).attrs["calibration_sums"])
+        if sums.pop("source") != "none":
+            by_teacher.setdefault(clip["teacher_name"], []).append(sums)
+    out = {
+        name: CalibrationAccumulator.merge(s, bins).fit(f"train split ({len(s)} clips)")
+        for name, s in by_teacher.items()
+    }
+    return out
+
+
+def calibration_for(calibration: dict[str, dict], teacher_name: str) -> dict:
+    """The table of one teacher, or c = 1 − rank when no train clip calibrated that teacher."""
+    return calibration.get(teacher_name) or identity_calibration("rank (no train clip calibrated this teacher)")
 
 
 def validate_manifest(data: Any, where: str = "manifest") -> dict:
@@ -74,12 +108,46 @@ def validate_manifest(data: Any, where: str = "manifest") -> dict:
     return data
 
 
-def write_manifest(path: str | Path, clips: list[dict]) -> dict:
-    data = validate_manifest({"version": VERSION, "clips": clips}, str(path))
-    write_json(path, data)
-    return data
+def write_manifest(out_dir: str | Path, splits: dict[str, list[dict]], calibration: dict[str, dict]) -> None:
+    """``<split>.json`` for every split, ``clips/<name>.json`` for every clip (what a per-clip stage depends on,
+    so changing one clip re-runs only its own chain) and ``calibration.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "clips") as tmp:  # replaced whole: a clip removed from the corpus disappears
+        tmp.mkdir()
+        for split, clips in splits.items():
+            data = validate_manifest({"version": VERSION, "split": split, "clips": clips}, f"{out_dir}/{split}.json")
+            write_json(out_dir / f"{split}.json", data)
+            for clip in clips:
+                write_json(tmp / f"{clip['name']}.json", {**clip, "split": split})
+    write_json(out_dir / "calibration.json", calibration)
 
 
-def load_manifest(path: str | Path) -> dict:
-    """Read and validate a manifest written by :func:`write_manifest`."""
-    return validate_manifest(read_json(path, "manifest"), str(path))
+def load_split(manifest_dir: str | Path, split: str) -> list[dict]:
+    """The clips of one split, validated."""
+    path = Path(manifest_dir) / f"{split}.json"
+    return validate_manifest(read_json(path, "manifest"), str(path))["clips"]
+
+
+def load_calibration(manifest_dir: str | Path) -> dict[str, dict]:
+    return read_json(Path(manifest_dir) / "calibration.json", "calibration (manifest stage)")
+
+
+def find_clip(manifest_dir: str | Path, name: str) -> tuple[dict, str]:
+    """(the manifest entry of clip ``name``, its split)."""
+    path = Path(manifest_dir) / "clips" / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no clip named {name!r}; add it to corpus.clips and a split in params.yaml")
+    entry = read_json(path, "manifest clip entry")
+    return validate_manifest({"version": VERSION, "clips": [entry]}, str(path))["clips"][0], entry["split"]
+
+
+def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
+    """Clip ``name`` with the train-split calibration of its teacher, and its entry (plus its ``split``)."""
+    entry, split = find_clip(manifest_dir, name)
+    if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
+        raise FileNotFoundError(
+            f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
+            f"build it with `dvc repro teacher@{name}`"
+        )
+    table = calibration_for(load_calibration(manifest_dir), entry["teacher_name"])
+    return Clip(entry["decoded"], entry["teacher"], table), {**entry, "split": split}

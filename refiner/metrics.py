@@ -9,17 +9,32 @@ frames. Nothing is scale-aligned unless a function says so (metric depth is scor
 - Flicker on static regions: per pixel, the temporal std (and the median absolute deviation) of depth
   over the still-camera segment divided by the pixel's temporal median; averaged over the static
   mask (pixels never on a moving object there, valid throughout).
-- TAE (after Video Depth Anything, with a z-buffer): for consecutive frames i → j (both directions),
-  back-project D_i with K_i, move by inv(P_j)·P_i (GT camera-to-world poses), project with K_j,
-  round to the nearest pixel, keep points landing inside with z > 0; where several land on one
-  pixel the nearest wins; count pixels where GT_j > 0, D_j > 0, GT_i > 0 at the source, and neither
-  source nor target is on a moving object; error = mean |D_j − z| / D_j; TAE = 100 · mean over pairs.
-- OPW, metric variant: GT optical flow from GT depth and poses (static scene; moving pixels
-  excluded); D_{t−1} and I_{t−1} are sampled bilinearly at the flow target x' of each pixel x of frame t,
-  and the point D_{t−1}(x')·K⁻¹[x', 1] is moved into camera t (GT poses), giving z'; error =
-  Σ w·|D_t(x) − z'| / D_t / Σ w with w = exp(−50·‖I_t − I_{t−1}(x')‖²) (RGB in 0–1, squared norm averaged
-  over channels). Zero for exact depth even while the camera moves; no per-frame normalisation, so scale
-  flicker counts.
+- TAE, two ways. They answer different questions; report both, never one instead of the other.
+  * ``tae`` (the project's metric variant, masked and z-buffered): no alignment. For consecutive frames
+    i → j (both directions), back-project D_i with K_i, move by inv(P_j)·P_i (GT camera-to-world poses),
+    project with K_j, round to the nearest pixel, keep points landing inside with z > 0; where several
+    land on one pixel the nearest wins; count pixels where GT_j > 0, D_j > 0, GT_i > 0 at the source, and
+    neither source nor target is on a moving object; error = mean |D_j − z| / D_j; TAE = 100 · mean over
+    pairs that have a counted pixel.
+  * ``tae_vda`` (Video Depth Anything's published protocol, benchmark/eval/eval_tae.py): one least-squares
+    scale and shift of disparity over the whole clip, fitted where 1e-3 < GT < max_depth, back to depth
+    clipped to [1e-3, max_depth]; no z-buffer (the last write wins, in raster order of the source frame),
+    no moving-object mask, no GT-validity mask; TAE = 100 · Σ errors / (2(N − 1)), an empty pair adds 0.
+  ``tae`` is the stricter one: a per-frame scale error counts in full (``tae_vda`` removes a global scale
+  and shift, and only the per-frame part of the scale error remains), and because occlusions, moving
+  objects and invalid GT are masked out its floor (GT scored against itself) is much lower. The same
+  absolute improvement is therefore a larger *relative* gain under ``tae`` than a peer would measure with
+  ``tae_vda``, whose occlusion and moving-object errors form a floor no method removes.
+- OPW, two ways.
+  * ``opw_metric`` (metric, motion compensated; not NVDS's OPW): GT optical flow from GT depth and poses
+    (static scene; moving pixels excluded); D_{t−1} and I_{t−1} are sampled bilinearly at the flow target
+    x' of each pixel x of frame t, and the point D_{t−1}(x')·K⁻¹[x', 1] is moved into camera t (GT poses),
+    giving z'; error = Σ w·|D_t(x) − z'| / D_t / Σ w with w = exp(−50·‖I_t − I_{t−1}(x')‖²) (RGB in 0–1,
+    squared norm averaged over channels). Zero for exact depth even while the camera moves; no per-frame
+    normalisation, so scale flicker counts.
+  * ``opw_nvds`` (NVDS's OPW): disparity normalised per frame by its median and mean absolute deviation,
+    so each frame's scale and shift are removed and only relative, local consistency is measured; see
+    :func:`opw_nvds`.
 - Scale over time: per frame, the median of D/G over valid pixels off moving objects; its std over
   the clip is ``scale_ratio_std``.
 - Stereo jitter: mean |disp_t − disp_{t−1}| in pixels on static pixels of the still-camera segment,
@@ -92,38 +107,148 @@ def flicker(depth: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     }
 
 
+def frame_pairs(frames: int) -> torch.Tensor:
+    """(2(T − 1), 2) (source, target) frame indices: (0, 1), (1, 0), (1, 2), (2, 1), … — both directions."""
+    i = torch.arange(max(frames - 1, 0))
+    return torch.stack([torch.stack([i, i + 1], 1), torch.stack([i + 1, i], 1)], 1).reshape(-1, 2)
+
+
+def reproject_batch(
+    depth: torch.Tensor, K_src: torch.Tensor, K_dst: torch.Tensor, T: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward-project P source depths (P, H, W) into their targets with a z-buffer (nearest wins).
+
+    K_src, K_dst (P, 3, 3); T (P, 4, 4) source camera → target camera; valid (P, H, W) source pixels.
+    Returns z (P, H, W) float64 (0 where nothing lands) and the hit mask (P, H, W). One scatter for all
+    pairs: each pair's pixels are offset by p·H·W in one flat buffer.
+    """
+    p, h, w = depth.shape
+    pts = transform_points(T, unproject(depth.float(), K_src))
+    uv, z = project(pts, K_dst.float())
+    u, v, z = uv[:, 0].round().long().flatten(1), uv[:, 1].round().long().flatten(1), z.flatten(1)
+    keep = valid.flatten(1) & (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    target = (v * w + u + torch.arange(p)[:, None] * (h * w))[keep]
+    zbuf = torch.full((p * h * w,), float("inf"), dtype=torch.float64)
+    zbuf.scatter_reduce_(0, target, z[keep].double(), reduce="amin")
+    hit = torch.isfinite(zbuf)
+    return torch.where(hit, zbuf, 0.0).reshape(p, h, w), hit.reshape(p, h, w)
+
+
 def reproject(
     depth_i: torch.Tensor, K_i: torch.Tensor, K_j: torch.Tensor, T_ij: torch.Tensor, valid_i: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-project frame i's depth into frame j with a z-buffer: (z (H, W), hit mask (H, W))."""
-    h, w = depth_i.shape
-    pts = transform_points(T_ij[None], unproject(depth_i[None].float(), K_i[None]))
-    uv, z = project(pts, K_j[None].float())
-    u, v = uv[0, 0].round().long().flatten(), uv[0, 1].round().long().flatten()
-    z = z[0].flatten()
-    keep = valid_i.flatten() & (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    target = v[keep] * w + u[keep]
-    zbuf = torch.full((h * w,), float("inf"), dtype=torch.float64)
-    zbuf.scatter_reduce_(0, target, z[keep].double(), reduce="amin")
-    hit = torch.isfinite(zbuf)
-    return torch.where(hit, zbuf, 0.0).reshape(h, w), hit.reshape(h, w)
+    z, hit = reproject_batch(depth_i[None], K_i[None], K_j[None], T_ij[None], valid_i[None])
+    return z[0], hit[0]
 
 
 def tae(
-    depth: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, gt: torch.Tensor, moving: torch.Tensor | None = None
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    poses: torch.Tensor,
+    gt: torch.Tensor,
+    moving: torch.Tensor | None = None,
+    chunk: int = 8,
 ) -> float:
-    """Temporal alignment error ×100 over consecutive pairs, both directions (see module docstring)."""
-    errs = []
+    """Masked, z-buffered metric TAE ×100 over consecutive pairs, both directions (module docstring).
+
+    depth, gt (T, H, W); K (T, 3, 3); poses (T, 4, 4) camera-to-world; moving (T, H, W) or None.
+    Pairs are processed ``chunk`` at a time (memory ~ chunk · H · W · 60 bytes). NaN when no pair counts.
+    """
+    if depth.shape[0] < 2:
+        return float("nan")
     static = ~moving.bool() if moving is not None else torch.ones_like(gt, dtype=torch.bool)
-    for i in range(depth.shape[0] - 1):
-        for a, b in ((i, i + 1), (i + 1, i)):
-            T = relative_pose(poses[a][None], poses[b][None])[0]
-            src_ok = (depth[a] > 0) & (gt[a] > 0) & static[a]
-            z, hit = reproject(depth[a], K[a], K[b], T, src_ok)
-            ok = hit & (depth[b] > 0) & (gt[b] > 0) & static[b]
-            if ok.any():
-                errs.append(float(((depth[b][ok].double() - z[ok]).abs() / depth[b][ok].double()).mean()))
-    return 100 * float(np.mean(errs)) if errs else float("nan")
+    ok_px = (depth > 0) & (gt > 0) & static  # a pixel may be a source and a target
+    sums, counts = [], []
+    for pairs in frame_pairs(depth.shape[0]).split(chunk):
+        a, b = pairs[:, 0], pairs[:, 1]
+        z, hit = reproject_batch(depth[a], K[a], K[b], relative_pose(poses[a], poses[b]), ok_px[a])
+        ok = hit & ok_px[b]
+        d_b = torch.where(ok, depth[b].double(), 1.0)
+        sums.append(torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1))
+        counts.append(ok.flatten(1).sum(1))
+    s, n = torch.cat(sums), torch.cat(counts)
+    return 100 * float((s[n > 0] / n[n > 0]).mean()) if (n > 0).any() else float("nan")
+
+
+def vda_align(depth: torch.Tensor, gt: torch.Tensor, max_depth: float = 10.0) -> torch.Tensor:
+    """Video Depth Anything's alignment: one least-squares scale and shift of disparity over the clip.
+
+    Prediction disparity max(1/D, 1e-3) is fitted to 1/(GT + 1e-8) where 1e-3 < GT < max_depth (and D > 0),
+    clipped at 1e-3, turned back into depth and clipped to [1e-3, max_depth]. Returns float64 depth (T, H, W);
+    pixels with D ≤ 0 (this project's "invalid") stay 0. The fit is the minimum-norm least-squares solution
+    (like numpy's lstsq), so a rank-deficient clip (constant prediction) is handled.
+    """
+    valid = depth > 0
+    disp = torch.where(valid, 1 / depth.double().clamp_min(1e-12), 0.0).clamp_min(1e-3)
+    fit = valid & (gt > 1e-3) & (gt < max_depth)
+    if not fit.any():
+        raise ValueError("vda_align: no pixel with 1e-3 < GT < max_depth and a valid prediction")
+    x, y = disp[fit], 1 / (gt[fit].double() + 1e-8)
+    gram = torch.stack([torch.stack([(x * x).sum(), x.sum()]), torch.stack([x.sum(), x.new_tensor(x.numel())])])
+    rhs = torch.stack([(x * y).sum(), y.sum()])[:, None]
+    s, b = torch.linalg.lstsq(gram, rhs, rcond=1e-12, driver="gelsd").solution[:, 0]
+    out = (1 / (s * disp + b).clamp_min(1e-3)).clamp(1e-3, max_depth)
+    return torch.where(valid, out, 0.0)
+
+
+def splat_last_write(z: torch.Tensor, uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Scatter values z (P, N) to the rounded pixel positions uv (P, 2, N) of P maps (P, H, W) with NO
+    z-buffer: where several land on one pixel the last in source order (raster order) wins. Points with a
+    non-finite position or outside the image are dropped; pixels nobody lands on are 0."""
+    p, n = z.shape
+    ok = torch.isfinite(uv).all(1) & torch.isfinite(z)
+    u = torch.where(ok, uv[:, 0], -1.0).round().long()
+    v = torch.where(ok, uv[:, 1], -1.0).round().long()
+    ok &= (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    base = torch.arange(p)[:, None]
+    target = (v * width + u + base * (height * width))[ok]
+    source = (torch.arange(n).expand(p, n) + base * n)[ok]  # global index, increasing in raster order
+    last = torch.full((p * height * width,), -1, dtype=torch.long).scatter_reduce_(0, target, source, reduce="amax")
+    out = torch.where(last >= 0, z.flatten()[last.clamp_min(0)], 0.0)
+    return out.reshape(p, height, width)
+
+
+def tae_vda(
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    poses: torch.Tensor,
+    gt: torch.Tensor,
+    max_depth: float = 10.0,
+    chunk: int = 8,
+) -> float:
+    """TAE ×100 by Video Depth Anything's protocol (module docstring): align with :func:`vda_align`, then
+    for each consecutive pair and both directions project with inv(P_dst)·P_src, round, scatter with the
+    last write winning (:func:`splat_last_write`), error = mean |D_dst − z| / D_dst where z > 0 and
+    D_dst > 0; sum / (2(N − 1)), an empty pair adds 0.
+
+    max_depth: VDA uses a per-dataset maximum; 10 m is theirs for ScanNet and suits indoor scenes (use
+    80 m for driving scenes such as KITTI). Float64 throughout. Differences from the published script,
+    none of which changes a result on valid predictions: K_src back-projects and K_dst projects (VDA
+    uses K_src for both; identical when K is constant), and pixels with D ≤ 0 (this project's invalid
+    marker, never produced by VDA's models) are neither sources nor targets.
+    """
+    frames, h, w = depth.shape
+    if frames < 2:
+        return float("nan")
+    d = vda_align(depth, gt, max_depth)
+    total = 0.0
+    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).double()
+    homog = torch.cat([grid, torch.ones(1, h, w, dtype=torch.float64)]).reshape(3, -1)
+    for pairs in frame_pairs(frames).split(chunk):
+        a, b = pairs[:, 0], pairs[:, 1]
+        T = relative_pose(poses[a], poses[b])
+        pts = torch.linalg.inv(K[a].double()) @ homog * d[a].flatten(1)[:, None]  # (P, 3, N)
+        pts = T[:, :3, :3] @ pts + T[:, :3, 3:]
+        uvw = K[b].double() @ pts
+        uv = uvw[:, :2] / uvw[:, 2:]  # z = 0 gives inf/nan: dropped by the splat
+        src_ok = (d[a] > 0).flatten(1)
+        z = splat_last_write(torch.where(src_ok, pts[:, 2], torch.nan), uv, h, w)
+        ok = (z > 0) & (d[b] > 0)
+        d_b = torch.where(ok, d[b], 1.0)
+        err = torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1)
+        total += float(err.sum())
+    return 100 * total / (2 * (frames - 1))
 
 
 def _flow_targets(gt_t: torch.Tensor, K_t: torch.Tensor, K_s: torch.Tensor, T_ts: torch.Tensor) -> torch.Tensor:
@@ -175,6 +300,90 @@ def opw_metric(
         rel = (depth[t][ok] - z_prev[ok]).abs() / depth[t][ok]
         errs.append(float((w * rel).sum() / w.sum().clamp_min(_EPS)))
     return float(np.mean(errs)) if errs else float("nan")
+
+
+def flow_to_previous(
+    gt: torch.Tensor, K: torch.Tensor, K_prev: torch.Tensor, poses: torch.Tensor, poses_prev: torch.Tensor
+) -> torch.Tensor:
+    """GT optical flow (P, 2, H, W) from frames t to frames t−1 of a static scene, float64.
+
+    gt (P, H, W) depth of frames t; K, K_prev (P, 3, 3); poses, poses_prev (P, 4, 4) camera-to-world.
+    Pixel x of frame t sits at x + flow(x) in frame t−1. NaN where GT ≤ 0 or the point is behind camera t−1.
+    """
+    p, h, w = gt.shape
+    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).double()
+    homog = torch.cat([grid, torch.ones(1, h, w, dtype=torch.float64)]).reshape(3, -1)
+    T = relative_pose(poses, poses_prev)
+    pts = T[:, :3, :3] @ (torch.linalg.inv(K.double()) @ homog * gt.double().flatten(1)[:, None]) + T[:, :3, 3:]
+    uvw = K_prev.double() @ pts
+    flow = uvw[:, :2] / uvw[:, 2:] - homog[:2]
+    bad = (gt.flatten(1) <= 0) | (uvw[:, 2] <= 0)
+    return flow.masked_fill(bad[:, None], torch.nan).reshape(p, 2, h, w)
+
+
+def _nvds_normalise(x: torch.Tensor) -> torch.Tensor:
+    """NVDS's n(x) per map of (P, H, W): (x − median) / mean |x − median| over the whole map (lower median,
+    as torch.median; the scale is clamped at 1e-6 as in their code)."""
+    med = x.flatten(1).median(1).values[:, None, None]
+    scale = (x - med).abs().flatten(1).mean(1).clamp_min(1e-6)[:, None, None]
+    return (x - med) / scale
+
+
+def _warp_back(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp (P, C, H, W) with a flow (P, 2, H, W) in pixels: out(x) = img(x + flow(x)), bilinear,
+    zero padding, pixel centres at integers (as GMFlow's flow_warp, align_corners=True); NaN flow → 0."""
+    _, _, h, w = img.shape
+    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).to(flow)
+    pos = grid + flow
+    norm = torch.stack([2 * pos[:, 0] / max(w - 1, 1) - 1, 2 * pos[:, 1] / max(h - 1, 1) - 1], -1)
+    norm = torch.nan_to_num(norm, nan=-3.0, posinf=-3.0, neginf=-3.0)  # far outside → zero padding
+    return F.grid_sample(img.to(flow.dtype), norm, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def opw_nvds(
+    depth: torch.Tensor,
+    rgb: torch.Tensor,
+    K: torch.Tensor,
+    poses: torch.Tensor,
+    gt: torch.Tensor,
+    flow: torch.Tensor | None = None,
+    alpha: float = 50.0,
+    chunk: int = 8,
+) -> float:
+    """OPW as in NVDS's evaluation code: Σ_{t≥1} 10 · mean_x[Σ_c exp(−α(I_t − Ĩ_{t−1})²) · |n(D̃_{t−1}) − n(D_t)|] / T.
+
+    D = 1/depth (0 where depth ≤ 0) is disparity; ~ is backward warping of frame t−1 into frame t with the
+    flow t → t−1 (bilinear, zero padding); n(·) (:func:`_nvds_normalise`) is applied to the *warped*
+    previous map and to D_t, each over the whole image (zero-padded and invalid pixels included, as NVDS
+    normalises with an all-ones mask); the mean runs over all pixels. T is the number of frames (NVDS
+    divides the sum over T − 1 pairs by ``len(frames)``).
+
+    depth, gt (T, H, W); rgb (T, 3, H, W), uint8 or float in [0, 1]: it is put on NVDS's 0–255 scale.
+    With 0–255 values, exp(−50·ΔI²) is ~0 unless the colours agree within ~0.3 levels, so in practice
+    only pixels whose warped colour is (almost) identical count — faithful to NVDS, and the reason its
+    absolute values are small. flow: (T − 1, 2, H, W) flow t → t−1 in pixels for t = 1..T−1; None
+    computes it from GT depth, K and poses (static scene, :func:`flow_to_previous`). Scale-free: a
+    positive per-frame scale of depth (and, where the flow stays inside the image, any per-frame
+    positive affine change of disparity) leaves it unchanged. Float64; ``chunk`` pairs at a time.
+    """
+    frames = depth.shape[0]
+    if frames < 2:
+        return float("nan")
+    disp = torch.where(depth > 0, 1 / depth.double().clamp_min(1e-12), 0.0)
+    img = rgb.double() if rgb.dtype == torch.uint8 else rgb.double() * 255
+    total = 0.0
+    for t in torch.arange(1, frames).split(chunk):
+        f = (
+            flow[t - 1].double()
+            if flow is not None
+            else flow_to_previous(gt[t], K[t], K[t - 1], poses[t], poses[t - 1])
+        )
+        warped_d = _warp_back(disp[t - 1][:, None], f)[:, 0]
+        warped_i = _warp_back(img[t - 1], f)
+        weight = torch.exp(-alpha * (img[t] - warped_i).square()).sum(1)
+        diff = (_nvds_normalise(warped_d) - _nvds_normalise(disp[t])).abs()
+        total += float((10 * (weight * diff).flatten(1).mean(1)).sum())
+    return total / frames
 
 
 def patch_medians(depth: torch.Tensor, fraction: float) -> torch.Tensor:

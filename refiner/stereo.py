@@ -9,18 +9,8 @@ warping samples the left image at u + d_right(u), bilinearly. Tensors: images (C
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-from refiner.baselines import method_depths
-from refiner.config import EvaluateParams, StereoParams
-from refiner.evaluate import still_static_mask
-from refiner.metrics import disparity_jitter
-from refiner.store import open_group
-from refiner.video import encode_mp4
 
 _EPS = 1e-6
 
@@ -97,77 +87,105 @@ def temporal_pops(jitter_px: torch.Tensor, threshold_px: float) -> int:
     return int((jitter_px > threshold_px).sum())
 
 
-def stereo_report(decoded: str | Path, sources: dict[str, np.ndarray], p: StereoParams) -> tuple[dict, list[dict]]:
-    """Stereo metrics per depth source (T, H, W) on the decoded clip, and per-frame plot rows."""
-    dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
-    rgb = torch.from_numpy(np.asarray(dec["rgb"][...])).permute(0, 3, 1, 2).float() / 255
-    K = np.asarray(dec["K"][...])
-    baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
-    has_right = "rgb_right" in dec and "depth_gt_right" in dec
-    static, n_static = still_static_mask(dec, rgb.shape[0])
-    metrics: dict = {"baseline_m": baseline}
-    rows: list[dict] = [{"frame": t} for t in range(len(next(iter(sources.values()))))]  # one column per source
-    for name, depth_np in sources.items():
-        depth = torch.from_numpy(depth_np)
-        disp = torch.stack([disparity_from_depth(depth[t], float(K[t, 0, 0]), baseline) for t in range(len(depth))])
-        m: dict = {}
-        if has_right:
-            photo_lr, photo_rl, geo, rt = [], [], [], []
-            for t in range(len(depth)):
-                right = torch.from_numpy(np.asarray(dec["rgb_right"][t])).permute(2, 0, 1).float() / 255
-                gt_right = disparity_from_depth(
-                    torch.from_numpy(np.asarray(dec["depth_gt_right"][t])), float(K[t, 0, 0]), baseline
-                )
-                warped, holes = forward_warp(rgb[t], disp[t], depth[t])
-                photo_lr.append(float((warped - right).abs().mean(0)[~holes].mean()))
-                back, valid = backward_warp(right, disp[t], sign=-1.0)
-                photo_rl.append(float((back - rgb[t]).abs().mean(0)[valid].mean()))
-                d_right, d_holes = forward_warp(disp[t][None], disp[t], depth[t])
-                ok = ~d_holes & (gt_right > 0)
-                geo.append(float((d_right[0] - gt_right).abs()[ok].mean()))
-                rt.append(round_trip_error(rgb[t], disp[t], depth[t]))
-            m.update(
-                photometric_l2r=float(np.mean(photo_lr)),
-                photometric_r2l=float(np.mean(photo_rl)),
-                disparity_error_px=float(np.mean(geo)),
-                round_trip_error=float(np.nanmean(rt)),
-            )
-        if n_static >= 2:
-            jit = disparity_jitter(depth[:n_static], torch.from_numpy(K[:n_static, 0, 0]), baseline, static)
-            m["disparity_jitter_px"] = float(jit.mean())
-            m["temporal_pops"] = temporal_pops(jit, p.pop_threshold_px)
-        med = [float(disp[t][depth[t] > 0].median()) for t in range(len(depth))]
-        if n_static >= 2:  # still camera: the median disparity should not move
-            m["static_median_disparity_range_px"] = float(np.ptp(med[:n_static]))
-        metrics[name] = m
-        for row, v in zip(rows, med, strict=True):
-            row[f"{name}_median_disparity_px"] = v
-    return metrics, rows
+# --- Left-right geometry between the two eyes' own depths (batched: maps (..., H, W)) -----------------------
+# Rectified stereo: the right camera is the left one moved by +baseline along its x axis, d = fx·b/z, a left
+# pixel at column u appears in the right image at u − d; a right pixel at column u appears in the left at u + d.
+# fx is a float or a tensor over the leading dimensions (one focal length per map). Right-to-left checks
+# mirror both images (column u → W − 1 − u), which turns the right eye into a "left" eye.
 
 
-def sbs_video(decoded: str | Path, depth: np.ndarray, out: str | Path, p: StereoParams) -> int:
-    """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR."""
-    dec = open_group(decoded, ("rgb", "K"))
-    K = np.asarray(dec["K"][...])
-    baseline = float(dec.attrs.get("baseline_m") or p.baseline_m)
-    frames = depth.shape[0] if p.max_video_frames is None else min(depth.shape[0], p.max_video_frames)
-
-    def gen():
-        for t in range(frames):
-            left = torch.from_numpy(np.asarray(dec["rgb"][t])).permute(2, 0, 1).float()
-            d = torch.from_numpy(depth[t])
-            disp = disparity_from_depth(d, float(K[t, 0, 0]), baseline)
-            right, holes = forward_warp(torch.cat([left, d[None]]), disp, d)  # colour and depth, one splat
-            right = fill_holes(right[:3], holes, right[3])
-            yield torch.cat([left, right], 2).permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
-
-    return encode_mp4(gen(), out, int(dec.attrs.get("fps", 24)))
+def _fx_b(fx: float | torch.Tensor, baseline: float, depth: torch.Tensor) -> torch.Tensor:
+    """fx·baseline as float64, shaped to broadcast over depth (..., H, W)."""
+    f = torch.as_tensor(fx, dtype=torch.float64)
+    return (f * baseline).reshape(*f.shape, 1, 1) if f.ndim else f * baseline
 
 
-def stereo_sources(decoded, teacher, refined, evaluate: EvaluateParams) -> dict[str, np.ndarray]:
-    """Depth sources for the stereo table: teacher, EMA and bilateral baselines, refiner, and GT when present."""
-    sources = method_depths(decoded, teacher, refined, evaluate)
-    dec = open_group(decoded, ("rgb",))
-    if "depth_gt" in dec:
-        sources["gt"] = np.asarray(dec["depth_gt"][...], dtype=np.float32)
-    return sources
+def _disparity(depth: torch.Tensor, fx: float | torch.Tensor, baseline: float) -> torch.Tensor:
+    """Disparity in pixels (float64), 0 where depth ≤ 0."""
+    d = depth.double()
+    return torch.where(d > 0, _fx_b(fx, baseline, d) / d.clamp_min(_EPS), 0.0)
+
+
+def _splat_to_right(
+    depth_left: torch.Tensor, fx: float | torch.Tensor, baseline: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z-buffered forward splat of left depth (..., H, W) to round(u − d). Returns (zbuf (..., H, W) float64
+    with inf where nothing lands, flat target index (..., H, W) with −1 where out of view or invalid, the
+    flat zbuf (N·H·W,) for gathering)."""
+    h, w = depth_left.shape[-2:]
+    z = depth_left.double()
+    ur = (torch.arange(w, dtype=torch.float64) - _disparity(z, fx, baseline)).round().long()
+    ok = (z > 0) & (ur >= 0) & (ur < w)
+    rows = torch.arange(z[..., 0].numel()).reshape(z.shape[:-1])[..., None]  # flat row index over (..., H)
+    target = torch.where(ok, rows * w + ur, -1)
+    zbuf = torch.full((z.numel(),), float("inf"), dtype=torch.float64)
+    zbuf.scatter_reduce_(0, target[ok], z[ok], reduce="amin")
+    return zbuf.reshape(z.shape), target, zbuf
+
+
+def occlusion_mask_lr(
+    depth_left: torch.Tensor, fx: float | torch.Tensor, baseline: float, tol_rel: float = 0.01
+) -> torch.Tensor:
+    """Left pixels (..., H, W) NOT visible in the right view: out of view (u − d outside the image), hidden
+    behind a nearer surface (a z-buffered forward splat: the pixel's depth exceeds the nearest depth landing
+    on its right-eye pixel by more than ``tol_rel``), or invalid depth (≤ 0). True = exclude."""
+    _, target, zbuf = _splat_to_right(depth_left, fx, baseline)
+    nearest = zbuf[target.clamp_min(0)].reshape(target.shape)
+    return (target < 0) | (depth_left.double() > nearest * (1 + tol_rel))
+
+
+def occlusion_mask_rl(
+    depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float, tol_rel: float = 0.01
+) -> torch.Tensor:
+    """Right pixels (..., H, W) NOT visible in the left view (the mirror image of :func:`occlusion_mask_lr`)."""
+    return occlusion_mask_lr(depth_right.flip(-1), fx, baseline, tol_rel).flip(-1)
+
+
+def warp_disparity_lr(
+    depth_left: torch.Tensor, fx: float | torch.Tensor, baseline: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left view's disparity forward-warped into the right eye with a z-buffer (the nearest surface wins):
+    (disparity (..., H, W) float64 in right-eye pixels, hit mask); holes (disocclusions) are 0 / False."""
+    zbuf, _, _ = _splat_to_right(depth_left, fx, baseline)
+    hit = torch.isfinite(zbuf)
+    return torch.where(hit, _fx_b(fx, baseline, zbuf) / zbuf.clamp_min(_EPS), 0.0), hit
+
+
+def lr_reprojection_error(
+    depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Geometric consistency between the two eyes' own depths, in disparity pixels, both ways.
+
+    L→R: the left disparity splatted into the right eye (:func:`warp_disparity_lr`; only the nearest,
+    visible surface lands, out-of-view points drop) against the right view's own disparity, on right pixels
+    that got a hit and have valid right depth. R→L: the same with the eyes swapped. Returns
+    (l2r, r2l), each a float64 tensor of the leading shape (...,): mean |Δd| per map, NaN where none count.
+    """
+    out = []
+    for src, dst in ((depth_left, depth_right), (depth_right.flip(-1), depth_left.flip(-1))):
+        warped, hit = warp_disparity_lr(src, fx, baseline)
+        ok = hit & (dst > 0)
+        err = torch.where(ok, (warped - _disparity(dst, fx, baseline)).abs(), 0.0)
+        out.append(err.sum((-2, -1)) / ok.sum((-2, -1)).double())  # 0 / 0 = NaN where nothing counts
+    return out[0], out[1]
+
+
+def lr_inverse_consistency(
+    depth_left: torch.Tensor,
+    depth_right: torch.Tensor,
+    fx: float | torch.Tensor,
+    baseline: float,
+    tol_rel: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The left-right check between two eyes' depths: for each left pixel x visible in the right view, go to
+    the right at round(x − d_L(x)), read d_R there and compare: |d_L(x) − d_R(round(x − d_L(x)))| pixels.
+
+    Returns (error map (..., H, W) float64, valid mask): valid = not occluded or out of view
+    (:func:`occlusion_mask_lr`) and valid right depth at the looked-up pixel; the error is 0 elsewhere.
+    """
+    w = depth_left.shape[-1]
+    d_left, d_right = _disparity(depth_left, fx, baseline), _disparity(depth_right, fx, baseline)
+    ur = (torch.arange(w, dtype=torch.float64) - d_left).round().long().clamp(0, w - 1)
+    looked_up = d_right.expand_as(d_left).gather(-1, ur)
+    valid = ~occlusion_mask_lr(depth_left, fx, baseline, tol_rel) & (looked_up > 0)
+    return torch.where(valid, (d_left - looked_up).abs(), 0.0), valid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     _remove(tmp)
     try:
@@ -39,6 +41,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(old)
     finally:
         _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_siblings(path: Path) -> list[Path]:
+    """Remove the temporary siblings (``.name.tmpPID``, ``.name.oldPID``) that a killed writer of ``path`` left.
+
+    A writer killed between its two renames leaves the previous output as ``.name.oldPID`` and no ``path``:
+    that previous output is put back. Siblings of live processes are left alone. Returns what was removed.
+    """
+    removed = []
+    prefix = f".{path.name}."
+    for sib in sorted(path.parent.glob(f"{prefix}[to][ml][pd]*")):
+        kind, pid = sib.name[len(prefix) :][:3], sib.name[len(prefix) + 3 :]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if kind == "old" and not path.exists():
+            os.replace(sib, path)
+            continue
+        _remove(sib)
+        removed.append(sib)
+    return removed
 
 
 def _remove(p: Path) -> None:
@@ -115,7 +147,7 @@ def small_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
 
 
 def open_group(path: str | Path, required: tuple[str, ...] = (), what: str = "store") -> zarr.Group:
-    """Open an existing Zarr group read-only, checking the named arrays are present and have all their chunks."""
+    """Open an existing Zarr group read-only; ``required`` arrays must exist and every array must be complete."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: {what} not found or not a Zarr v3 store; run the stage that writes it (dvc repro)")
@@ -123,14 +155,35 @@ def open_group(path: str | Path, required: tuple[str, ...] = (), what: str = "st
     try:
         group = zarr.open_group(str(path), mode="r", zarr_format=3)
         missing = [k for k in required if k not in group]
+        arrays = [(name, node) for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)]
     except (ValueError, KeyError, TypeError) as e:  # unreadable zarr.json metadata
         raise StoreError(f"{path}: {what} has corrupt metadata ({e}); {fix}") from e
     if missing:
         raise StoreError(f"{path}: {what} lacks array(s) {missing}; {fix}")
-    for name in required:
-        arr = group[name]
-        if arr.nchunks_initialized != arr.nchunks:
+    for name, arr in sorted(arrays, key=lambda item: item[0]):
+        have = arr.nchunks_initialized
+        if have != arr.nchunks:
+            first = _first_missing_chunk(path / name, arr)
             raise StoreError(
-                f"{path}/{name}: {what} has {arr.nchunks_initialized} of {arr.nchunks} chunks on disk; {fix}"
+                f"{path}/{name}: {what} has {have} of {arr.nchunks} chunks on disk; "
+                f"{arr.nchunks - have} missing{first}; {fix}"
             )
     return group
+
+
+def _first_missing_chunk(array_dir: Path, arr: zarr.Array) -> str:
+    """', the first at chunk index (i, j, ...)' for a local store, '' when it cannot tell."""
+    for coords in itertools.product(*(range(n) for n in arr.cdata_shape)):
+        if not (array_dir / arr.metadata.encode_chunk_key(coords)).exists():
+            return f", the first at chunk index {coords}"
+    return ""
+
+
+def check_finite(values: np.ndarray, where: str) -> None:
+    """Raise StoreError naming ``where`` when ``values`` hold NaN or inf."""
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise StoreError(
+            f"{where}: {bad} non-finite value(s) (NaN/inf) of {values.size}; the stage that wrote it produced "
+            "invalid numbers; re-run it (dvc repro -f -s <stage>) and check its inputs"
+        )

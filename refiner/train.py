@@ -1,8 +1,12 @@
-"""The training loop: AdamW, warm-up + cosine schedule, grad clipping, AMP, an EMA of the weights,
-checkpoint selection by held-out flicker with a do-no-harm guard, and resume after interruption.
+"""The training loop: AdamW (weight decay on matrices only), warm-up + cosine schedule, grad clipping,
+AMP, an EMA of the weights, checkpoint choice on the VAL split by static flicker with a do-no-harm guard,
+dvclive logging, and resume after interruption.
 
-Runs as one process or under ``torchrun --nproc_per_node K`` (DistributedDataParallel; gloo on CPU,
-nccl on GPU). Read top to bottom: data, model, optimiser, loop, validation, checkpoints.
+Data: random windows over the TRAIN clips of the manifest; validation: every window of the VAL clips.
+Test clips are never read here. Runs as one process or under ``torchrun --nproc_per_node K``
+(DistributedDataParallel; gloo on CPU, nccl on GPU). Read top to bottom: data, model, optimiser, loop,
+validation, checkpoints. The resumable state lives outside the stage's outputs (``state_dir``); the model
+file is written once, at the end, from the best weights (so an interrupted run never leaves a worse one).
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from refiner.checkpoint import load_training_state, save_refiner, save_training_state
+from refiner.checkpoint import load_refiner, load_training_state, save_refiner, save_training_state
+from refiner.clip import Clip
 from refiner.config import Params
-from refiner.dataset import Augment, ClipWindows, run_refiner
+from refiner.dataset import Augment, ClipWindows, RandomWindows
 from refiner.losses import compute_losses
+from refiner.manifest import calibration_for, load_calibration, load_split
+from refiner.metrics import flicker
 from refiner.model import Refiner
-from refiner.store import open_group, write_csv, write_json
 
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
@@ -55,6 +61,16 @@ def lr_at(step: int, steps: int, warmup: int, base: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices and conv kernels only: not on norms, biases, or parameters tagged
+    ``_no_weight_decay`` (Mamba's A_log and D, as mamba_ssm tags them)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def _autocast(device: torch.device, amp: str):
     if amp == "none":
         return contextlib.nullcontext()
@@ -65,16 +81,31 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def run_fingerprint(params: Params, teacher: str | Path) -> str:
+TIMED = ("depth", "teacher", "conf", "rgb", "gt", "static", "K", "edges", "keyframes")  # batch keys with a time axis
+
+
+def carried_window(model: torch.nn.Module, batch: dict[str, torch.Tensor], length: int):
+    """For windows read with a prefix of ``stride`` extra frames: run the first ``length`` frames without
+    gradients to get the state the scan carries into the next window (as inference does), and return
+    (the last ``length`` frames as the batch, that state). Without a prefix: (batch, None)."""
+    stride = batch["depth"].shape[1] - length
+    if stride <= 0:
+        return batch, None
+    with torch.no_grad():
+        prev = {k: v[:, :length] for k, v in batch.items() if k in TIMED}
+        state = model(prev["depth"], prev["conf"], prev["rgb"], prev["keyframes"], state_index=stride - 1).state
+    window = {k: (v[:, stride:] if k in TIMED else v) for k, v in batch.items()}
+    window["keyframes"] = batch["keyframes"][:, :length]
+    return window, state
+
+
+def run_fingerprint(params: Params, clips: list[dict]) -> str:
     """Identifies a training run for resuming: every section it depends on except ``train.steps`` (so a run
-    can be extended), and the teacher cache's first and last frames."""
-    sections = {k: asdict(getattr(params, k)) for k in ("windows", "loss", "train", "model")}
+    can be extended), and the content digests of the train and val clips."""
+    sections = {k: getattr(params, k).model_dump() for k in ("windows", "loss", "train", "model")}
     sections["train"].pop("steps")
-    h = hashlib.sha256(json.dumps(sections, sort_keys=True).encode())
-    depth = open_group(teacher)["depth"]
-    for t in (0, depth.shape[0] - 1):
-        h.update(np.ascontiguousarray(depth[t]).tobytes())
-    return h.hexdigest()
+    sections["clips"] = [c["digest"] for c in clips]
+    return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -87,52 +118,54 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, loader: DataLoader, mapping: torch.Tensor, device: torch.device) -> dict:
-    """Held-out figures: relative flicker (temporal std / mean of depth on static pixels) of teacher and
-    refined depth, AbsRel of each against GT where present, and mean |ΔD|/D."""
-    sums = {"flicker_teacher": 0.0, "flicker_refined": 0.0, "absrel_teacher": 0.0, "absrel_refined": 0.0}
-    n_flicker = n_gt = 0
-    rel_delta = []
-    for batch in loader:
-        batch = _to(batch, device)
-        out = run_refiner(model, batch, mapping)
-        teacher, refined = batch["teacher_full"], out.depth.float()
-        static = (batch["static"] & (teacher > 0)).all(1, keepdim=True)  # static through the window
-        for name, d in (("teacher", teacher), ("refined", refined)):
-            rel_std = d.std(1, keepdim=True) / d.mean(1, keepdim=True).clamp_min(1e-6)
-            sums[f"flicker_{name}"] += float(rel_std[static].mean()) if static.any() else 0.0
-            gt = batch["gt"]
-            valid = gt > 0
-            if valid.any():
-                sums[f"absrel_{name}"] += float(((d - gt).abs() / gt)[valid].mean())
-        n_flicker += 1
-        n_gt += int((batch["gt"] > 0).any())
-        rel_delta.append(float(((refined - teacher).abs() / teacher.clamp_min(1e-6))[teacher > 0].mean()))
-    out = {k: v / max(1, n_gt if k.startswith("absrel") else n_flicker) for k, v in sums.items()}
-    out["mean_rel_delta"] = float(np.mean(rel_delta))
-    out["has_gt"] = n_gt > 0
+def validate(model: torch.nn.Module, val: list[ClipWindows], device: torch.device) -> dict:
+    """Val-split figures, windows run in order as inference runs them (state carried when the model carries it):
+    static flicker (:func:`refiner.metrics.flicker`, std / median over each window's static pixels) of teacher
+    and refined depth, AbsRel of each against GT, mean |ΔD|/D; means over windows."""
+    rows, carry = [], bool(model.p.carry_state)
+    for windows in val:
+        state = None
+        for k in range(len(windows)):
+            batch = _to({key: v[None] for key, v in windows[k].items()}, device)
+            nxt = windows.starts[k + 1] - windows.starts[k] - 1 if carry and k + 1 < len(windows) else None
+            out = model(batch["depth"], batch["conf"], batch["rgb"], batch["keyframes"], state=state, state_index=nxt)
+            state = out.state
+            rows.append(_val_row(out.depth.float()[0, :, 0], batch))
+    out = {
+        k: float(np.nanmean([r[k] for r in rows])) if any(np.isfinite(r[k]) for r in rows) else math.nan
+        for k in rows[0]
+    }
+    if not np.isfinite(out["flicker_teacher"]):
+        print("warning: the val clips have no still-camera static pixels: checkpoints are chosen by AbsRel")
     return out
 
 
+def _val_row(refined: torch.Tensor, batch: dict) -> dict:
+    teacher, gt = batch["teacher"][0, :, 0], batch["gt"][0, :, 0]
+    static = (batch["static"][0, :, 0] & (teacher > 0)).all(0)
+    row = {"rel_delta": float(((refined - teacher).abs() / teacher.clamp_min(1e-6))[teacher > 0].mean())}
+    for name, d in (("teacher", teacher), ("refined", refined)):
+        row[f"flicker_{name}"] = flicker(d, static)["std_rel"] if static.sum() > 0 else math.nan
+        row[f"absrel_{name}"] = float(((d - gt).abs() / gt)[gt > 0].mean()) if (gt > 0).any() else math.nan
+    return row
+
+
 def _score(v: dict, guard: float) -> float:
-    """Lower is better: refined flicker, or +inf when it harms per-frame accuracy by more than ``guard``."""
-    if v["has_gt"] and v["absrel_refined"] > v["absrel_teacher"] * (1 + guard):
+    """Lower is better: refined flicker (AbsRel without flicker), +inf when AbsRel exceeds the teacher's by > guard."""
+    if np.isfinite(v["absrel_refined"]) and v["absrel_refined"] > v["absrel_teacher"] * (1 + guard):
         return math.inf
-    return v["flicker_refined"]
+    return v["flicker_refined"] if np.isfinite(v["flicker_refined"]) else v["absrel_refined"]
 
 
-def train(params: Params, decoded: str, teacher: str, out_dir: str, reports_dir: str, progress: bool = True) -> dict:
-    """Train the refiner; writes the chosen weights to ``out_dir`` and logs to ``reports_dir``; returns metrics."""
-    tp = params.train
-    rank, world, device = _setup_distributed()
-    torch.manual_seed(tp.seed)
-    out_dir, reports_dir = Path(out_dir), Path(reports_dir)
-    state_path = out_dir / "state" / "last.pt"
+def _data(params: Params, manifest: str | Path, world: int, rank: int):
+    """(train dataset, its loader, val windows per clip, train+val manifest entries, low-res factor)."""
+    tp, win = params.train, params.windows
+    calibration = load_calibration(manifest)
+    train_entries, val_entries = load_split(manifest, "train"), load_split(manifest, "val")
 
-    # data: training windows after the held-out frames, validation windows on them
-    total = open_group(decoded, ("rgb",), "decoded clip store")["rgb"].shape[0]
-    holdout = min(tp.holdout_frames, total - 2)
-    win = params.windows
+    def clip(e: dict) -> Clip:
+        return Clip(e["decoded"], e["teacher"], calibration_for(calibration, e["teacher_name"]), e["guidance"])
+
     augment = Augment(
         crop=tp.crop,
         reverse_prob=tp.reverse_prob,
@@ -141,118 +174,132 @@ def train(params: Params, decoded: str, teacher: str, out_dir: str, reports_dir:
         jitter_noise_rel=tp.jitter_noise_rel,
         gt_fraction=tp.gt_fraction,
     )
-    per_epoch = tp.eval_every * tp.batch_size * world
-    train_set = ClipWindows(decoded, teacher, win.length, win.keyframes, (holdout, total), augment, per_epoch, tp.seed)
-    val_set = ClipWindows(decoded, teacher, win.length, win.keyframes, (0, max(holdout, 2)), Augment(gt_fraction=1.0))
+    train_clips = [clip(e) for e in train_entries]
+    length = win.length + (win.length - win.overlap if params.model.carry_state else 0)  # + the carried prefix
+    train_set = RandomWindows(
+        train_clips, length, win.keyframes, augment, tp.eval_every * tp.batch_size * world, tp.seed
+    )
     sampler = DistributedSampler(train_set, world, rank, shuffle=False) if world > 1 else None
     loader = DataLoader(train_set, tp.batch_size, sampler=sampler, num_workers=tp.num_workers)
-    val_loader = DataLoader(val_set, 1)
-    mapping = torch.as_tensor(open_group(teacher)["low_mapping"][...])
+    val = [ClipWindows(clip(e), win.length, win.keyframes, win.overlap, use_gt=True) for e in val_entries]
+    factors = {c.factor for c in train_clips}
+    if len(factors) != 1:
+        raise ValueError(f"train clips were cached with different low-res factors {factors}; re-run their teachers")
+    return train_set, loader, val, train_entries + val_entries, factors.pop()
 
-    # model, EMA copy, optimiser
-    model = Refiner(params.model).to(device)
+
+def _init_model(params: Params, factor: int, device: torch.device) -> Refiner:
+    """A fresh refiner, or ``train.init`` (pretrained weights of the same architecture) when set."""
+    if params.train.init is None:
+        return Refiner(params.model, factor).to(device)
+    model, meta = load_refiner(params.train.init, device)
+    if meta["model_params"] != params.model or meta["low_res_factor"] != factor:
+        raise ValueError(
+            f"train.init {params.train.init} was trained with other model params or low-res factor "
+            f"({meta['low_res_factor']}); set train.init: null or match params.yaml model: to it"
+        )
+    return model.train()
+
+
+def _step(net, model, ema, opt, scaler, batch, params: Params, factor: int, step: int, device) -> dict:
+    """One optimisation step; returns the log row."""
+    tp = params.train
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, tp.steps, tp.warmup_steps, tp.lr)
+    with _autocast(device, tp.amp):
+        batch, state = carried_window(model, batch, params.windows.length)
+        out = net(batch["depth"], batch["conf"], batch["rgb"], batch["keyframes"], state=state)
+    losses = compute_losses(out.depth.float(), out.delta_full.float(), batch, params.loss, factor)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.unscale_(opt)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip or math.inf)
+    scaler.step(opt)
+    scaler.update()
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+            pe.lerp_(pm, 1 - tp.ema_decay)
+    row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+    row.update(out.stats(batch["teacher"]), grad_norm=float(grad_norm), lr=opt.param_groups[0]["lr"])
+    return row
+
+
+def train(
+    params: Params,
+    manifest: str | Path,
+    model_out: str | Path,
+    state_dir: str | Path,
+    reports_dir: str | Path,
+    progress: bool = True,
+) -> dict:
+    """Train the refiner on the manifest's train split, choose on its val split; returns the summary metrics."""
+    tp = params.train
+    rank, world, device = _setup_distributed()
+    torch.manual_seed(tp.seed)
+    train_set, loader, val, entries, factor = _data(params, manifest, world, rank)
+    model = _init_model(params, factor, device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     net = DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=tp.amp == "fp16")
-    step, best, log = 0, {}, []
-    fingerprint, resumed = run_fingerprint(params, teacher), None
-    if state_path.is_file():
-        resumed = load_training_state(state_path, fingerprint, tp.steps, model, ema, opt, scaler)
-    if resumed is not None:
-        step, best, log = resumed
-        if rank == 0:
-            print(f"resuming from {state_path} at step {step}")
-
-    factor = int(mapping[0])
-    if step == 0:  # the untrained refiner returns the teacher: the do-no-harm fallback if no step beats it
-        v = validate(ema, val_loader, mapping, device)
-        best = {"score": _score(v, tp.guard_absrel), "step": 0, **v}
-        if rank == 0:
-            save_refiner(out_dir / "model.safetensors", ema, params.model, mapping, {"step": 0})
+    state_path = Path(state_dir) / "last.pt"
+    fingerprint = run_fingerprint(params, entries)
+    resumed = (
+        load_training_state(state_path, fingerprint, tp.steps, model, ema, opt, scaler)
+        if state_path.is_file()
+        else None
+    )
+    step, best = resumed if resumed is not None else (0, None)
+    if best is None:  # the untrained refiner returns the teacher: the do-no-harm fallback if no step beats it
+        v = validate(ema, val, device)
+        best = {"score": _score(v, tp.guard_absrel), "step": 0, "weights": copy.deepcopy(ema.state_dict()), **v}
+    live = Live(str(reports_dir), resume=resumed is not None, save_dvc_exp=False, dvcyaml=None) if rank == 0 else None
     bar = tqdm(total=tp.steps, initial=step, desc="train", disable=not progress or rank != 0)
     while step < tp.steps:
-        epoch = step // tp.eval_every
-        train_set.set_epoch(epoch)
+        train_set.set_epoch(step // tp.eval_every)
         for batch in loader:
             if step >= tp.steps:
                 break
-            batch = _to(batch, device)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, tp.steps, tp.warmup_steps, tp.lr)
-            with _autocast(device, tp.amp):
-                out = run_refiner(net, batch, mapping)
-            losses = compute_losses(out.depth.float(), out.delta_full.float(), batch, params.loss, factor)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["total"]).backward()
-            scaler.unscale_(opt)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip or math.inf)
-            scaler.step(opt)
-            scaler.update()
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                    pe.lerp_(pm, 1 - tp.ema_decay)
-                for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-                    be.copy_(bm)
+            row = _step(net, model, ema, opt, scaler, _to(batch, device), params, factor, step, device)
             step += 1
             bar.update(1)
-            log.append(_log_row(step, losses, out, batch, grad_norm, opt.param_groups[0]["lr"]))
+            if live is not None:
+                for k, val_ in row.items():
+                    live.log_metric(f"train/{k}", val_)
             if step % tp.eval_every == 0 or step == tp.steps:
-                v = validate(ema, val_loader, mapping, device)
-                score = _score(v, tp.guard_absrel)
+                best = _checkpoint(ema, val, device, best, step, live, bar, tp.guard_absrel)
                 if rank == 0:
-                    bar.set_postfix(flicker=f"{v['flicker_refined']:.4f}/{v['flicker_teacher']:.4f}")
-                    if score < best["score"]:
-                        best = {"score": score, "step": step, **v}
-                        save_refiner(out_dir / "model.safetensors", ema, params.model, mapping, {"step": step})
-                    save_training_state(state_path, fingerprint, step, best, log, model, ema, opt, scaler)
+                    save_training_state(state_path, fingerprint, step, best, model, ema, opt, scaler)
+            if live is not None:
+                live.next_step()
     bar.close()
     result = {"digest": weights_digest(model), "rank": rank, "world": world}
     if rank == 0:
-        result.update(_write_reports(reports_dir, best, log, params))
+        ema.load_state_dict(best.pop("weights"))
+        save_refiner(model_out, ema, params.model, factor, {"step": best["step"]})
+        result.update(_summary(live, best))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
 
 
-def _log_row(step, losses, out, batch, grad_norm, lr) -> dict:
-    delta = out.delta_full.detach().float()
-    teacher = batch["teacher_full"]
-    rel = (delta.abs() / teacher.clamp_min(1e-6))[teacher > 0]
-    conf = batch["conf_full"][teacher > 0]
-    a, b = rel.flatten(), (1 - conf).flatten()
-    corr = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0
-    row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
-    row.update(
-        step=step,
-        lr=lr,
-        grad_norm=float(grad_norm),
-        temp_to_close=float(losses["temp"].detach()) / max(float(losses["close"].detach()), 1e-12),
-        mean_abs_delta_m=float(delta.abs().mean()),
-        frac_small_delta=float((rel < 0.01).float().mean()),
-        clamp_hit_rate=float(out.clamp_hit_rate),
-        corr_delta_uncertainty=corr,
-    )
-    return row
+def _checkpoint(ema, val, device, best: dict, step: int, live, bar, guard: float) -> dict:
+    """Validate the EMA weights; keep them as the best when their score is lower."""
+    v = validate(ema, val, device)
+    if live is not None:
+        for k, value in v.items():
+            live.log_metric(f"val/{k}", value)
+    bar.set_postfix(flicker=f"{v['flicker_refined']:.4f}/{v['flicker_teacher']:.4f}")
+    score = _score(v, guard)
+    if score < best["score"]:
+        return {"score": score, "step": step, "weights": copy.deepcopy(ema.state_dict()), **v}
+    return best
 
 
-def _write_reports(reports_dir: Path, best: dict, log: list[dict], params: Params) -> dict:
-    """reports/train/metrics.json (DVC metrics) and log.csv (DVC plots)."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    last = log[-1] if log else {}
-    metrics = {
-        "best_step": best["step"],
-        "val_flicker_teacher": best.get("flicker_teacher"),
-        "val_flicker_refined": best.get("flicker_refined"),
-        "val_absrel_teacher": best.get("absrel_teacher"),
-        "val_absrel_refined": best.get("absrel_refined"),
-        "val_mean_rel_delta": best.get("mean_rel_delta"),
-        "final_loss_total": last.get("loss_total"),
-        "final_clamp_hit_rate": last.get("clamp_hit_rate"),
-        "final_corr_delta_uncertainty": last.get("corr_delta_uncertainty"),
-    }
-    write_json(reports_dir / "metrics.json", metrics)
-    if log:
-        write_csv(reports_dir / "log.csv", log)
-    return metrics
+def _summary(live: Live, best: dict) -> dict:
+    """The best checkpoint's val figures into dvclive's summary (reports/train/metrics.json)."""
+    summary = {"best_step": best["step"], **{f"best_val_{k}": v for k, v in best.items() if k not in ("step", "score")}}
+    live.summary.update(summary)
+    live.end()
+    return summary

@@ -1,21 +1,31 @@
-"""Stage decode: a video or data set -> canonical S x S frames in a Zarr store, intrinsics and GT alike."""
+"""Stage decode (per clip): the clip's video or data set → canonical frames in a Zarr store, intrinsics and GT alike."""
+
+import sys
 
 from refiner.adapters import ingest
 from refiner.config import load_params
-
-OUT = "data/decoded/clip.zarr"
+from refiner.errors import run_stage
 
 
 def main() -> None:
-    p = load_params().decode
-    if p.source_kind == "video":
-        options = {"intrinsics": p.intrinsics, "gt": p.gt}
+    name, synth_dir, out = sys.argv[1:4]
+    params = load_params()
+    spec = params.corpus.clips[name]
+    if spec.kind == "synthetic":
+        source, kind = f"{synth_dir}/clip.mp4", "video"
+        options = {
+            "intrinsics": f"{synth_dir}/camera.json",
+            "gt": f"{synth_dir}/gt.zarr",
+            "dataset_name": "synthetic",
+            "scene_id": name,
+        }
+    elif spec.kind == "video":
+        source, kind, options = spec.source, "video", {"intrinsics": spec.intrinsics, "gt": spec.gt, "scene_id": name}
     else:
-        options = {"intrinsics": p.camera}
-        print(f"source_kind={p.source_kind}: camera and ground truth come from {p.video}; decode.intrinsics/gt unused")
-    n = ingest(p.source_kind, p.video, OUT, p.size, stride=p.stride, **options)
-    print(f"decoded {n} frames to {OUT}")
+        source, kind, options = spec.source, spec.kind, {"intrinsics": spec.camera}
+    n = ingest(kind, source, out, params.decode.size, stride=spec.stride, **options)
+    print(f"{name}: decoded {n} frames of {source} to {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,21 +1,28 @@
-"""Stage evaluate: teacher, EMA, bilateral and refiner on the clip → reports/metrics.json, plots, evaluation.md."""
+"""Stage evaluate (per test clip): teacher, EMA, bilateral and refiner scored on the clip → its reports."""
+
+import sys
 
 from refiner.config import load_params
-from refiner.evaluate import evaluate_clip, write_reports
-from refiner.store import open_group
+from refiner.errors import run_stage
+from refiner.evaluate import evaluate_clip
+from refiner.manifest import open_clip
+from refiner.perceptual import load_lpips
+from refiner.reports import write_clip_report
 
 
 def main() -> None:
+    name, manifest, refined, out = sys.argv[1:5]
     params = load_params()
-    decoded = "data/decoded/clip.zarr"
-    metrics, per_frame, strat, depths = evaluate_clip(
-        decoded, "data/teacher/clip.zarr", "data/infer/clip.zarr", params.evaluate, params.train.holdout_frames
+    clip, entry = open_clip(manifest, name)
+    info = {k: entry[k] for k in ("name", "dataset_name", "scene_id", "split", "teacher_name", "frames")}
+    info["synthetic_stand_in"] = bool(clip.tea.attrs.get("synthetic_stand_in", False))
+    result = evaluate_clip(
+        clip, refined, params.evaluate, params.windows.length, load_lpips(params.evaluate.lpips_weights)
     )
-    static_frames = int(open_group(decoded).attrs.get("static_frames", 0))
-    write_reports("reports", metrics, per_frame, strat, depths, static_frames)
-    m = metrics["methods"]
+    write_clip_report(out, result, info)
+    m = result["metrics"]["methods"]
     print(" | ".join(f"{k}: flicker {v.get('flicker_std_rel', float('nan')):.4f}" for k, v in m.items()))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

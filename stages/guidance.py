@@ -1,12 +1,16 @@
-"""Stage guidance: RGB/depth/uncertainty edge and gradient maps per frame into Zarr."""
+"""Stage guidance (per clip): RGB/depth/uncertainty edge and gradient maps per frame into Zarr."""
 
+import sys
+
+from refiner.errors import run_stage
 from refiner.guidance import write_guidance
 
 
 def main() -> None:
-    n = write_guidance("data/decoded/clip.zarr", "data/teacher/clip.zarr", "data/guidance/clip.zarr")
-    print(f"guidance maps for {n} frames in data/guidance/clip.zarr")
+    decoded, teacher, out = sys.argv[1:4]
+    n = write_guidance(decoded, teacher, out)
+    print(f"guidance maps for {n} frames in {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,21 +1,23 @@
-"""Stage infer: windowed refinement of the clip into data/infer/clip.zarr, exports and drift report."""
+"""Stage infer (per test clip): windowed refinement into a Zarr store, exports, side-by-side video, drift."""
 
+import sys
+
+import torch
+
+from refiner.checkpoint import load_refiner
 from refiner.config import load_params
+from refiner.errors import run_stage
 from refiner.infer import run_infer
+from refiner.manifest import open_clip
 
 
 def main() -> None:
-    stats = run_infer(
-        load_params(),
-        "data/decoded/clip.zarr",
-        "data/teacher/clip.zarr",
-        "data/train/model.safetensors",
-        "data/infer/clip.zarr",
-        "data/infer/frames",
-        "reports/infer",
-    )
-    print(f"refined {stats['frames']} frames in {stats['windows']} windows; drift {stats['drift_rel']:+.2%}")
+    name, manifest, model_path, out, frames_dir, reports = sys.argv[1:7]
+    clip, _ = open_clip(manifest, name)
+    model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")
+    stats = run_infer(model, clip, load_params(), out, frames_dir, reports)
+    print(f"{name}: refined {stats['frames']} frames in {stats['windows']} windows; drift {stats['drift_rel']:+.2%}")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

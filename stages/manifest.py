@@ -1,13 +1,27 @@
-"""Stage manifest: data/manifest.json listing the clip's stores and arrays."""
+"""Stage manifest: one JSON per split of the corpus (train, val, test) and the train-split calibration."""
 
-from refiner.manifest import clip_entry, write_manifest
+import sys
+
+from refiner.config import load_params
+from refiner.errors import run_stage
+from refiner.manifest import SPLITS, clip_entry, fit_calibration, write_manifest
 
 
 def main() -> None:
-    clip = clip_entry("data/decoded/clip.zarr", "data/teacher/clip.zarr", "data/guidance/clip.zarr")
-    write_manifest("data/manifest.json", [clip])
-    print(f"manifest: {clip['dataset_name']}/{clip['scene_id']}, {clip['frames']} frames, has_gt={clip['has_gt']}")
+    clips_dir, out_dir = sys.argv[1:3]
+    params = load_params()
+    corpus = params.corpus
+
+    def entry(name: str) -> dict:
+        d = f"{clips_dir}/{name}"
+        return clip_entry(name, f"{d}/decoded.zarr", f"{d}/teacher.zarr", f"{d}/guidance.zarr")
+
+    splits = {split: [entry(n) for n in corpus.names(split)] for split in SPLITS}
+    calibration = fit_calibration(splits["train"], params.teacher.calibration_bins)
+    write_manifest(out_dir, splits, calibration)
+    for split, clips in splits.items():
+        print(f"{split}: {len(clips)} clips, {sum(c['frames'] for c in clips)} frames")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

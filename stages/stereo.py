@@ -1,22 +1,71 @@
-"""Stage stereo: right-eye rendering checks per depth source, and a side-by-side VR mp4 of the refined depth."""
+"""Stage stereo (per test clip): both-eye checks per depth source and a side-by-side VR mp4.
 
+The right eye's rendered video goes through the same teacher, filters and refiner as the left, so the
+left-right consistency is measured between two eyes' own depths, not one depth map used both ways."""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refiner.checkpoint import load_refiner
+from refiner.clip import Clip
 from refiner.config import load_params
-from refiner.stereo import sbs_video, stereo_report, stereo_sources
+from refiner.errors import run_stage
+from refiner.evaluate import method_depths
+from refiner.infer import refine_clip
+from refiner.manifest import open_clip
+from refiner.stereo_report import right_eye_store, sbs_video, stereo_metrics
 from refiner.store import write_csv, write_json
+from refiner.teachers.cache import write_teacher_store
+
+
+def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path) -> dict[str, np.ndarray]:
+    """Every method's depth of the right eye (empty when the clip has none)."""
+    if not right_eye_store(clip, work / "decoded.zarr"):
+        return {}
+    write_teacher_store(
+        work / "decoded.zarr",
+        work / "teacher.zarr",
+        params.teacher.replace(name=params.teacher_of(name)),
+        name,
+        progress=False,
+    )
+    right = Clip(work / "decoded.zarr", work / "teacher.zarr", clip.calibration)
+    model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")
+    refine_clip(
+        model,
+        right,
+        work / "refined.zarr",
+        params.windows,
+        params.infer,
+        next(model.parameters()).device,
+        progress=False,
+    )
+    return method_depths(right, str(work / "refined.zarr"), params.evaluate)
 
 
 def main() -> None:
+    name, manifest, refined, model_path, out = sys.argv[1:6]
     params = load_params()
-    decoded = "data/decoded/clip.zarr"
-    sources = stereo_sources(decoded, "data/teacher/clip.zarr", "data/infer/clip.zarr", params.evaluate)
-    metrics, rows = stereo_report(decoded, sources, params.stereo)
-    write_json("reports/stereo/metrics.json", metrics)
-    write_csv("reports/stereo/disparity.csv", rows)
-    sbs_video(decoded, sources["refiner"], "reports/stereo/stereo_sbs.mp4", params.stereo)
-    for name in sources:
-        m = metrics[name]
-        print(f"{name:10s} jitter {m.get('disparity_jitter_px', float('nan')):.4f} px, pops {m.get('temporal_pops')}")
+    clip, _ = open_clip(manifest, name)
+    left = method_depths(clip, refined, params.evaluate)
+    with tempfile.TemporaryDirectory() as work:
+        right = right_eye_depths(clip, name, model_path, params, Path(work))
+    if clip.has_gt:
+        left["gt"] = np.asarray(clip.dec["depth_gt"][...], dtype=np.float32)
+    if right and "depth_gt_right" in clip.dec:
+        right["gt"] = np.asarray(clip.dec["depth_gt_right"][...], dtype=np.float32)
+    metrics, rows = stereo_metrics(clip, left, right, params.stereo)
+    write_json(f"{out}/metrics.json", metrics)
+    write_csv(f"{out}/disparity.csv", rows)
+    sbs_video(clip, left["refiner"], f"{out}/stereo_sbs.mp4", params.stereo)
+    for src, m in metrics.items():
+        if isinstance(m, dict):
+            print(f"{name} {src:10s} " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

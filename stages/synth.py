@@ -1,14 +1,38 @@
-"""Stage synth: render the embedded default clip (a synthetic stand-in with ground truth)."""
+"""Stage synth (per clip): render a synthetic clip (a stand-in with ground truth) into OUT_DIR, or, for a clip
+of real data, record where its source lives (OUT_DIR/source.json): decode reads it from there."""
+
+import sys
 
 from refiner.config import load_params
+from refiner.errors import run_stage
+from refiner.store import write_json
 from refiner.synth import render_clip, write_clip
 
 
 def main() -> None:
-    p = load_params().synth
-    clip = render_clip(p.frames, p.height, p.width, p.fov_deg, p.baseline_m, p.static_frames, p.seed, progress=True)
-    write_clip(clip, "data/synth", fps=p.fps, crf=p.crf, baseline_m=p.baseline_m)
+    name, out_dir = sys.argv[1:3]
+    corpus = load_params().corpus
+    spec = corpus.clips[name]
+    if spec.kind != "synthetic":
+        write_json(f"{out_dir}/source.json", {"kind": spec.kind, "source": spec.source, "synthetic": False})
+        print(f"{name}: {spec.kind} clip read from {spec.source} (nothing to render)")
+        return
+    s = corpus.synthetic_spec(name)
+    clip = render_clip(
+        s.frames,
+        s.height,
+        s.width,
+        s.fov_deg,
+        s.baseline_m,
+        s.static_frames,
+        spec.seed,
+        camera_path=s.camera_path,
+        object_speed=s.object_speed,
+        progress=True,
+    )
+    write_clip(clip, out_dir, fps=s.fps, crf=s.crf, baseline_m=s.baseline_m)
+    write_json(f"{out_dir}/source.json", {"kind": "synthetic", "seed": spec.seed, "synthetic": True})
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,26 +1,26 @@
-"""Stage teacher: run the frozen teacher over the decoded clip into the Zarr cache, calibrate its uncertainty."""
+"""Stage teacher (per clip): run the frozen teacher over the decoded clip into its Zarr cache."""
+
+import sys
 
 from refiner.config import load_params
-from refiner.store import open_group, write_json
+from refiner.errors import run_stage
+from refiner.store import write_json
 from refiner.teachers.cache import write_teacher_store
 from refiner.viewer import view_grid
 
 
 def main() -> None:
-    p = load_params().teacher
-    metrics = write_teacher_store(
-        "data/decoded/clip.zarr", "data/teacher/clip.zarr", "data/teacher/calibration.json", p
-    )
-    write_json("reports/teacher/metrics.json", metrics)
-    total = open_group("data/teacher/clip.zarr")["depth"].shape[0]
-    view_grid(
-        "data/decoded/clip.zarr", "data/teacher/clip.zarr", [0, total // 2, total - 1], "reports/teacher/view.png"
-    )
+    name, decoded, out, metrics_path, view_path = sys.argv[1:6]
+    params = load_params()
+    p = params.teacher.replace(name=params.teacher_of(name))
+    metrics = write_teacher_store(decoded, out, p, name)
+    write_json(metrics_path, metrics)
+    view_grid(decoded, out, [0, metrics["frames"] // 2, metrics["frames"] - 1], view_path)
     print(
-        f"teacher {metrics['teacher']}: {metrics['frames']} frames, corr(uncertainty, |error|) = "
-        f"{metrics['corr_uncertainty_abs_error']}"
+        f"{name}: teacher {metrics['teacher']}, {metrics['frames']} frames, "
+        f"corr(uncertainty, |error|) = {metrics['corr_uncertainty_error']}"
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,21 +1,25 @@
-"""Stage train: fit the refiner on the teacher cache; weights to data/train/, logs to reports/train/.
+"""Stage train: fit the refiner on the manifest's train split, choose the checkpoint on its val split.
 
-Also runs under ``torchrun --nproc_per_node K stages/train.py`` (DistributedDataParallel).
+Also runs under ``torchrun --nproc_per_node K stages/train.py ...`` (DistributedDataParallel).
 """
 
+import sys
+
 from refiner.config import load_params
+from refiner.errors import run_stage
 from refiner.train import train
 
 
 def main() -> None:
-    metrics = train(load_params(), "data/decoded/clip.zarr", "data/teacher/clip.zarr", "data/train", "reports/train")
+    manifest, model_out, state_dir, reports = sys.argv[1:5]
+    metrics = train(load_params(), manifest, model_out, state_dir, reports)
     print(f"rank {metrics['rank']}/{metrics['world']} weights {metrics['digest']}", flush=True)
     if metrics["rank"] == 0:
         print(
-            f"best step {metrics['best_step']}: held-out static flicker {metrics['val_flicker_refined']:.5f} "
-            f"(teacher {metrics['val_flicker_teacher']:.5f})"
+            f"best step {metrics['best_step']}: val static flicker {metrics['best_val_flicker_refined']:.5f} "
+            f"(teacher {metrics['best_val_flicker_teacher']:.5f})"
         )
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

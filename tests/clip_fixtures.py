@@ -1,33 +1,60 @@
-"""Tiny decoded + teacher stores in the pipeline's layout, for tests of the stages after decode."""
+"""Tiny clips in the pipeline's real layout (rendered, decoded, simulated teacher, guidance, manifest)."""
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from refiner.clip import Clip
+from refiner.config import load_params
+from refiner.guidance import write_guidance
 from refiner.ingest import ingest_video
-from refiner.lowres import downsample, low_mapping
-from refiner.store import create_group, frames_array, small_array
+from refiner.manifest import clip_entry, fit_calibration, write_manifest
 from refiner.synth import render_clip, write_clip
+from refiner.teachers.cache import write_teacher_store
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_stores(root: Path, frames: int = 10, size: int = 32, factor: int = 4, static_frames: int = 5, seed: int = 0):
-    """(decoded store, teacher store) paths: a rendered clip and a teacher = GT with per-frame scale flicker."""
-    clip = render_clip(frames, size, size, 70.0, 0.063, static_frames, seed)
-    write_clip(clip, root / "synth", fps=10, crf=0, baseline_m=0.063)
-    decoded = root / "decoded.zarr"
+def tiny_params(**sections):
+    """params.yaml with sections updated key by key (e.g. ``train={"steps": 2}``)."""
+    return load_params(ROOT / "params.yaml").merged(sections)
+
+
+def make_clip(
+    root: Path,
+    name: str,
+    frames: int = 10,
+    size: int = 32,
+    static_frames: int = 5,
+    seed: int = 0,
+    camera_path: str = "dolly",
+    factor: int = 4,
+) -> dict:
+    """One clip's stores under ``root/name`` (simulated teacher drawn for ``name``); returns its manifest entry."""
+    d = root / name
+    clip = render_clip(frames, size, size, 70.0, 0.063, static_frames, seed, camera_path=camera_path)
+    write_clip(clip, d / "synth", fps=10, crf=0, baseline_m=0.063)
     ingest_video(
-        root / "synth/clip.mp4", root / "synth/camera.json", decoded, size, gt=root / "synth/gt.zarr", progress=False
+        d / "synth/clip.mp4", d / "synth/camera.json", d / "decoded.zarr", size, gt=d / "synth/gt.zarr", progress=False
     )
-    rng = np.random.default_rng(seed)
-    scale = (1 + 0.04 * rng.standard_normal(frames)).astype(np.float32)
-    depth = clip.depth * scale[:, None, None]
-    conf = rng.uniform(0.2, 1.0, depth.shape).astype(np.float32)
-    teacher = root / "teacher.zarr"
-    g = create_group(teacher, {"teacher": "test-flicker", "low_res_factor": factor, "synthetic_stand_in": True})
-    for name, data in (("depth", depth), ("uncertainty", 1 - conf), ("confidence", conf)):
-        frames_array(g, name, data.shape, np.float32)[...] = data
-        low = downsample(torch.from_numpy(data), factor).numpy()
-        frames_array(g, f"{name}_low", low.shape, np.float32)[...] = low
-    small_array(g, "low_mapping", low_mapping(factor))
-    return decoded, teacher
+    teacher = tiny_params(teacher={"low_res_factor": factor}).teacher
+    write_teacher_store(d / "decoded.zarr", d / "teacher.zarr", teacher, name, progress=False)
+    write_guidance(d / "decoded.zarr", d / "teacher.zarr", d / "guidance.zarr", progress=False)
+    return clip_entry(name, str(d / "decoded.zarr"), str(d / "teacher.zarr"), str(d / "guidance.zarr"))
+
+
+def make_corpus(root: Path, frames: int = 10, size: int = 32, static_frames: int = 5, factor: int = 4) -> Path:
+    """A manifest of two train clips, one val and one test clip; returns the manifest folder."""
+    plan = {
+        "train": [("tr_a", 1, "dolly"), ("tr_b", 2, "pan")],
+        "val": [("va", 3, "forward")],
+        "test": [("te", 4, "orbit")],
+    }
+    splits = {
+        s: [make_clip(root / "clips", n, frames, size, static_frames, seed, path, factor) for n, seed, path in c]
+        for s, c in plan.items()
+    }
+    write_manifest(root / "manifest", splits, fit_calibration(splits["train"], 10))
+    return root / "manifest"
+
+
+def open_entry(entry: dict, calibration: dict | None = None) -> Clip:
+    return Clip(entry["decoded"], entry["teacher"], calibration, entry["guidance"])

@@ -1,7 +1,6 @@
 """Checkpoints: round trip, and clear errors for missing, corrupt or foreign-architecture files."""
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -10,37 +9,36 @@ from safetensors.torch import save_file
 
 from refiner.checkpoint import CheckpointError, load_refiner, save_refiner
 from refiner.config import ModelParams
-from refiner.lowres import low_mapping
 from refiner.model import Refiner
 
-SMALL = ModelParams(channels=8, ssm_hidden=8, d_state=4)
+SMALL = ModelParams.from_file(channels=8, ssm_hidden=8, d_state=4)
 
 
 def _saved(tmp_path):
     torch.manual_seed(0)
-    model = Refiner(SMALL)
+    model = Refiner(SMALL, 4)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     path = tmp_path / "model.safetensors"
-    save_refiner(path, model, SMALL, torch.as_tensor(low_mapping(4)), {"step": 7})
+    save_refiner(path, model, SMALL, 4, {"step": 7})
     return model, path
 
 
 def test_round_trip_gives_the_same_outputs(tmp_path):
     model, path = _saved(tmp_path)
     loaded, meta = load_refiner(path)
-    assert meta["model_params"] == SMALL and meta["low_mapping"] == [4.0, 4.0, 0.0, 0.0]
+    assert meta["model_params"] == SMALL and meta["low_res_factor"] == 4 and loaded.factor == 4
     d = torch.rand(1, 3, 1, 16, 16) + 1
-    args = (torch.nn.functional.avg_pool3d(d, (1, 4, 4)), torch.rand(1, 3, 1, 4, 4), d, torch.rand_like(d))
-    torch.testing.assert_close(loaded(*args, low_mapping(4)).depth, model.eval()(*args, low_mapping(4)).depth)
+    args = (d, torch.rand_like(d))
+    torch.testing.assert_close(loaded(*args).depth, model.eval()(*args).depth)
 
 
 def test_foreign_architecture_is_refused(tmp_path):
     _, path = _saved(tmp_path)
     with safe_open(str(path), framework="pt") as f:
         meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    meta["model_params"] = json.dumps(asdict(ModelParams(channels=16, ssm_hidden=8, d_state=4)))
+    meta["model_params"] = json.dumps(SMALL.replace(channels=16).model_dump())
     save_file(state, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match="another architecture"):
         load_refiner(path)

@@ -1,56 +1,292 @@
+"""params.yaml validation: every problem is one ConfigError line naming the key, the value and what is allowed."""
+
+import copy
+from pathlib import Path
+
 import pytest
 import yaml
 
-from refiner.config import ConfigError, load_params, params_from_dict
+from refiner.config import (
+    ClipSpec,
+    ConfigError,
+    ModelParams,
+    Params,
+    SyntheticDefaults,
+    WindowParams,
+    load_params,
+    params_from_dict,
+)
+from refiner.synth import CAMERA_PATHS
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+CAM = {"fx": 500, "fy": 500, "cx": 320, "cy": 240}
 
 
-def test_repo_params_load_and_match_defaults():
-    p = load_params("params.yaml")
-    assert p.windows.length > p.windows.overlap
-    assert all(0 <= k < p.windows.length for k in p.windows.keyframes)
-    assert p.synth.baseline_m == pytest.approx(0.063)
+def _with(*changes: tuple[str, object]) -> dict:
+    """RAW with ``("a.b.c", value)`` changes applied; value ``...`` deletes the key."""
+    raw = copy.deepcopy(RAW)
+    for dotted, value in changes:
+        *parents, last = dotted.split(".")
+        d = raw
+        for k in parents:
+            d = d[k]
+        if value is ...:
+            del d[last]
+        else:
+            d[last] = value
+    return raw
+
+
+def _error(*changes: tuple[str, object]) -> str:
+    with pytest.raises(ConfigError) as e:
+        params_from_dict(_with(*changes))
+    msg = str(e.value)
+    assert msg.startswith("params.yaml: ") and "\n" not in msg
+    return msg
+
+
+def test_repo_params_load():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p, Params) and p.windows.length > p.windows.overlap
+    assert p.windows.keyframes == tuple(RAW["windows"]["keyframes"])
+    assert p.teacher.scale_std == tuple(RAW["teacher"]["scale_std"])
+    assert p.corpus.names("train") == RAW["corpus"]["train"]
+    assert p.corpus.split_of(RAW["corpus"]["test"][0]) == "test"
+    assert p.teacher_of(RAW["corpus"]["val"][0]) == p.teacher.name
+    assert params_from_dict(p.model_dump()) == p  # model_dump replaces dataclasses.asdict
+
+
+def test_models_are_frozen_and_replace_validates():
+    p = params_from_dict(RAW)
+    with pytest.raises(ValueError, match="frozen"):
+        p.train.lr = 0.5
+    assert p.model.replace(channels=8).channels == 8 and p.model.channels == RAW["model"]["channels"]
+    with pytest.raises(ConfigError, match=r"params\.yaml: model\.channels = 1 is invalid; allowed: integer >= 2"):
+        p.model.replace(channels=1)
+    with pytest.raises(ConfigError, match=r"windows\.overlap = 4 is invalid; .*\[0, windows\.length=4\)"):
+        WindowParams(length=4, overlap=4, keyframes=[0])
+
+
+def test_checkpoint_style_round_trip():
+    model = params_from_dict(RAW).model
+    again = ModelParams(**model.model_dump())
+    assert again.validate() is again and again == model
+    with pytest.raises(ConfigError, match=r"unknown key model\.old_flag; known keys: channels, "):
+        ModelParams(**model.model_dump(), old_flag=True)
+
+
+def test_merged_applies_nested_overrides():
+    p = params_from_dict(RAW).merged({"train": {"steps": 4, "lr": "2e-3"}, "windows": {"keyframes": [0]}})
+    assert (p.train.steps, p.train.lr, p.windows.keyframes) == (4, 0.002, (0,))
+    assert p.train.batch_size == RAW["train"]["batch_size"]
 
 
 @pytest.mark.parametrize(
-    ("raw", "key"),
+    ("change", "match"),
     [
-        ({"windows": {"length": 6, "overlap": 6}}, "windows.overlap"),
-        ({"windows": {"length": 12, "keyframes": [0, 12]}}, "windows.keyframes"),
-        ({"synth": {"width": 99}}, "synth.width"),
-        ({"synth": {"frames": 0}}, "synth.frames"),
-        ({"synth": {"frames": 10, "static_frames": 11}}, "synth.static_frames"),
-        ({"decode": {"size": -4}}, "decode.size"),
-        ({"decode": {"stride": 0}}, "decode.stride"),
-        ({"synth": {"seed": True}}, "synth.seed"),
+        (("train.lr", "abc"), r"train\.lr = 'abc' is invalid; allowed: number in \(0, 1\)$"),
+        (("teacher.scale_corr", "x"), r"teacher\.scale_corr = 'x' is invalid; allowed: \[low, high\] with low <= high"),
+        (("infer.max_depth_m", "big"), r"infer\.max_depth_m = 'big' is invalid; allowed: number > 0"),
+        (("train.steps", "1e3"), r"train\.steps = '1e3' is invalid; allowed: integer >= 1 \(write a plain integer"),
+        (("train.steps", 300.0), r"train\.steps = 300\.0 is invalid; allowed: integer >= 1"),
+        (
+            ("train.lr", True),
+            r"train\.lr = True is invalid; allowed: number in \(0, 1\) \(true/false is not a",
+        ),
+        (("teacher.seed", True), r"teacher\.seed = True is invalid; allowed: integer >= 0"),
+        (("model.bidirectional", "yes"), r"model\.bidirectional = 'yes' is invalid; allowed: true or false"),
+        (("infer.export_npy", 1), r"infer\.export_npy = 1 is invalid; allowed: true or false"),
+        (("model.temporal_blend", "no"), r"model\.temporal_blend = 'no' is invalid; allowed: true or false"),
+        (("train.amp", "fp8"), r"train\.amp = 'fp8' is invalid; allowed: one of none, bf16, fp16"),
+        (("train.lr", float("nan")), r"train\.lr = nan is invalid"),
+        (("train.grad_clip", ".inf"), r"train\.grad_clip = '\.inf' is invalid; allowed: number >= 0 \(0 or null"),
+        (("train.grad_clip", -1), r"train\.grad_clip = -1 is invalid"),
+        (("train.jitter_scale", 0.5), r"train\.jitter_scale = 0\.5 is invalid; allowed: number in \[0, 0\.5\)"),
+        (("train.init", ""), r"train\.init = '' is invalid; allowed: null or non-empty text"),
+        (("evaluate.ema_alpha", 0), r"evaluate\.ema_alpha = 0 is invalid; allowed: number in \(0, 1\]"),
+        (("stereo.max_video_frames", 0), r"stereo\.max_video_frames = 0 is invalid; allowed: null or integer >= 1"),
+        (("windows.overlap", 12), r"windows\.overlap = 12 is invalid; allowed: integer in \[0, windows\.length=12\)"),
+        (("windows.keyframes", [0, 12]), r"windows\.keyframes = \[0, 12\] is invalid; allowed: sorted, distinct"),
+        (("windows.keyframes", [4, 0]), r"windows\.keyframes = \[4, 0\] is invalid"),
+        (("windows.keyframes", [0, 0]), r"windows\.keyframes = \[0, 0\] is invalid"),
+        (("windows.length", 1), r"windows\.length = 1 is invalid; allowed: integer >= 2"),
+        (("decode.size", 15), r"decode\.size = 15 is invalid; allowed: even integer in \[16, 4096\]"),
+        (("decode.size", 250), r"decode\.size = 250 is invalid; .*a multiple of teacher\.low_res_factor=4"),
+        (("train.crop", 512), r"train\.crop = 512 is invalid; allowed: integer in \[8, decode\.size=256\]"),
+        (("train.crop", 98), r"train\.crop = 98 is invalid; .*multiple of teacher\.low_res_factor=4"),
+        (("teacher.low_res_factor", 3), r"teacher\.low_res_factor = 3 is invalid; allowed: one of 1, 2, 4, 8"),
+        (("teacher.low_res_factor", True), r"teacher\.low_res_factor = True is invalid"),
+        (("teacher.name", "midas"), r"teacher\.name = 'midas' is invalid; allowed: one of simulated, unidepth"),
+        (("teacher.scale_std", 0.03), r"teacher\.scale_std = 0\.03 is invalid; allowed: \[low, high\]"),
+        (("teacher.scale_std", [0.05, 0.01]), r"teacher\.scale_std = \[0\.05, 0\.01\] is invalid; .*low <= high"),
+        (("teacher.scale_std", [0.01, 0.02, 0.03]), r"teacher\.scale_std = \[0\.01, 0\.02, 0\.03\] is invalid"),
+        (("teacher.scale_corr", [0.5, 1.0]), r"teacher\.scale_corr\[1\] = 1\.0 is invalid; .*each number in \[0, 1\)"),
+        (("teacher.jump_prob", [-0.1, 0.5]), r"teacher\.jump_prob\[0\] = -0\.1 is invalid; .*each number in \[0, 1\]"),
+        (("teacher.edge_blur_px", [0.5, True]), r"teacher\.edge_blur_px\[1\] = True is invalid"),
+        (
+            ("teacher.unidepth_resolution_level", 10),
+            r"teacher\.unidepth_resolution_level = 10 is invalid; .*\[0, 9\]",
+        ),
+        (("loss.lambda_gt", 0.5), r"loss\.lambda_gt = 0\.5 is invalid; allowed: number > loss\.lambda_teacher=1\.0"),
+        (("loss.edge_sigma", 0), r"loss\.edge_sigma = 0 is invalid; allowed: number > 0"),
+        (("infer.min_depth_m", 200), r"infer\.min_depth_m = 200\.0 is invalid; .*infer\.max_depth_m=100\.0"),
+        (("model.use_mamba_ssm", "always"), r"model\.use_mamba_ssm = 'always' is invalid; allowed: one of auto, never"),
+        (("corpus.synthetic.width", 33), r"corpus\.synthetic\.width = 33 is invalid; allowed: even integer"),
+        (("corpus.synthetic.frames", 1), r"corpus\.synthetic\.frames = 1 is invalid; allowed: integer >= 2"),
+        (("corpus.synthetic.static_frames", 99), r"corpus\.synthetic\.static_frames = 99 is invalid; .*frames=48"),
+        (("corpus.synthetic.fov_deg", 170), r"corpus\.synthetic\.fov_deg = 170 is invalid; .*in \(1, 170\)"),
+        (("corpus.synthetic.crf", 52), r"corpus\.synthetic\.crf = 52 is invalid; allowed: integer in \[0, 51\]"),
+        (
+            ("corpus.synthetic.camera_path", "spiral"),
+            r"corpus\.synthetic\.camera_path = 'spiral' is invalid; .*one of still",
+        ),
     ],
 )
-def test_invalid_values_name_the_key(raw, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        params_from_dict(raw)
+def test_invalid_values_name_key_value_and_range(change, match):
+    with pytest.raises(ConfigError, match=r"^params\.yaml: " + match):
+        params_from_dict(_with(change))
 
 
-def test_unknown_keys_and_sections_are_rejected():
-    with pytest.raises(ConfigError, match=r"synth\.frame"):
-        params_from_dict({"synth": {"frame": 10}})
-    with pytest.raises(ConfigError, match="unknown section"):
-        params_from_dict({"sinth": {}})
+def test_numeric_strings_are_numbers_for_floats():
+    p = params_from_dict(_with(("train.lr", "1e-3"), ("teacher.scale_std", ["1e-2", "3e-2"])))
+    assert p.train.lr == 0.001 and p.teacher.scale_std == (0.01, 0.03)
+    assert params_from_dict(_with(("train.grad_clip", None))).train.grad_clip is None
 
 
-def test_missing_file_names_path(tmp_path):
-    with pytest.raises(ConfigError, match="nope.yaml"):
+def test_unknown_and_missing_keys():
+    assert "unknown section holdout; known sections: corpus, decode, " in _error(("holdout", {"seed": 1}))
+    assert "unknown key train.holdout_frames; known keys: seed, " in _error(("train.holdout_frames", 12))
+    assert "unknown key decode.video; known keys: size" in _error(("decode.video", "x.mp4"))
+    assert "train.lr is missing; add it (number in (0, 1))" in _error(("train.lr", ...))
+    assert "teacher is missing; add it (a mapping with keys name, low_res_factor" in _error(("teacher", ...))
+    assert "train = 5 is invalid; allowed: a mapping with keys seed, " in _error(("train", 5))
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        params_from_dict([1, 2])
+
+
+def test_files(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml not found"):
         load_params(tmp_path / "nope.yaml")
-
-
-def test_round_trip_from_yaml(tmp_path):
     f = tmp_path / "params.yaml"
-    f.write_text(yaml.safe_dump({"windows": {"length": 8, "overlap": 2, "keyframes": [0, 4]}}))
-    p = load_params(f)
-    assert (p.windows.length, p.windows.overlap, p.windows.keyframes) == (8, 2, [0, 4])
+    f.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML \(.*line"):
+        load_params(f)
+    f.write_text(yaml.safe_dump(_with(("train.steps", 7))))
+    assert load_params(f).train.steps == 7
+    f.write_text(yaml.safe_dump(_with(("train.steps", 0))))
+    with pytest.raises(ConfigError, match=rf"^{f}: train\.steps = 0 is invalid"):
+        load_params(f)
+
+
+def test_duplicate_keys_are_rejected_with_their_line(tmp_path):
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if line.strip().startswith("room_a:"))
+    lines.insert(i + 1, lines[i].replace("seed: 11", "seed: 99"))
+    f = tmp_path / "params.yaml"
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"line {i + 2}: duplicate key 'room_a' \(first at line {i + 1}\)"):
+        load_params(f)
+
+
+# --- corpus ---
+
+
+def test_synthetic_spec_merges_overrides():
+    p = params_from_dict(_with(("corpus.clips.room_a", {"kind": "synthetic", "seed": 1, "frames": 20})))
+    spec = p.corpus.synthetic_spec("room_a")
+    assert isinstance(spec, SyntheticDefaults) and spec.frames == 20
+    assert spec.width == RAW["corpus"]["synthetic"]["width"] and spec.camera_path in CAMERA_PATHS
+    assert p.corpus.clips["room_a"].overrides == {"frames": 20}
+    with pytest.raises(ConfigError, match="no clip 'nope'"):
+        p.corpus.synthetic_spec("nope")
 
 
 @pytest.mark.parametrize(
-    ("section", "key"), [("model", "bidirectional"), ("infer", "export_npy"), ("evaluate", "align_disparity")]
+    ("change", "match"),
+    [
+        (
+            ("corpus.test", ["room_t1", "room_a"]),
+            r"corpus\.test\[1\]: room_a is also in corpus\.train\[0\]; keep a clip in one split",
+        ),
+        (("corpus.val", ["room_val", "room_a"]), r"corpus\.val\[1\]: room_a is also in corpus\.train\[0\]"),
+        (("corpus.test", ["room_t1", "room_t2", "room_t1"]), r"corpus\.test\[2\]: room_t1 is listed twice"),
+        (("corpus.test", ["room_t1", "room_t2", "nope"]), r"corpus\.test\[2\] = 'nope' is invalid; allowed: a clip of"),
+        (("corpus.test", ["room_t1", "room_t2"]), r"corpus\.clips\.room_t3 is in no split"),
+        (("corpus.val", []), r"corpus\.val is empty"),
+        (
+            ("corpus.clips.bad name", {"kind": "synthetic", "seed": 1}),
+            r"corpus\.clips\.bad name = 'bad name' is",
+        ),
+        (("corpus.clips.-x", {"kind": "synthetic", "seed": 1}), r"corpus\.clips\.-x = '-x' is invalid"),
+        (("corpus.clips.room_a.seed", ...), r"corpus\.clips\.room_a\.seed is missing; a synthetic clip needs seed"),
+        (
+            ("corpus.clips.room_a.seed", -1),
+            r"corpus\.clips\.room_a\.seed = -1 is invalid; .*integer >= 0",
+        ),
+        (("corpus.clips.room_a.fram", 8), r"unknown key corpus\.clips\.room_a\.fram; known keys: kind, seed"),
+        (("corpus.clips.room_a.frames", 8), r"corpus\.clips\.room_a\.static_frames = 16 is invalid; .*frames=8\]"),
+        (("corpus.clips.room_a.camera_path", "loop"), r"corpus\.clips\.room_a\.camera_path = 'loop' is invalid"),
+        (
+            ("corpus.clips.room_a.kind", "kitti"),
+            r"corpus\.clips\.room_a\.kind = 'kitti' is invalid; .*one of synth",
+        ),
+        (("corpus.clips.room_a.gt", "g.zarr"), r"corpus\.clips\.room_a\.gt is only for video clips"),
+        (("corpus.clips.room_a.teacher", "midas"), r"corpus\.clips\.room_a\.teacher = 'midas' is invalid"),
+        (("corpus.clips.room_a.stride", 0), r"corpus\.clips\.room_a\.stride = 0 is invalid; allowed: integer >= 1"),
+        (
+            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4"}),
+            r"corpus\.clips\.room_a\.intrinsics is missing; a video clip",
+        ),
+        (("corpus.clips.room_a", {"kind": "tum"}), r"corpus\.clips\.room_a\.source is missing"),
+        (
+            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "gt": None}),
+            r"corpus\.clips\.room_a: the simulated teacher needs ground truth .*set teacher: unidepth for this clip",
+        ),
+        (
+            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "frames": 9}),
+            r"corpus\.clips\.room_a\.frames is a corpus\.synthetic setting; a video clip cannot take it",
+        ),
+        (
+            ("corpus.clips.room_a", {"kind": "tum", "source": "s", "camera": {"fx": 1, "fy": 1, "cx": 1}}),
+            r"corpus\.clips\.room_a\.camera\.cy is missing",
+        ),
+        (
+            (
+                "corpus.clips.room_a",
+                {"kind": "hypersim", "source": "s", "camera": {**CAM, "cy": "x"}},
+            ),
+            r"corpus\.clips\.room_a\.camera\.cy = 'x' is invalid; allowed: number > 0",
+        ),
+        (
+            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k", "camera": None, "seed": 3}),
+            r"corpus\.clips\.room_a\.seed is only for synthetic clips",
+        ),
+    ],
 )
-def test_boolean_keys_reject_non_booleans(section, key):
-    with pytest.raises(ConfigError, match=rf"{section}\.{key}.*true or false"):
-        params_from_dict({section: {key: "yes"}})
+def test_corpus_errors_name_the_key(change, match):
+    with pytest.raises(ConfigError, match=r"^params\.yaml: " + match):
+        params_from_dict(_with(change))
+
+
+def test_clip_kinds_and_teacher_override():
+    video = {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "gt": None, "teacher": "unidepth"}
+    tum = {"kind": "tum", "source": "data/tum/x", "camera": CAM, "stride": 2}
+    p = params_from_dict(_with(("corpus.clips.room_a", video), ("corpus.clips.room_b", tum)))
+    assert p.teacher_of("room_a") == "unidepth" and p.teacher_of("room_b") == "simulated"
+    assert p.corpus.clips["room_b"].camera.fx == 500.0 and p.corpus.clips["room_b"].stride == 2
+    with pytest.raises(ConfigError, match="room_a is a video clip, not synthetic"):
+        p.corpus.synthetic_spec("room_a")
+    with pytest.raises(ConfigError, match="corpus.clips.<name>.seed is only for synthetic"):
+        ClipSpec(kind="tum", source="x", seed=1)
+    with pytest.raises(ConfigError, match="unknown split 'holdout'"):
+        p.corpus.names("holdout")
+
+
+def test_from_file_reads_a_section_of_params_yaml_with_changes():
+    model = ModelParams.from_file(ROOT / "params.yaml", channels=8, ssm_hidden=8)
+    assert (model.channels, model.ssm_hidden, model.d_state) == (8, 8, RAW["model"]["d_state"])
+    assert SyntheticDefaults.from_file(ROOT / "params.yaml").frames == RAW["corpus"]["synthetic"]["frames"]
+    assert Params.from_file(ROOT / "params.yaml") == load_params(ROOT / "params.yaml")
+    with pytest.raises(ConfigError, match="per clip"):
+        ClipSpec.from_file(ROOT / "params.yaml")

@@ -1,18 +1,21 @@
-"""The evaluate stage end to end on a tiny clip: valid JSON, expected keys, no NaN, reports written."""
+"""The evaluate and report steps on a tiny corpus clip: complete JSON, no NaN, reports that name the clip."""
 
 import json
 import math
 
 import numpy as np
 import pytest
-import zarr
 
-from refiner.config import ConfigError, EvaluateParams, params_from_dict
-from refiner.evaluate import evaluate_clip, write_reports
-from refiner.holdout import evaluate_holdout
+from refiner.config import EvaluateParams
+from refiner.evaluate import evaluate_clip
+from refiner.manifest import open_clip
+from refiner.perceptual import lpips_random_backbone
+from refiner.reports import aggregate, write_aggregate, write_clip_report
 from refiner.store import create_group, frames_array
 
-from .clip_fixtures import make_stores
+from .clip_fixtures import make_corpus
+
+P = EvaluateParams.from_file(bilateral_radius=1)
 
 
 def _finite(tree) -> bool:
@@ -21,36 +24,76 @@ def _finite(tree) -> bool:
     return not isinstance(tree, float) or math.isfinite(tree)
 
 
-def test_evaluate_writes_complete_reports(tmp_path):
-    decoded, teacher = make_stores(tmp_path, frames=8, size=32, factor=4, static_frames=5)
-    depth = np.asarray(zarr.open_group(str(teacher), mode="r")["depth"][...])
-    refined = tmp_path / "refined.zarr"
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    clip, entry = open_clip(make_corpus(tmp, frames=8, size=32, static_frames=5), "te")
+    depth = clip.teacher_depth((slice(None), slice(None), slice(None)))
+    refined = tmp / "refined.zarr"
     g = create_group(refined)
     smooth = np.repeat(np.median(depth[:5], 0, keepdims=True), 8, 0)  # a "refiner" that removed the flicker
     frames_array(g, "depth", depth.shape, np.float32)[...] = smooth
-    metrics, per_frame, strat, depths = evaluate_clip(decoded, teacher, refined, EvaluateParams(), holdout_frames=4)
+    result = evaluate_clip(clip, str(refined), P, 4, (lpips_random_backbone(), None))
+    info = {
+        "name": "te",
+        "dataset_name": "synthetic",
+        "split": "test",
+        "teacher_name": "simulated",
+        "synthetic_stand_in": True,
+        "scene_id": "te",
+        "frames": 8,
+    }
+    return tmp, result, info
+
+
+def test_every_method_has_every_figure_and_nothing_is_nan(scored):
+    _, result, _ = scored
+    metrics = result["metrics"]
     assert set(metrics["methods"]) == {"teacher", "ema", "bilateral", "refiner"}
+    need = {
+        "absrel",
+        "rmse",
+        "d1",
+        "flicker_std_rel",
+        "tae",
+        "tae_vda",
+        "opw_metric",
+        "opw_nvds",
+        "t_scin",
+        "disparity_jitter_px",
+    }
     for m in metrics["methods"].values():
-        assert {"absrel", "rmse", "d1", "flicker_std_rel", "tae", "opw_metric", "disparity_jitter_px"} <= set(m)
-    assert _finite(metrics["methods"]) and _finite(metrics["delta_vs_teacher"])
+        assert need <= set(m)
+    assert _finite(metrics["methods"]) and _finite(metrics["ratios"])
     r, t = metrics["methods"]["refiner"], metrics["methods"]["teacher"]
     assert r["flicker_std_rel"] < 1e-6 < t["flicker_std_rel"]
-    assert metrics["delta_vs_teacher"]["flicker_std_rel"] < 0
-    assert metrics["gt_floor"]["tae"] < 0.5 * t["tae"] and metrics["gt_floor"]["opw_metric"] < 0.01
-    assert metrics["heldout"]["frames"] == 4 and "t_scin" in metrics["skipped"]
-    assert set(metrics["stratified"]["teacher"]) == {"low", "medium", "high"}
-    assert len(per_frame) == 8 and {"teacher_absrel", "refiner_scale_ratio", "ema_patch_median_m"} <= set(per_frame[0])
-    write_reports(tmp_path / "reports", metrics, per_frame, strat, depths, 5)
-    assert json.loads((tmp_path / "reports/metrics.json").read_text())["methods"]["refiner"]["absrel"] > 0
-    md = (tmp_path / "reports/evaluation.md").read_text()
-    assert "synthetic stand-in" in md and "| flicker_std_rel |" in md
-    assert (tmp_path / "reports/figures/scale_drift.png").stat().st_size > 0
-    assert (tmp_path / "reports/plots/per_frame.csv").read_text().startswith("frame,teacher_")
+    assert metrics["ratios"]["refiner_vs_teacher"]["tae"] == pytest.approx(r["tae"] / t["tae"])
+    assert metrics["gt_floor"]["tae"] < 0.5 * t["tae"]
+    assert {"low", "medium", "high", "moving", "static"} <= set(metrics["stratified"]["teacher"])
+    assert metrics["skipped"] == {}
 
 
-def test_holdout_clip_must_be_another_scene(tmp_path):
-    params = params_from_dict({"synth": {"seed": 3}, "holdout": {"seed": 3}})
-    with pytest.raises(ValueError, match="holdout.seed"):
-        evaluate_holdout(params, tmp_path / "m.safetensors", tmp_path / "w", tmp_path / "r")
-    with pytest.raises(ConfigError, match="holdout.static_frames"):
-        params_from_dict({"holdout": {"frames": 4, "static_frames": 5}})
+def test_missing_lpips_weights_are_said_in_words(scored, tmp_path):
+    tmp, _, _ = scored
+    clip, _ = open_clip(tmp / "manifest", "te")
+    note = "T-SCIN: LPIPS backbone weights not found at /nowhere"
+    result = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 4, (None, note))
+    assert "t_scin" not in result["metrics"]["methods"]["teacher"] and result["metrics"]["skipped"]["t_scin"] == note
+
+
+def test_clip_report_names_the_clip_and_the_aggregate_is_the_mean(scored, tmp_path):
+    _, result, info = scored
+    write_clip_report(tmp_path / "clips/te", result, info)
+    md = (tmp_path / "clips/te/evaluation.md").read_text()
+    assert "split **test**" in md and "synthetic stand-in" in md and "held out" not in md
+    assert (tmp_path / "clips/te/figures/strip.png").stat().st_size > 0
+    per = json.loads((tmp_path / "clips/te/metrics.json").read_text())
+    other = json.loads(json.dumps(per))
+    for m in other["methods"].values():
+        for k in m:
+            m[k] *= 3
+    agg = aggregate({"a": per, "b": other})
+    assert agg["methods"]["teacher"]["tae"] == pytest.approx(2 * per["methods"]["teacher"]["tae"])
+    write_aggregate(tmp_path, agg)
+    assert json.loads((tmp_path / "metrics.json").read_text())["clips"] == ["a", "b"]
+    assert "| tae_vda |" in (tmp_path / "evaluation.md").read_text()

@@ -7,28 +7,30 @@ import pytest
 import torch
 import zarr
 
-from refiner.checkpoint import save_refiner
-from refiner.config import InferParams, ModelParams, WindowParams, params_from_dict
+from refiner.config import InferParams, ModelParams, WindowParams
 from refiner.infer import drift_trend, occlusion_weights, refine_clip, run_infer
-from refiner.lowres import low_mapping
+from refiner.manifest import open_clip
 from refiner.model import Refiner
 
-from .clip_fixtures import make_stores
+from .clip_fixtures import make_clip, make_corpus, open_entry, tiny_params
 
-TINY_MODEL = ModelParams(channels=8, ssm_hidden=8, d_state=4)
-
-
-def _refine(decoded, teacher, out, windows, model=None, **infer):
-    model = model or Refiner(TINY_MODEL).eval()
-    mapping = torch.as_tensor(low_mapping(4))
-    return refine_clip(model, mapping, decoded, teacher, out, windows, InferParams(**infer), progress=False)
+TINY_MODEL = ModelParams.from_file(channels=8, ssm_hidden=8, d_state=4)
 
 
-@pytest.mark.parametrize(("frames", "length", "overlap"), [(4, 6, 3), (11, 6, 3), (14, 6, 2)])
+def _windows(length, overlap, keyframes=(0,)):
+    return WindowParams(length=length, overlap=overlap, keyframes=list(keyframes))
+
+
+def _refine(clip, out, windows, model=None, **infer):
+    model = model or Refiner(TINY_MODEL, 4).eval()
+    return refine_clip(model, clip, out, windows, InferParams.from_file(**infer), progress=False)
+
+
+@pytest.mark.parametrize(("frames", "length", "overlap"), [(1, 6, 3), (4, 6, 3), (11, 6, 3), (14, 6, 2)])
 def test_zero_residual_reproduces_the_teacher_exactly(tmp_path, frames, length, overlap):
-    decoded, teacher = make_stores(tmp_path, frames=frames, size=32, factor=4, static_frames=2)
-    stats = _refine(decoded, teacher, tmp_path / "out.zarr", WindowParams(length, overlap, [0, 2]))
-    out, tea = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(str(teacher), mode="r")
+    clip = open_entry(make_clip(tmp_path, "c", frames=frames, size=32, static_frames=min(2, frames)))
+    stats = _refine(clip, tmp_path / "out.zarr", _windows(length, overlap, (0, 2)))
+    out, tea = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(clip.teacher_path, mode="r")
     assert out["depth"].shape == tea["depth"].shape and stats["frames"] == frames
     np.testing.assert_array_equal(out["depth"][...], tea["depth"][...])
     assert not out["delta"][...].any()
@@ -37,59 +39,63 @@ def test_zero_residual_reproduces_the_teacher_exactly(tmp_path, frames, length, 
 class _ConstantResidual(torch.nn.Module):
     """A stand-in refiner whose residual is a fixed fraction of the teacher: blending must pass it through."""
 
-    def forward(self, depth_low, conf_low, depth_full, conf_full, mapping, rgb_full=None, hard_clamp=False):
-        delta = 0.01 * depth_full
-        return type("Out", (), {"delta_full": delta, "clamp_hit_rate": torch.tensor(0.0)})()
+    p = TINY_MODEL.replace(carry_state=False)
+
+    def forward(self, depth, conf, rgb=None, keyframes=None, hard_clamp=False, state=None, state_index=None):
+        delta = 0.01 * depth
+        return type("Out", (), {"delta_full": delta, "clamp_hit_rate": {"low": torch.tensor(0.0)}, "state": None})()
 
 
 def test_blending_passes_a_constant_residual_through_unchanged(tmp_path):
-    decoded, teacher = make_stores(tmp_path, frames=13, size=32, factor=4, static_frames=2)
-    _refine(decoded, teacher, tmp_path / "out.zarr", WindowParams(6, 3, [0]), model=_ConstantResidual())
-    out, tea = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(str(teacher), mode="r")
+    clip = open_entry(make_clip(tmp_path, "c", frames=13, size=32, static_frames=2))
+    _refine(clip, tmp_path / "out.zarr", _windows(6, 3), model=_ConstantResidual())
+    out, tea = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(clip.teacher_path, mode="r")
     np.testing.assert_allclose(out["depth"][...], 1.01 * tea["depth"][...], rtol=1e-5)
 
 
 def test_memory_does_not_grow_with_clip_length(tmp_path):
     peaks = []
     for frames in (24, 72):
-        decoded, teacher = make_stores(tmp_path / str(frames), frames=frames, size=16, factor=4, static_frames=2)
+        clip = open_entry(make_clip(tmp_path / str(frames), "c", frames=frames, size=16, static_frames=2))
         tracemalloc.start()
-        _refine(decoded, teacher, tmp_path / f"out{frames}.zarr", WindowParams(6, 3, [0]))
+        _refine(clip, tmp_path / f"out{frames}.zarr", _windows(6, 3))
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.3 * peaks[0], peaks
 
 
-def test_drift_trend_of_a_line():
+def test_drift_trend_of_a_line_and_non_finite_input():
     assert drift_trend(np.array([2.0, 2.1, 2.2, 2.3])) == pytest.approx(0.15)
     assert drift_trend(np.array([3.0])) == 0.0
+    with pytest.raises(ValueError, match="non-finite"):
+        drift_trend(np.array([2.0, np.nan, 2.2]))
 
 
-def test_run_infer_runs_the_teacher_when_its_cache_is_missing(tmp_path):
-    decoded, _ = make_stores(tmp_path, frames=6, size=32, factor=4, static_frames=3)
-    params = params_from_dict(
-        {"windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]}, "model": {"channels": 8, "ssm_hidden": 8}}
+def test_run_infer_writes_outputs_and_never_runs_the_teacher(tmp_path):
+    manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=3)
+    params = tiny_params(
+        windows={"length": 4, "overlap": 2, "keyframes": [0, 2]}, model={"channels": 8, "ssm_hidden": 8}
     )
-    save_refiner(tmp_path / "m.safetensors", Refiner(params.model), params.model, torch.as_tensor(low_mapping(4)), {})
-    teacher = tmp_path / "cache" / "teacher.zarr"
+    clip, _ = open_clip(manifest, "te")
     stats = run_infer(
+        Refiner(params.model, 4),
+        clip,
         params,
-        decoded,
-        teacher,
-        tmp_path / "m.safetensors",
         tmp_path / "out.zarr",
         tmp_path / "frames",
         tmp_path / "rep",
         progress=False,
     )
-    assert (
-        stats["frames"] == 6 and (teacher / "zarr.json").is_file() and (tmp_path / "cache/calibration.json").is_file()
-    )
+    assert stats["frames"] == 6
     np.testing.assert_array_equal(
         zarr.open_group(str(tmp_path / "out.zarr"), mode="r")["depth"][...],
-        zarr.open_group(str(teacher), mode="r")["depth"][...],
+        zarr.open_group(clip.teacher_path, mode="r")["depth"][...],
     )
     assert (tmp_path / "rep/side_by_side.mp4").stat().st_size > 0 and (tmp_path / "rep/drift.csv").is_file()
+    for f in (tmp_path / "clips/te/teacher.zarr").rglob("*"):
+        f.unlink() if f.is_file() else None
+    with pytest.raises(FileNotFoundError, match=r"dvc repro teacher@te"):
+        open_clip(manifest, "te")
 
 
 def test_occlusion_weights_mark_changing_pixels():
@@ -101,9 +107,22 @@ def test_occlusion_weights_mark_changing_pixels():
 
 
 def test_occlusion_gating_keeps_a_constant_residual(tmp_path):
-    decoded, teacher = make_stores(tmp_path, frames=9, size=32, factor=4, static_frames=2)
-    _refine(
-        decoded, teacher, tmp_path / "o.zarr", WindowParams(6, 3, [0]), model=_ConstantResidual(), occlusion_gating=True
-    )
-    out, tea = zarr.open_group(str(tmp_path / "o.zarr"), mode="r"), zarr.open_group(str(teacher), mode="r")
+    clip = open_entry(make_clip(tmp_path, "c", frames=9, size=32, static_frames=2))
+    _refine(clip, tmp_path / "o.zarr", _windows(6, 3), model=_ConstantResidual(), occlusion_gating=True)
+    out, tea = zarr.open_group(str(tmp_path / "o.zarr"), mode="r"), zarr.open_group(clip.teacher_path, mode="r")
     np.testing.assert_allclose(out["depth"][...], 1.01 * tea["depth"][...], rtol=1e-5)
+
+
+def test_nan_in_the_teacher_cache_fails_naming_store_and_frame(tmp_path):
+    clip = open_entry(make_clip(tmp_path, "c", frames=8, size=32, static_frames=2))
+    g = zarr.open_group(clip.teacher_path, mode="r+")
+    frame = g["depth"][5]
+    frame[:4, :4] = np.nan
+    g["depth"][5] = frame
+    with pytest.raises(Exception, match=r"teacher.zarr/depth frames .*non-finite"):
+        _refine(
+            open_entry({"decoded": clip.decoded_path, "teacher": clip.teacher_path, "guidance": None}),
+            tmp_path / "o.zarr",
+            _windows(6, 3),
+        )
+    assert not (tmp_path / "o.zarr").exists()  # nothing half-written

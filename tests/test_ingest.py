@@ -1,10 +1,11 @@
 import json
+import re
 
 import numpy as np
 import pytest
 import zarr
 
-from refiner.ingest import ingest_video, load_intrinsics
+from refiner.ingest import ingest_video, load_intrinsics, resolve_intrinsics
 from refiner.store import StoreError
 from refiner.synth import render_clip, write_clip
 from refiner.video import VideoError, decode_frames, encode_mp4
@@ -78,3 +79,58 @@ def test_bad_inputs_fail_clearly(tmp_path, synth_dir):
     fov = tmp_path / "fov.yaml"
     fov.write_text("hfov_deg: 90\n")
     assert load_intrinsics(fov, 64, 48)[0, 0] == pytest.approx(32.0)
+
+
+GOOD_K = {"fx": 300.0, "fy": 300.0, "cx": 160.0, "cy": 120.0}
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"hfov_deg": 179.999}, r"hfov_deg = 179\.999 is invalid; allowed: degrees in \(1, 170\)"),
+        ({"hfov_deg": 180}, r"hfov_deg = 180 is invalid"),
+        ({"hfov_deg": 1}, r"hfov_deg = 1 is invalid"),
+        ({"hfov_deg": "wide"}, r"hfov_deg = 'wide' is not a finite number; write it in degrees"),
+        ({**GOOD_K, "fx": True}, r"fx = True is not a finite number"),
+        ({**GOOD_K, "fx": "abc"}, r"fx = 'abc' is not a finite number; write it in pixels"),
+        ({**GOOD_K, "fy": None}, r"fy = None is not a finite number"),
+        ({**GOOD_K, "fx": float("nan")}, r"fx = 'NaN' is not a finite number"),  # JSON NaN: text to YAML
+        ({**GOOD_K, "fx": 0}, r"focal lengths must be finite and positive \(pixels\), got fx = 0$"),
+        ({**GOOD_K, "fy": -300}, r"focal lengths must be finite and positive \(pixels\), got fy = -300"),
+        ({**GOOD_K, "cx": 5000}, r"cx = 5000 is invalid; allowed: \[0, 320\] \(the principal point lies inside"),
+        ({**GOOD_K, "cy": -1}, r"cy = -1 is invalid; allowed: \[0, 240\]"),
+        ({**GOOD_K, "fx": 1e12}, r"fx / fy = 3\.33333e\+09 is invalid; allowed: \[0\.05, 20\]"),
+        ({**GOOD_K, "fy": 1e12}, r"fx / fy = 3e-10 is invalid"),
+        ({**GOOD_K, "width": 320}, r"width is given without height; give both"),
+        ({**GOOD_K, "height": 240}, r"height is given without width"),
+        ({**GOOD_K, "width": 320.0, "height": 240}, r"width = 320\.0, height = 240 is invalid; allowed: positive int"),
+        ({**GOOD_K, "width": 640, "height": 480}, r"intrinsics are for 640x480 but the images are 320x240; scale fx"),
+        ({"fx": 300, "fy": 300}, r"intrinsics lack cx, cy; give fx, fy, cx, cy \(pixels\) or hfov_deg"),
+        ({**GOOD_K, "hfov_deg": 60}, r"give either fx, fy, cx, cy or hfov_deg, not both"),
+        ([1, 2, 3], r"intrinsics must be a mapping"),
+    ],
+)
+def test_intrinsics_are_strict_and_name_file_and_key(tmp_path, data, match):
+    f = tmp_path / "camera.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(f))}: {match}"):
+        load_intrinsics(f, 320, 240)
+
+
+def test_good_intrinsics(tmp_path):
+    f = tmp_path / "camera.yaml"
+    f.write_text("fx: 3e2\nfy: 300\ncx: 160\ncy: 120\nwidth: 320\nheight: 240\n")  # YAML 1.1 reads 3e2 as text
+    K = load_intrinsics(f, 320, 240)
+    assert K.tolist() == [[300.0, 0.0, 160.0], [0.0, 300.0, 120.0], [0.0, 0.0, 1.0]]
+    f.write_text("hfov_deg: 169.9\n")
+    assert 0 < load_intrinsics(f, 320, 240)[0, 0] < 15
+    assert resolve_intrinsics({**GOOD_K, "cx": 0, "cy": 240}, 320, 240, "override")[1, 2] == 240
+    with pytest.raises(ValueError, match=r"^decode override: cx = -5 is invalid"):
+        resolve_intrinsics({**GOOD_K, "cx": -5}, 320, 240, "decode override")
+
+
+def test_a_clip_camera_from_params_is_an_intrinsics_override():
+    from refiner.config import CameraSpec
+
+    K = resolve_intrinsics(CameraSpec(fx=300, fy=310, cx=160, cy=120), 320, 240, "corpus.clips.x.camera")
+    assert K[0, 0] == 300 and K[1, 1] == 310

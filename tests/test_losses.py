@@ -9,18 +9,21 @@ from refiner.losses import (
     edge_loss,
     gt_loss,
     residual_loss,
-    static_gate,
     teacher_loss,
     temporal_loss,
     variance_loss,
 )
+from refiner.masks import static_gate
+
+P = LossParams.from_file()
 
 
 def _batch(b=1, n=4, h=8, w=8, depth=2.0):
     teacher = torch.full((b, n, 1, h, w), depth)
     return {
-        "teacher_full": teacher,
-        "conf_full": torch.ones_like(teacher),
+        "teacher": teacher,
+        "conf": torch.ones_like(teacher),
+        "edges": torch.zeros_like(teacher),
         "rgb": torch.full((b, n, 3, h, w), 0.5),
         "gt": torch.zeros_like(teacher),
         "use_gt": torch.zeros(b, dtype=torch.bool),
@@ -48,30 +51,30 @@ def test_gt_loss_only_on_flagged_windows_and_valid_pixels():
 
 
 def test_temporal_loss_zero_for_constant_and_counts_flicker_on_static_pixels():
-    p = LossParams()
+    p = P
     b = _batch()
-    assert temporal_loss(b["teacher_full"], b["teacher_full"], b["conf_full"], b["rgb"], p, 2).item() == 0.0
-    flicker = b["teacher_full"].clone()
+    assert temporal_loss(b["teacher"], b["teacher"], b["conf"], b["rgb"], b["edges"], p, 2).item() == 0.0
+    flicker = b["teacher"].clone()
     flicker[:, 1::2] *= 1.05  # alternate frames 5% deeper: |dlog| = log 1.05 between every pair
-    got = temporal_loss(flicker, b["teacher_full"], b["conf_full"], b["rgb"], p, 2).item()
+    got = temporal_loss(flicker, b["teacher"], b["conf"], b["rgb"], b["edges"], p, 2).item()
     assert got == pytest.approx(math.log(1.05), rel=1e-2)
     # uncertain pixels weigh more: w = 1 + k(1 - c)
-    low_c = {**b, "conf_full": torch.zeros_like(b["conf_full"])}
-    got2 = temporal_loss(flicker, b["teacher_full"], low_c["conf_full"], b["rgb"], p, 2).item()
+    low_c = {**b, "conf": torch.zeros_like(b["conf"])}
+    got2 = temporal_loss(flicker, b["teacher"], low_c["conf"], b["rgb"], b["edges"], p, 2).item()
     assert got2 == pytest.approx(got * (1 + p.temp_k), rel=1e-4)
 
 
 def test_temporal_loss_gated_off_where_colour_or_teacher_changes():
-    p = LossParams()
+    p = P
     b = _batch()
-    flicker = b["teacher_full"].clone()
+    flicker = b["teacher"].clone()
     flicker[:, 1::2] *= 1.05
     rgb = b["rgb"].clone()
     rgb[:, 1::2] = 0.9  # every pixel changes colour between frames: nothing is static
-    assert temporal_loss(flicker, b["teacher_full"], b["conf_full"], rgb, p, 2).item() == 0.0
-    moving_teacher = b["teacher_full"].clone()
+    assert temporal_loss(flicker, b["teacher"], b["conf"], rgb, b["edges"], p, 2).item() == 0.0
+    moving_teacher = b["teacher"].clone()
     moving_teacher[:, 1::2] *= 2.0  # teacher jumps far more than tau: not a small change
-    assert temporal_loss(flicker, moving_teacher, b["conf_full"], b["rgb"], p, 2).item() == 0.0
+    assert temporal_loss(flicker, moving_teacher, b["conf"], b["rgb"], b["edges"], p, 2).item() == 0.0
 
 
 def test_static_gate_excludes_neighbourhood_of_change():
@@ -91,24 +94,39 @@ def test_residual_and_variance_terms():
     zero_mean = delta.clone()
     zero_mean[..., 0, :] = -0.2
     assert residual_loss(zero_mean, t, torch.ones_like(t), 1.0)[1].item() == pytest.approx(0.0, abs=1e-9)
-    teacher = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 2, 2)
-    conf = torch.zeros_like(teacher)
-    flat = torch.full_like(teacher, 2.5)
-    assert variance_loss(flat, teacher, conf, 0.5).item() > 0.1  # collapsing to flat is penalised
-    assert variance_loss(teacher, teacher, conf, 0.5).item() == 0.0
+
+
+def test_variance_term_is_the_seeds_and_positive_at_zero_residual():
+    teacher = torch.full((2, 3, 1, 4, 4), 2.0)
+    conf = torch.zeros_like(teacher)  # all pixels below c_thr
+    zero = torch.zeros_like(teacher)
+    # max(0, σ_target − σ(ΔD/D)) = σ_target when ΔD = 0 on low-confidence pixels
+    assert variance_loss(zero, teacher, conf, 0.5, 0.01).item() == pytest.approx(0.01, rel=1e-3)
+    spread = torch.randn(teacher.shape, generator=torch.Generator().manual_seed(0)) * 0.1  # σ(ΔD/D) ≈ 0.05
+    assert variance_loss(spread, teacher, conf, 0.5, 0.01).item() == 0.0
+    assert variance_loss(zero, teacher, torch.ones_like(conf), 0.5, 0.01).item() == 0.0  # confident: no term
+
+
+def test_temporal_loss_is_lower_at_guidance_edges():
+    b = _batch()
+    flicker = b["teacher"].clone()
+    flicker[:, 1::2] *= 1.05
+    plain = temporal_loss(flicker, b["teacher"], b["conf"], b["rgb"], b["edges"], P, 2)
+    edges = torch.full_like(b["edges"], 0.5)
+    assert temporal_loss(flicker, b["teacher"], b["conf"], b["rgb"], edges, P, 2) == pytest.approx(0.5 * plain.item())
 
 
 def test_edge_loss_smaller_across_image_edges():
     delta = torch.zeros(1, 1, 1, 4, 4)
     delta[..., 2:] = 1.0  # a residual step between columns 1 and 2
-    flat_rgb = torch.zeros(1, 1, 3, 4, 4)
-    edge_rgb = flat_rgb.clone()
-    edge_rgb[..., 2:] = 1.0  # the image has an edge at the same place
-    assert edge_loss(delta, edge_rgb, 0.1) < 0.01 * edge_loss(delta, flat_rgb, 0.1)
+    flat = torch.zeros(1, 1, 1, 4, 4)
+    edge = flat.clone()
+    edge[..., 1:3] = 1.0  # the guidance map marks an edge at the same place
+    assert edge_loss(delta, edge, 0.1) < 0.01 * edge_loss(delta, flat, 0.1)
 
 
 def test_compute_losses_teacher_is_a_fixed_point():
     b = _batch()
-    terms = compute_losses(b["teacher_full"], torch.zeros_like(b["teacher_full"]), b, LossParams(), 2)
+    terms = compute_losses(b["teacher"], torch.zeros_like(b["teacher"]), b, P, 2)
     assert terms["total"].item() == pytest.approx(0.0, abs=1e-6)
     assert set(terms) >= {"close", "temp", "res", "res_mean", "var", "total"}

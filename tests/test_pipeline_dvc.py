@@ -1,7 +1,8 @@
-"""A real `dvc repro` of the pipeline on a tiny config, in a temporary git repository."""
+"""A real `dvc repro` of the corpus pipeline on a tiny config, in a temporary git repository."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,53 +12,89 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CLIPS = {
+    "tr_a": {"kind": "synthetic", "seed": 1, "camera_path": "dolly"},
+    "tr_b": {"kind": "synthetic", "seed": 2, "camera_path": "pan"},
+    "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
+    "te_a": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
+    "te_b": {"kind": "synthetic", "seed": 5, "camera_path": "dolly"},
+}
 TINY = {
-    "synth": {"width": 40, "height": 32, "frames": 8, "static_frames": 5, "fps": 6},
+    "corpus": {
+        "synthetic": {"width": 40, "height": 32, "frames": 8, "static_frames": 5, "fps": 6},
+        "clips": CLIPS,
+        "train": ["tr_a", "tr_b"],
+        "val": ["va"],
+        "test": ["te_a", "te_b"],
+    },
     "decode": {"size": 32},
     "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]},
-    "train": {"steps": 2, "eval_every": 2, "crop": 16, "holdout_frames": 4, "warmup_steps": 1},
+    "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},
-    "holdout": {"frames": 5, "static_frames": 3},
 }
-STAGES = ("synth", "decode", "teacher", "guidance", "manifest", "train", "infer", "evaluate", "stereo", "holdout")
 
 
 def _run(args, cwd, env):
     return subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, text=True)
 
 
-@pytest.mark.slow
-def test_dvc_repro_then_nothing_to_do(tmp_path):
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "stages", tmp_path / "stages")
-    shutil.copytree(ROOT / "refiner", tmp_path / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+def _ran(out: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, tmp / name)
+    shutil.copytree(ROOT / "stages", tmp / "stages")
+    shutil.copytree(ROOT / "refiner", tmp / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env["PYTHONPATH"] = str(tmp_path)
-    dvc = [sys.executable, "-m", "dvc"]
-    _run(["git", "init", "-q"], tmp_path, env)
-    _run([*dvc, "init", "-q"], tmp_path, env)
-    first = _run([*dvc, "repro"], tmp_path, env)
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in first.stdout
-    for out in ("data/decoded/clip.zarr/zarr.json", "data/teacher/clip.zarr/zarr.json", "data/manifest.json"):
-        assert (tmp_path / out).is_file()
-    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert set(metrics["methods"]) == {"teacher", "ema", "bilateral", "refiner"}
-    assert metrics["methods"]["refiner"]["absrel"] > 0
-    assert (tmp_path / "reports/stereo/stereo_sbs.mp4").stat().st_size > 0
-    holdout = json.loads((tmp_path / "reports/holdout/metrics.json").read_text())
-    assert holdout["clip"]["seed"] != yaml.safe_load((tmp_path / "params.yaml").read_text())["synth"]["seed"]
-    assert holdout["methods"]["refiner"]["absrel"] > 0
-    shown = _run([*dvc, "metrics", "show"], tmp_path, env)
+    env["PYTHONPATH"] = str(tmp)
+    _run(["git", "init", "-q"], tmp, env)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], tmp, env)
+    first = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
+    return tmp, env, first.stdout
+
+
+@pytest.mark.slow
+def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
+    tmp, env, out = repo
+    ran = _ran(out)
+    for clip in CLIPS:
+        assert {f"synth@{clip}", f"decode@{clip}", f"teacher@{clip}", f"guidance@{clip}"} <= ran
+    assert {"manifest", "train", "report"} <= ran
+    assert {s for s in ran if s.split("@")[0] in ("infer", "evaluate", "stereo")} == {
+        f"{s}@{c}" for s in ("infer", "evaluate", "stereo") for c in ("te_a", "te_b")
+    }
+    agg = json.loads((tmp / "reports/metrics.json").read_text())
+    assert agg["clips"] == ["te_a", "te_b"]
+    per = {c: json.loads((tmp / f"reports/clips/{c}/metrics.json").read_text()) for c in ("te_a", "te_b")}
+    for method, figures in agg["methods"].items():
+        for key, value in figures.items():
+            assert value == pytest.approx(
+                (per["te_a"]["methods"][method][key] + per["te_b"]["methods"][method][key]) / 2
+            )
+    assert per["te_a"]["clip"]["split"] == "test"
+    assert "Frames held out" not in (tmp / "reports/clips/te_a/evaluation.md").read_text()
+    shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], tmp, env)
     assert "reports/metrics.json" in shown.stdout and "reports/train/metrics.json" in shown.stdout
-    second = _run([*dvc, "repro"], tmp_path, env)
+
+
+@pytest.mark.slow
+def test_second_repro_does_nothing_and_a_test_clip_change_skips_training(repo):
+    tmp, env, _ = repo
+    second = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
     assert "Running stage" not in second.stdout
-    assert "up to date" in second.stdout
-    status = _run([*dvc, "status"], tmp_path, env)
-    assert "up to date" in status.stdout
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["corpus"]["clips"]["te_b"]["seed"] = 9
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _ran(_run([sys.executable, "-m", "dvc", "repro"], tmp, env).stdout)
+    assert "train" not in third
+    assert {"synth@te_b", "infer@te_b", "evaluate@te_b", "report"} <= third
+    assert not any(s.endswith(("@te_a", "@tr_a", "@tr_b", "@va")) for s in third)

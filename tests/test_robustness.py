@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -365,42 +366,67 @@ def test_ingest_entry_rejects_unknown_kind_and_options(tmp_path):
 # --- params and the stages ---
 
 
+def _with(**changes):
+    """params.yaml as a dict with dotted keys changed (a value None deletes nothing: it sets null)."""
+    raw = load_params(Path(__file__).resolve().parents[1] / "params.yaml").model_dump(mode="json")
+    for key, value in changes.items():
+        node, *path, last = key.split(".")
+        target = raw[node]
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return raw
+
+
 @pytest.mark.parametrize(
-    ("section", "values", "match"),
+    ("changes", "match"),
     [
-        ("decode", {"source_kind": "kitti"}, r"decode\.source_kind = 'kitti' is invalid; allowed: one of video, tum"),
-        ("decode", {"source_kind": "tum", "camera": {"fx": 1}}, r"decode\.camera .*\{fx, fy, cx, cy\}"),
-        ("decode", {"source_kind": "tum", "camera": {**CAM, "fx": float("nan")}}, r"decode\.camera"),
-        ("decode", {"camera": CAM}, r"decode\.camera .*null when decode\.source_kind is video"),
-        ("decode", {"video": ""}, r"decode\.video = '' is invalid"),
-        ("decode", {"size": 15}, r"decode\.size = 15 is invalid; allowed: even integer"),
-        ("decode", {"stride": 0}, r"decode\.stride = 0 is invalid"),
-        ("decode", {"sorce_kind": "tum"}, r"unknown key\(s\) decode\.sorce_kind"),
-        ("synth", {"frames": 1}, r"synth\.frames = 1 is invalid; allowed: integer >= 2"),
-        ("synth", {"width": 33}, r"synth\.width = 33 is invalid; allowed: even integer"),
-        ("synth", {"static_frames": 99}, r"synth\.static_frames = 99 is invalid"),
+        ({"corpus.clips.room_a.kind": "kitti"}, r"corpus\.clips\.room_a\.kind = 'kitti' is invalid"),
+        ({"corpus.clips.tum_a": {"kind": "tum", "source": "x", "camera": {"fx": 1}}}, r"corpus\.clips\.tum_a\.camera"),
+        ({"corpus.clips.room_a.camera": CAM}, r"corpus\.clips\.room_a\.camera"),
+        (
+            {
+                "corpus.clips.vid": {"kind": "video", "source": "v.mp4", "intrinsics": "c.json", "gt": None},
+                "corpus.test": ["room_t1", "room_t2", "room_t3", "vid"],
+            },
+            r"corpus\.clips\.vid.*teacher: unidepth",
+        ),
+        ({"decode.size": 258}, r"decode\.size = 258 is invalid.*low_res_factor"),
+        ({"corpus.clips.room_a.stride": 0}, r"corpus\.clips\.room_a\.stride = 0 is invalid"),
+        ({"corpus.synthetic.frames": 1}, r"corpus\.synthetic\.frames = 1 is invalid"),
+        ({"corpus.synthetic.width": 33}, r"corpus\.synthetic\.width = 33 is invalid"),
+        ({"corpus.clips.room_a.static_frames": 99}, r"corpus\.clips\.room_a\.static_frames"),
+        ({"corpus.test": ["room_t1", "room_a"]}, r"room_a is also in corpus\.train"),
+        ({"corpus.val": ["room_vall"]}, r"corpus\.val\[0\].*room_vall"),
     ],
 )
-def test_invalid_params_name_the_key(section, values, match):
+def test_invalid_params_name_the_key(changes, match):
     with pytest.raises(ConfigError, match=match):
-        params_from_dict({section: values})
+        params_from_dict(_with(**changes))
 
 
-def test_decode_stage_on_a_tum_folder_and_on_a_missing_one(tmp_path, monkeypatch):
+def test_a_tum_folder_is_a_clip_by_one_params_entry(tmp_path, monkeypatch):
     seq, _ = write_tum(tmp_path, frames=3)
-    params = {"decode": {"source_kind": "tum", "video": str(seq), "size": 16, "camera": CAM, "gt": None}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    raw = _with(
+        **{
+            "corpus.clips.kinect": {"kind": "tum", "source": str(seq), "camera": CAM, "teacher": "unidepth"},
+            "corpus.test": ["room_t1", "room_t2", "room_t3", "kinect"],
+            "decode.size": 16,
+            "train.crop": 16,
+        }
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
-    assert load_params().decode.source_kind == "tum"
+    monkeypatch.setattr("sys.argv", ["decode", "kinect", "data/clips/kinect/synth", "data/clips/kinect/decoded.zarr"])
     decode.main()
-    g = zarr.open_group("data/decoded/clip.zarr", mode="r")
+    g = zarr.open_group("data/clips/kinect/decoded.zarr", mode="r")
     assert g.attrs["dataset_name"] == "tum" and g["depth_gt"].shape == (2, 16, 16)
     shutil.rmtree("data")
-    params["decode"]["video"] = str(tmp_path / "rgbd_dataset_freiburg1_missing")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    raw["corpus"]["clips"]["kinect"]["source"] = str(tmp_path / "rgbd_dataset_freiburg1_missing")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     _fails(
-        tmp_path / "data/decoded/clip.zarr",
+        tmp_path / "data/clips/kinect/decoded.zarr",
         FileNotFoundError,
-        r"freiburg1_missing: TUM sequence folder not found; point decode\.video at the extracted folder",
+        r"freiburg1_missing: TUM sequence folder not found",
         decode.main,
     )

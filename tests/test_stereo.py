@@ -12,12 +12,13 @@ from refiner.stereo import (
     fill_holes,
     forward_warp,
     round_trip_error,
-    sbs_video,
-    stereo_report,
 )
+from refiner.stereo_report import sbs_video, stereo_metrics
 from refiner.video import decode_frames
 
-from .clip_fixtures import make_stores
+from .clip_fixtures import make_clip, open_entry
+
+P = StereoParams.from_file()
 
 
 def _image(h=8, w=16, seed=0):
@@ -63,31 +64,28 @@ def test_left_right_left_round_trip_returns_the_image():
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    return make_stores(tmp_path_factory.mktemp("clip"), frames=6, size=32, factor=4, static_frames=4)
+def clip(tmp_path_factory):
+    return open_entry(make_clip(tmp_path_factory.mktemp("clip"), "c", frames=6, size=32, static_frames=4))
 
 
-def test_gt_depth_renders_the_right_eye_better_than_a_wrong_baseline(stores, tmp_path):
-    import zarr
-
-    decoded, _ = stores
-    gt = np.asarray(zarr.open_group(str(decoded), mode="r")["depth_gt"][...])
-    good, _ = stereo_report(decoded, {"gt": gt}, StereoParams())
-    wrong, _ = stereo_report(decoded, {"gt": gt * 0.4}, StereoParams())  # as if the baseline were 2.5x
+def test_gt_depth_of_both_eyes_is_consistent_and_a_wrong_scale_is_not(clip):
+    gt = np.asarray(clip.dec["depth_gt"][...])
+    gt_r = np.asarray(clip.dec["depth_gt_right"][...])
+    good, _ = stereo_metrics(clip, {"gt": gt}, {"gt": gt_r}, P)
+    wrong, _ = stereo_metrics(clip, {"gt": gt * 0.4}, {"gt": gt_r * 0.4}, P)  # as if the baseline were 2.5x
+    assert good["gt"]["disparity_error_l2r_px"] < 0.05 and good["gt"]["disparity_error_r2l_px"] < 0.05
+    assert good["gt"]["lr_consistency_px"] < 0.6  # rounding to whole pixels only
     assert good["gt"]["photometric_l2r"] < 0.7 * wrong["gt"]["photometric_l2r"]
-    assert good["gt"]["disparity_error_px"] < 0.1
+    assert wrong["gt"]["disparity_error_l2r_px"] > 10 * good["gt"]["disparity_error_l2r_px"]
 
 
-def test_report_and_video_on_a_tiny_clip(stores, tmp_path):
-    import zarr
-
-    decoded, teacher = stores
-    depth = np.asarray(zarr.open_group(str(teacher), mode="r")["depth"][...])
-    metrics, rows = stereo_report(decoded, {"teacher": depth}, StereoParams())
+def test_report_and_video_on_a_tiny_clip(clip, tmp_path):
+    depth = clip.teacher_depth((slice(None), slice(None), slice(None)))
+    metrics, rows = stereo_metrics(clip, {"teacher": depth}, {}, P)
     values = [v for v in metrics["teacher"].values() if isinstance(v, float)]
     assert values and np.isfinite(values).all() and len(rows) == 6 and "teacher_median_disparity_px" in rows[0]
-    assert metrics["teacher"]["disparity_jitter_px"] > 0  # the fixture teacher flickers
-    n = sbs_video(decoded, depth, tmp_path / "sbs.mp4", StereoParams())
+    assert metrics["teacher"]["disparity_jitter_px"] > 0 and "lr_consistency_px" not in metrics["teacher"]
+    n = sbs_video(clip, depth, tmp_path / "sbs.mp4", P)
     frames = list(decode_frames(tmp_path / "sbs.mp4"))
     assert n == 6 and frames[0].shape == (32, 64, 3)
 

@@ -1,8 +1,7 @@
 """Teachers: the simulated stand-in's statistics, confidence conversion, calibration, the UniDepth adapter
 contract against a faithful double of its API, and the teacher/guidance/manifest stages on a tiny clip."""
 
-import dataclasses
-import json
+import hashlib
 import sys
 import types
 
@@ -10,46 +9,122 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from scipy.stats import spearmanr
 
-from refiner.config import TeacherParams
-from refiner.guidance import guidance_maps, write_guidance
-from refiner.lowres import downsample_depth
-from refiner.manifest import clip_entry, load_manifest, validate_manifest, write_manifest
+from refiner.guidance import edge_map
+from refiner.manifest import find_clip, fit_calibration, load_calibration, load_split, validate_manifest
+from refiner.synth import render_clip
 from refiner.teachers import make_teacher
-from refiner.teachers.cache import write_teacher_store
 from refiner.teachers.calibration import CalibrationAccumulator
 from refiner.teachers.confidence import uncertainty_rank, uncertainty_to_confidence
+from refiner.teachers.simulated import ERROR_PARAMS, clip_key, draw_errors
 
-from .clip_fixtures import make_stores
+from .clip_fixtures import make_corpus, open_entry
+
+_RANGES = {  # params.yaml teacher: ranges
+    "scale_std": (0.015, 0.045),
+    "scale_corr": (0.3, 0.8),
+    "jump_prob": (0.0, 0.08),
+    "jump_std": (0.02, 0.06),
+    "warp_amp": (0.01, 0.04),
+    "warp_drift": (0.05, 0.25),
+    "noise_rel": (0.005, 0.02),
+    "edge_blur_px": (0.8, 2.0),
+    "uncertainty_noise": (0.3, 1.2),
+}
 
 
-def _run_sim(p, frames=200, size=24):
+def _sim_params(seed=0, **fixed):
+    """A stand-in for TeacherParams: the params.yaml ranges, with ``fixed`` values as [v, v] ranges."""
+    ranges = {**_RANGES, **{k: (v, v) for k, v in fixed.items()}}
+    return types.SimpleNamespace(name="simulated", seed=seed, low_res_factor=4, calibration_bins=10, **ranges)
+
+
+def _fixed_of(p):
+    """The low ends of a stand-in's ranges, as fixed values."""
+    return {k: getattr(p, k)[0] for k in _RANGES}
+
+
+def _run_sim(p, frames=200, size=24, clip="clip"):
     gt = np.full((size, size), 3.0, np.float32)
     gt[:, size // 2 :] = 1.5
-    teacher = make_teacher(p)
+    teacher = make_teacher(p, clip)
     return [teacher.predict(t, np.zeros((size, size, 3), np.uint8), np.eye(3), gt) for t in range(frames)], gt
 
 
 def test_simulated_scale_error_matches_its_params():
-    p = TeacherParams(scale_std=0.03, scale_corr=0.5, jump_prob=0.0, warp_amp=0.0, noise_rel=0.0, edge_blur_px=0.0)
+    p = _sim_params(scale_std=0.03, scale_corr=0.5, jump_prob=0.0, warp_amp=0.0, noise_rel=0.0, edge_blur_px=0.0)
     frames, gt = _run_sim(p, frames=400)
     log_s = np.array([np.log(np.median(f.depth / gt)) for f in frames])
     assert log_s.std() == pytest.approx(0.03, rel=0.15)
     assert np.corrcoef(log_s[1:], log_s[:-1])[0, 1] == pytest.approx(0.5, abs=0.12)
 
 
-def test_simulated_noise_level_determinism_and_uncertainty_correlation():
-    p = TeacherParams(scale_std=0.0, jump_prob=0.0, warp_amp=0.0, noise_rel=0.02, edge_blur_px=0.0)
+def test_simulated_noise_level_and_determinism_by_seed_and_clip():
+    p = _sim_params(scale_std=0.0, jump_prob=0.0, warp_amp=0.0, noise_rel=0.02, edge_blur_px=0.0)
     frames, gt = _run_sim(p, frames=5)
     rel = frames[0].depth / gt - 1
     assert rel.std() == pytest.approx(0.02, rel=0.15)
     again, _ = _run_sim(p, frames=5)
-    np.testing.assert_array_equal(frames[4].depth, again[4].depth)  # deterministic by seed
-    other, _ = _run_sim(dataclasses.replace(p, seed=1), frames=5)
-    assert not np.array_equal(frames[4].depth, other[4].depth)
-    err = np.abs(frames[0].depth / gt - 1).ravel()
-    corr = np.corrcoef(frames[0].uncertainty.ravel(), err)[0, 1]
-    assert 0.2 < corr < 0.99  # follows the error, imperfectly
+    np.testing.assert_array_equal(frames[4].depth, again[4].depth)  # deterministic by (seed, clip name)
+    np.testing.assert_array_equal(frames[4].uncertainty, again[4].uncertainty)
+    for other in (_run_sim(_sim_params(seed=1, **_fixed_of(p)), frames=5)[0], _run_sim(p, frames=5, clip="b")[0]):
+        assert not np.array_equal(frames[4].depth, other[4].depth)
+    np.testing.assert_array_equal(frames[0].K_prompt, np.eye(3))
+    np.testing.assert_array_equal(frames[0].K_predicted, frames[0].K_prompt)  # it takes the camera it is given
+
+
+def test_each_clip_draws_its_own_error_model_and_sequence():
+    p = _sim_params()
+    a, b, a2 = (make_teacher(p, name) for name in ("room_a", "room_b", "room_a"))
+    assert a.errors == a2.errors and a.errors != b.errors
+    assert set(a.errors) == set(ERROR_PARAMS)
+    for teacher in (a, b, make_teacher(_sim_params(seed=3), "room_a")):
+        for name, (low, high) in _RANGES.items():
+            assert low <= teacher.errors[name] <= high
+    assert make_teacher(_sim_params(seed=3), "room_a").errors != a.errors
+    seq = {k: [t.scale() for _ in range(30)] for k, t in (("a", a), ("b", b), ("a2", a2))}
+    assert seq["a"] == seq["a2"] and seq["a"] != seq["b"]
+    # the same ranges, fixed to one value, still give two clips two different error sequences
+    fixed = _sim_params(**{k: (lo + hi) / 2 for k, (lo, hi) in _RANGES.items()})
+    x, y = make_teacher(fixed, "room_a"), make_teacher(fixed, "room_b")
+    assert x.errors == y.errors and [x.scale() for _ in range(10)] != [y.scale() for _ in range(10)]
+
+
+def test_clip_key_is_a_stable_hash_of_the_name():
+    digest = hashlib.sha256(b"room_t1").digest()
+    assert clip_key(5, "room_t1") == [5, int.from_bytes(digest[:8], "little")]
+    p = _sim_params()
+    p.scale_std = (0.2, 0.1)
+    with pytest.raises(ValueError, match="scale_std"):
+        draw_errors(p, "x")
+
+
+_PAIR_SCENES = ((11, "dolly"), (14, "orbit"), (32, "forward"))
+
+
+@pytest.fixture(scope="module")
+def rendered_pairs():
+    """Two 256x256 frames (the pipeline's decode size) of three synthetic scenes, one per moving camera kind."""
+    return [render_clip(2, 256, 256, 70.0, 0.063, 1, seed, camera_path=path) for seed, path in _PAIR_SCENES]
+
+
+def _rank_corr(noise: float, clips) -> float:
+    """Mean per-frame Spearman corr(uncertainty, |relative error| after median rescaling) at mid-range errors."""
+    p = _sim_params(**{**{k: (lo + hi) / 2 for k, (lo, hi) in _RANGES.items()}, "uncertainty_noise": noise})
+    corr = []
+    for j, name in enumerate(("room_a", "room_b", "room_c", "room_d", "room_e", "room_f")):
+        clip, teacher = clips[j % len(clips)], make_teacher(p, name)  # two clips (two error models) per scene
+        for t in range(2):
+            fr, gt = teacher.predict(t, clip.rgb[t], clip.K, clip.depth[t]), clip.depth[t]
+            rel = np.abs(fr.depth * np.median(gt / fr.depth) / gt - 1)
+            corr.append(spearmanr(fr.uncertainty.ravel(), rel.ravel())[0])
+    return float(np.mean(corr))
+
+
+def test_uncertainty_ranks_the_error_only_loosely(rendered_pairs):
+    low, high = _rank_corr(0.3, rendered_pairs), _rank_corr(1.2, rendered_pairs)
+    assert 0.25 < high < low < 0.75
 
 
 def test_confidence_is_in_unit_range_and_decreases_with_uncertainty():
@@ -142,59 +217,68 @@ def fake_unidepth(monkeypatch, tmp_path):
     return weights
 
 
+def _unidepth_params(weights, level=9):
+    return types.SimpleNamespace(name="unidepth", unidepth_weights=str(weights), unidepth_resolution_level=level)
+
+
 def test_unidepth_adapter_contract(fake_unidepth):
     _FakeUniDepthV2.calls = []
-    teacher = make_teacher(
-        TeacherParams(name="unidepth", unidepth_weights=str(fake_unidepth), unidepth_resolution_level=3)
-    )
+    teacher = make_teacher(_unidepth_params(fake_unidepth, 3), "any clip")
     assert teacher.model.resolution_level == 3
     K = np.array([[50.0, 0, 8], [0, 50, 8], [0, 0, 1]])
     frame = teacher.predict(0, np.full((16, 16, 3), 255, np.uint8), K)
     assert frame.depth.shape == (16, 16) and frame.depth.dtype == np.float32
     assert np.allclose(frame.depth, 3.0) and (frame.uncertainty > 0).all()
-    np.testing.assert_array_equal(frame.K_prompt, K)  # our K survived UniDepth's in-place edit
+    np.testing.assert_array_equal(frame.K_prompt, K)  # the K it used: ours, which survived the in-place edit
     assert _FakeUniDepthV2.calls[0][0, 0, 0] == 50.0
-    np.testing.assert_allclose(frame.K_used, np.eye(3) * 1.1)
+    np.testing.assert_allclose(frame.K_predicted, np.eye(3) * 1.1)  # its own prediction, not the prompt
 
 
 def test_unidepth_missing_package_or_weights_say_how_to_fix(fake_unidepth, monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher.unidepth_weights"):
-        make_teacher(TeacherParams(name="unidepth", unidepth_weights=str(tmp_path / "nowhere")))
+        make_teacher(_unidepth_params(tmp_path / "nowhere"), "clip")
     monkeypatch.setitem(sys.modules, "unidepth.models", None)
     with pytest.raises(RuntimeError, match="pip install -e UniDepth"):
-        make_teacher(TeacherParams(name="unidepth", unidepth_weights=str(fake_unidepth)))
+        make_teacher(_unidepth_params(fake_unidepth), "clip")
 
 
-def test_teacher_guidance_manifest_stages_on_a_tiny_clip(tmp_path):
-    decoded, _ = make_stores(tmp_path, frames=6, size=32, factor=4, static_frames=4)
-    metrics = write_teacher_store(decoded, tmp_path / "t.zarr", tmp_path / "cal.json", TeacherParams(), progress=False)
-    g = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")
-    assert g["depth"].shape == (6, 32, 32) and g["depth_low"].shape == (6, 8, 8)
-    np.testing.assert_allclose(g["depth_low"][2], downsample_depth(torch.from_numpy(g["depth"][2]), 4).numpy())
-    assert g["low_mapping"][...].tolist() == [4, 4, 0, 0]
-    np.testing.assert_array_equal(g["K_in"][...], zarr.open_group(str(decoded), mode="r")["K"][...])
-    c = g["confidence"][...]
-    assert c.min() >= 0 and c.max() <= 1 and np.isfinite(g["depth"][...]).all()
-    assert metrics["corr_uncertainty_abs_error"] > 0 and json.loads((tmp_path / "cal.json").read_text())["rank"]
-    assert write_guidance(decoded, tmp_path / "t.zarr", tmp_path / "g.zarr", progress=False) == 6
-    entry = clip_entry(str(decoded), str(tmp_path / "t.zarr"), str(tmp_path / "g.zarr"))
-    assert entry["has_gt"] and entry["frames"] == 6 and entry["depth_gt_path"].endswith("depth_gt")
-    write_manifest(tmp_path / "m.json", [entry])
-    assert load_manifest(tmp_path / "m.json")["clips"][0] == entry
-    bad = {"version": 1, "clips": [{k: v for k, v in entry.items() if k != "has_gt"}]}
+def test_teacher_guidance_manifest_on_a_tiny_corpus(tmp_path):
+    manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=4)
+    train = load_split(manifest, "train")
+    entry, split = find_clip(manifest, "te")
+    assert split == "test" and entry["has_gt"] and entry["frames"] == 6 and entry["depth_gt_path"].endswith("depth_gt")
+    g = zarr.open_group(entry["teacher"], mode="r")
+    assert g["depth"].shape == (6, 32, 32) and set(g) >= {"depth", "uncertainty", "rank", "K_prompt", "K_predicted"}
+    assert "confidence" not in g and "depth_low" not in g  # c(x) comes from the train-split calibration on load
+    np.testing.assert_array_equal(g["K_prompt"][...], zarr.open_group(entry["decoded"], mode="r")["K"][...])
+    assert g.attrs["error_model"] != zarr.open_group(train[0]["teacher"], mode="r").attrs["error_model"]
+    np.testing.assert_allclose(g["rank"][2], uncertainty_rank(g["uncertainty"][2], g["depth"][2] > 0))
+    calibration = load_calibration(manifest)["simulated"]
+    assert calibration["source"] == "train split (2 clips)"
+    c = open_entry(entry, calibration).confidence((slice(None), slice(None), slice(None)))
+    assert c.min() >= 0 and c.max() <= 1
+    bad = {"version": 2, "clips": [{k: v for k, v in entry.items() if k != "has_gt"}]}
     with pytest.raises(ValueError, match="has_gt"):
         validate_manifest(bad)
+
+
+def test_calibration_uses_the_train_clips_only(tmp_path):
+    manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=4)
+    train = load_split(manifest, "train")
+    alone = fit_calibration(train, 10)["simulated"]["reliability"]
+    with_test = fit_calibration(train + load_split(manifest, "test"), 10)["simulated"]["reliability"]
+    assert load_calibration(manifest)["simulated"]["reliability"] == alone and alone != with_test
 
 
 def test_guidance_step_edge_responds_only_at_the_edge():
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[:, 4:] = 255
-    maps = guidance_maps(rgb, np.full((8, 8), 2.0, np.float32), np.ones((8, 8), np.float32))
-    cols = np.nonzero(maps["rgb_edges"].sum(0))[0].tolist()
-    assert cols == [3, 4]
-    assert not maps["depth_edges"].any() and maps["G"].max() == pytest.approx(1.0)
+    g = edge_map(rgb, np.full((8, 8), 2.0, np.float32))
+    assert np.nonzero(g.sum(0))[0].tolist() == [3, 4] and g.max() == pytest.approx(1.0)
 
 
 def test_simulated_teacher_without_gt_says_what_to_do():
     with pytest.raises(ValueError, match="teacher.name: unidepth"):
-        make_teacher(TeacherParams()).predict(0, np.zeros((4, 4, 3), np.uint8), np.eye(3), None)
+        make_teacher(_sim_params(), "clip").predict(0, np.zeros((4, 4, 3), np.uint8), np.eye(3), None)
+    with pytest.raises(ValueError, match="teacher.name"):
+        make_teacher(types.SimpleNamespace(name="midas"), "clip")

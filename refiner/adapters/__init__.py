@@ -14,10 +14,12 @@ from typing import Any
 
 from refiner.adapters.hypersim import ingest_hypersim
 from refiner.adapters.tum import ingest_tum
+from refiner.choices import SOURCE_KINDS
 from refiner.ingest import ingest_video
 
 ADAPTERS: dict[str, Callable[..., int]] = {"video": ingest_video, "tum": ingest_tum, "hypersim": ingest_hypersim}
-KINDS = tuple(ADAPTERS)
+KINDS = SOURCE_KINDS
+assert set(ADAPTERS) == set(SOURCE_KINDS), "refiner.choices.SOURCE_KINDS and the adapters disagree"
 
 
 def options_of(kind: str) -> list[str]:

@@ -1,20 +1,27 @@
 """The refiner: teacher depth in, a small clamped residual ΔD out. Read top to bottom.
 
-Per window of N frames at the low-res grid (h = H/f):
+``Refiner(p, low_res_factor)(depth, conf, rgb=None, hard_clamp=False, state=None)`` on windows
+[B, N, 1, H, W] of teacher depth (metres) and confidence c(x) ∈ [0, 1]:
 
-1. features: log D_teacher minus its window mean (so the network never sees absolute scale), c(x),
-   and by flag ∂x c, ∂y c, a time encoding of the frame's place in the window, RGB Sobel edges;
-2. a small CNN encoder (per frame) → Mamba over time at every low-res pixel (linear in N;
-   optionally also backwards, as inference is offline per window) → a CNN decoder with a skip;
-3. the decoder predicts a relative residual r; ΔD_low = r · D_teacher_low, soft-clamped
-   (tanh, training) or hard-clamped (inference) to ±B(x), B = max(α·D, β)·(γ + 1 − c);
-4. ΔD_low is upsampled with the stored mapping M (bilinear, or edge-aware guided by log depth);
-   optionally a full-res CNN adds δD on edges; the total residual is clamped again at full res,
-   set to 0 where the teacher is invalid, and refined = teacher_full + ΔD.
+1. the low-res grid (h = H/f): depth by an f×f mean where all pixels are valid, c(x) by an area mean;
+2. features per frame: log D minus its window mean (the network never sees absolute scale), c(x), the
+   frame's mean of that log depth (its global scale against the window), a keyframe flag, and by flag
+   ∂x c, ∂y c, a time encoding, RGB Sobel edges;
+3. a small CNN encoder (per frame) → Mamba over time at every low-res pixel (forwards, optionally also
+   backwards within the window; the forward scan can start from the state carried from the previous
+   window, so context runs beyond one window at constant memory) → a CNN decoder with a skip;
+4. the decoder predicts a relative residual r; ΔD_low = r·D_low, clamped to ±B(x),
+   B = max(α·D, β)·(γ + 1 − c): tanh-soft in training, hard at inference when asked;
+5. ΔD_low is upsampled with the mapping M (bilinear, or edge-aware guided by log depth); optionally a
+   full-res CNN adds δD on edges;
+6. optionally (``temporal_blend``) a full-res temporal aggregation: each pixel of the corrected depth moves
+   toward a depth- and colour-weighted mean over the window at that pixel, by a per-pixel gate the decoder
+   predicts (:class:`TemporalBlend`): the per-pixel noise the low-res residual cannot reach;
+7. the total is clamped again (soft in training) and set to 0 where the teacher is invalid;
+   refined = teacher + ΔD.
 
-Option ``midres_branch``: a second encoder → Mamba → decoder at twice the low-res grid; its relative
-residual and the upsampled low-res one are mixed by a learned per-pixel gate before step 3's clamp
-(then done on that grid; ``delta_low`` still reports the low-res branch alone).
+Option ``midres_branch``: a second encoder → Mamba → decoder at twice the low-res grid, its relative
+residual mixed with the upsampled low-res one by a learned per-pixel gate before step 4's clamp.
 
 The last layer of each residual head starts at zero, so an untrained refiner returns the teacher
 exactly. As the inputs are scale-free and ΔD is relative, scaling the teacher by k scales the output
@@ -28,29 +35,31 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from refiner.config import ModelParams
 from refiner.filters import sobel_magnitude
-from refiner.lowres import downsample, downsample_depth, guided_upsample, upsample
+from refiner.lowres import downsample, downsample_depth, guided_upsample, low_mapping, upsample
 from refiner.model.mamba import make_mamba
 
 _EPS = 1e-6
 GUIDE_SIGMA_LOG_DEPTH = 0.05  # guided upsampling: a 5% depth difference halves a neighbour's weight (approx.)
+NEAR_BOUND = 0.9  # a soft-clamped residual beyond this share of its bound counts as a clamp hit
+BLEND_GAIN_SCALE = 20.0  # TemporalBlend's gain g = 20·γ: γ learns at the optimiser's step size, g 20× faster
 
 
 @dataclass
 class RefinerOutput:
     depth: torch.Tensor  # [B,N,1,H,W] refined depth = teacher + delta_full
     delta_low: torch.Tensor  # [B,N,1,h,w] clamped low-res residual (metres)
-    delta_raw_low: torch.Tensor  # [B,N,1,h,w] before the clamp
     delta_full: torch.Tensor  # [B,N,1,H,W] total clamped residual
-    clamp_hit_rate: torch.Tensor  # 0-d: share of valid low-res pixels at (hard) or near (soft: > 0.9·B) the bound
+    clamp_hit_rate: dict[str, torch.Tensor]  # per clamp ("low", "full"): share of valid pixels at the bound
+    state: list | None = None  # the temporal cores' carried state, for the next window
 
     @torch.no_grad()
-    def stats(self) -> dict[str, float]:
+    def stats(self, teacher: torch.Tensor) -> dict[str, float]:
         """Residual statistics on valid pixels: mean |ΔD| (m), mean |ΔD|/D, share with |ΔD|/D < 1%, clamp hits."""
-        teacher = (self.depth - self.delta_full).float()
         valid = teacher > 0
         delta = self.delta_full.float()[valid]
         rel = delta.abs() / teacher[valid]
@@ -59,7 +68,7 @@ class RefinerOutput:
             "mean_abs_delta_m": 0.0 if empty else float(delta.abs().mean()),
             "mean_rel_delta": 0.0 if empty else float(rel.mean()),
             "frac_rel_delta_below_1pct": 1.0 if empty else float((rel < 0.01).float().mean()),
-            "clamp_hit_rate": float(self.clamp_hit_rate),
+            **{f"clamp_hit_rate_{k}": float(v) for k, v in self.clamp_hit_rate.items()},
         }
 
 
@@ -77,40 +86,55 @@ def residual_bound(depth: torch.Tensor, conf: torch.Tensor, alpha: float, beta: 
 
 
 def clamp_residual(raw: torch.Tensor, bound: torch.Tensor, hard: bool) -> torch.Tensor:
-    """±bound: hard clip, or the smooth B·tanh(raw/B) used in training."""
+    """±bound: hard clip, or the smooth B·tanh(raw/B) used in training (its gradient never vanishes)."""
     bound = bound.clamp_min(_EPS)
     return torch.maximum(torch.minimum(raw, bound), -bound) if hard else bound * torch.tanh(raw / bound)
+
+
+def clamped(raw: torch.Tensor, depth: torch.Tensor, conf: torch.Tensor, p: ModelParams, hard: bool):
+    """(ΔD clamped to ±B, 0 where the teacher is invalid; share of valid pixels at or near the bound)."""
+    valid = depth > 0
+    bound = residual_bound(depth, conf, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
+    delta = torch.where(valid, clamp_residual(raw, bound, hard), torch.zeros_like(raw))
+    near = raw.abs() >= (bound if hard else NEAR_BOUND * bound)
+    return delta, (near & valid).sum() / valid.sum().clamp_min(1)
 
 
 def _conv_block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.GELU())
 
 
-def _zero_head(cin: int) -> nn.Conv2d:
-    head = nn.Conv2d(cin, 1, 3, padding=1)
+def _zero_head(cin: int, cout: int = 1) -> nn.Conv2d:
+    head = nn.Conv2d(cin, cout, 3, padding=1)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     return head
 
 
 class TemporalMixer(nn.Module):
-    """Pre-norm residual Mamba over time at every pixel; with ``bidirectional`` also over reversed time."""
+    """Pre-norm residual Mamba over time at every pixel; with ``bidirectional`` also over reversed time.
+
+    The forward scan may start from a carried state and hand on its state after frame ``state_index``.
+    """
 
     def __init__(self, p: ModelParams) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(p.ssm_hidden)
-        self.forward_ssm = make_mamba(p.ssm_hidden, p.d_state, p.d_conv, p.expand, p.use_mamba_ssm)
+        self.forward_ssm = make_mamba(p.ssm_hidden, p.d_state, p.d_conv, p.expand, p.use_mamba_ssm, p.carry_state)
         self.backward_ssm = (
             make_mamba(p.ssm_hidden, p.d_state, p.d_conv, p.expand, p.use_mamba_ssm) if p.bidirectional else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [S, N, C] (S sequences = batch × pixels) → same shape."""
+    def forward(self, x: torch.Tensor, state=None, state_index: int | None = None):
+        """x: [S, N, C] (S sequences = batch × pixels) → (same shape, next state or None)."""
         y = self.norm(x)
-        out = self.forward_ssm(y)
+        if state_index is None and state is None:
+            out, new_state = self.forward_ssm(y), None
+        else:
+            out, new_state = self.forward_ssm(y, state=state, state_index=state_index)
         if self.backward_ssm is not None:
             out = out + self.backward_ssm(y.flip(1)).flip(1)
-        return x + out
+        return x + out, new_state
 
 
 class DepthAwareMixing(nn.Module):
@@ -126,10 +150,51 @@ class DepthAwareMixing(nn.Module):
         return feat + self.gate(torch.cat([log_depth, feat], 1)) * self.mix(feat)
 
 
-class ResidualBranch(nn.Module):
-    """Encoder (per frame) → Mamba over time at every pixel → decoder with a skip: a relative residual r."""
+class TemporalBlend(nn.Module):
+    """Full-resolution temporal aggregation with a learned gate: each pixel moves toward a weighted mean of
+    the window's (already scale-corrected) depths at the same pixel,
 
-    def __init__(self, p: ModelParams, n_in: int) -> None:
+        A_t = Σ_s w_ts·D_s / Σ_s w_ts,  w_ts = exp(−½((D_s − D_t)/(σ_d·D_t))² − ½‖I_s − I_t‖²/σ_c² − ½((s − t)/τ)²),
+        D'_t = D_t + m_t·(A_t − D_t),  m_t = g·sigmoid(z_t),  g = BLEND_GAIN_SCALE·γ,
+
+    with σ_d, σ_c, τ learned scalars (initialised like the bilateral baseline) and the gate z predicted by the
+    low-res decoder, upsampled. The scalar γ starts at 0 (ReZero style: the refiner starts as the identity and
+    γ still gets a gradient); the residual clamp after it bounds the result. Frames whose depth or colour
+    differ at the pixel (motion, occlusion) get little weight. This averages the per-pixel noise that the
+    low-res residual cannot reach, over the whole window; one frame t at a time, so memory stays O(N·H·W).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_sigma_depth = nn.Parameter(torch.tensor(math.log(0.05)))
+        self.log_sigma_colour = nn.Parameter(torch.tensor(math.log(0.1)))
+        self.log_tau = nn.Parameter(torch.tensor(math.log(3.0)))
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, depth: torch.Tensor, rgb: torch.Tensor | None, gate_logit: torch.Tensor) -> torch.Tensor:
+        """depth [B, N, 1, H, W] (> 0 valid), rgb [B, N, 3, H, W] or None, gate_logit [B, N, 1, H, W] → depth."""
+        n = depth.shape[1]
+        valid = depth > 0
+        steps = torch.arange(n, device=depth.device, dtype=depth.dtype)
+        inv_sd, inv_sc, inv_tau = (torch.exp(-v) for v in (self.log_sigma_depth, self.log_sigma_colour, self.log_tau))
+        means = []
+        for t in range(n):
+            d_t = depth[:, t : t + 1]
+            logw = -0.5 * ((depth - d_t) * inv_sd / d_t.clamp_min(_EPS)).square()
+            if rgb is not None:
+                logw = logw - 0.5 * (rgb - rgb[:, t : t + 1]).square().sum(2, keepdim=True) * inv_sc.square()
+            logw = logw - 0.5 * ((steps - t) * inv_tau).square()[None, :, None, None, None]
+            w = torch.exp(logw) * valid
+            means.append((w * depth).sum(1) / w.sum(1).clamp_min(_EPS))
+        m = BLEND_GAIN_SCALE * self.gain * torch.sigmoid(gate_logit)
+        return torch.where(valid, depth + m * (torch.stack(means, 1) - depth), depth)
+
+
+class ResidualBranch(nn.Module):
+    """Encoder (per frame) → Mamba over time at every pixel → decoder with a skip: a relative residual r
+    (and, with ``outputs`` 2, the temporal-blend gate logit z)."""
+
+    def __init__(self, p: ModelParams, n_in: int, outputs: int = 1) -> None:
         super().__init__()
         c = p.channels
         self.encoder = nn.Sequential(_conv_block(n_in, c), _conv_block(c, c))
@@ -137,31 +202,32 @@ class ResidualBranch(nn.Module):
         self.to_ssm = nn.Linear(c, p.ssm_hidden)
         self.temporal = TemporalMixer(p)
         self.from_ssm = nn.Linear(p.ssm_hidden, c)
-        self.decoder = nn.Sequential(_conv_block(2 * c, c), _zero_head(c))
+        self.decoder = nn.Sequential(_conv_block(2 * c, c), _zero_head(c, outputs))
 
-    def forward(self, x: torch.Tensor, log_rel: torch.Tensor, b: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B·N, C_in, h, w], log_rel [B, N, 1, h, w] → (r [B, N, 1, h, w], encoder features [B·N, C, h, w])."""
-        h, w = x.shape[-2:]
-        feat = self.encoder(x)
+    def forward(self, x: torch.Tensor, log_rel: torch.Tensor, state=None, state_index: int | None = None):
+        """x [B, N, C_in, h, w], log_rel [B, N, 1, h, w] → (r and gate [B, N, outputs, h, w], features
+        [B·N, C, h, w], state)."""
+        b, n, _, h, w = x.shape
+        feat = self.encoder(rearrange(x, "b n c h w -> (b n) c h w"))
         if self.mixing is not None:
-            feat = self.mixing(feat, log_rel.flatten(0, 1))
-        c = feat.shape[1]
-        seq = feat.reshape(b, n, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, n, c)
-        seq = self.from_ssm(self.temporal(self.to_ssm(seq)))
-        temporal = seq.reshape(b, h, w, n, c).permute(0, 3, 4, 1, 2).reshape(b * n, c, h, w)
-        return self.decoder(torch.cat([feat, temporal], 1)).float().reshape(b, n, 1, h, w), feat
+            feat = self.mixing(feat, rearrange(log_rel, "b n c h w -> (b n) c h w"))
+        seq = rearrange(feat, "(b n) c h w -> (b h w) n c", b=b, n=n)
+        mixed, state = self.temporal(self.to_ssm(seq), state, state_index)
+        temporal = rearrange(self.from_ssm(mixed), "(b h w) n c -> (b n) c h w", b=b, h=h, w=w)
+        r = self.decoder(torch.cat([feat, temporal], 1)).float()
+        return rearrange(r, "(b n) c h w -> b n c h w", b=b), feat, state
 
 
 class Refiner(nn.Module):
     """Residual video depth refiner over windows [B, N, 1, H, W] (see the module docstring)."""
 
-    def __init__(self, p: ModelParams) -> None:
+    def __init__(self, p: ModelParams, low_res_factor: int) -> None:
         super().__init__()
-        self.p = p
+        self.p, self.factor = p, low_res_factor
         c = p.channels
-        n_in = 2 + 2 * p.use_conf_grad + 2 * p.use_time_encoding + p.use_rgb_edges
-        self.low = ResidualBranch(p, n_in)
-        # optional mid-res branch at twice the low-res grid, fused by a learned per-pixel gate
+        n_in = 4 + 2 * p.use_conf_grad + 2 * p.use_time_encoding + p.use_rgb_edges
+        self.low = ResidualBranch(p, n_in, 1 + p.temporal_blend)
+        self.blend = TemporalBlend() if p.temporal_blend else None
         self.mid = ResidualBranch(p, n_in) if p.midres_branch else None
         self.fuse = nn.Sequential(nn.Conv2d(c, 1, 3, padding=1), nn.Sigmoid()) if p.midres_branch else None
         self.highres = (
@@ -170,88 +236,79 @@ class Refiner(nn.Module):
             else None
         )
 
-    def _features(self, depth_low, conf_low, rgb_full) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-frame input channels [B·N, C_in, h, w] and the scale-free log depth [B, N, 1, h, w]."""
-        b, n, _, h, w = depth_low.shape
-        log_d, mean, valid = log_window_mean(depth_low)
+    def _features(self, depth, conf, rgb, keyframes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame input channels [B, N, C_in, h, w] and the scale-free log depth [B, N, 1, h, w]."""
+        b, n, _, h, w = depth.shape
+        log_d, mean, valid = log_window_mean(depth)
         log_rel = torch.where(valid, log_d - mean, torch.zeros_like(log_d))
-        feats = [log_rel, conf_low]
+        frame_mean = (log_rel * valid).sum((2, 3, 4), keepdim=True) / valid.sum((2, 3, 4), keepdim=True).clamp_min(1)
+        key = torch.zeros(b, n, device=depth.device) if keyframes is None else keyframes.float().reshape(b, n)
+        feats = [log_rel, conf, frame_mean.expand_as(log_rel), key[:, :, None, None, None].expand_as(log_rel)]
         if self.p.use_conf_grad:
-            gx = F.pad(conf_low[..., :, 1:] - conf_low[..., :, :-1], (0, 1))
-            gy = F.pad(conf_low[..., 1:, :] - conf_low[..., :-1, :], (0, 0, 0, 1))
-            feats += [gx, gy]
+            feats += [
+                F.pad(conf[..., :, 1:] - conf[..., :, :-1], (0, 1)),
+                F.pad(conf[..., 1:, :] - conf[..., :-1, :], (0, 0, 0, 1)),
+            ]
         if self.p.use_time_encoding:
-            pos = torch.arange(n, device=depth_low.device, dtype=depth_low.dtype) / max(n - 1, 1)
+            pos = torch.arange(n, device=depth.device, dtype=depth.dtype) / max(n - 1, 1)
             enc = torch.stack([torch.sin(math.pi * pos), torch.cos(math.pi * pos)], 1)  # [N, 2]
             feats.append(enc[None, :, :, None, None].expand(b, n, 2, h, w))
         if self.p.use_rgb_edges:
-            if rgb_full is None:
-                raise ValueError("model.use_rgb_edges is on but no rgb_full was given to the refiner")
-            gray = rgb_full.mean(2, keepdim=True)
-            edges = F.adaptive_avg_pool2d(sobel_magnitude(gray).flatten(0, 1), (h, w)).reshape(b, n, 1, h, w)
-            feats.append(edges)
-        return torch.cat(feats, 2).flatten(0, 1), log_rel
+            if rgb is None:
+                raise ValueError("model.use_rgb_edges is on but no rgb was given to the refiner")
+            edges = F.adaptive_avg_pool2d(sobel_magnitude(rgb.mean(2, keepdim=True)).flatten(0, 1), (h, w))
+            feats.append(edges.reshape(b, n, 1, h, w))
+        return torch.cat(feats, 2), log_rel
 
-    def _clamped(self, rel, depth, conf, hard: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Relative residual → metres; (clamped ΔD, raw ΔD, clamp hit rate) on that grid, 0 where invalid."""
-        p = self.p
-        valid = depth > 0
-        raw = torch.where(valid, rel * depth, torch.zeros_like(rel))
-        bound = residual_bound(depth, conf, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
-        delta = torch.where(valid, clamp_residual(raw, bound, hard), torch.zeros_like(rel))
-        near = raw.abs() >= (bound if hard else 0.9 * bound)
-        return delta, raw, (near & valid).sum() / valid.sum().clamp_min(1)
+    def _midres(self, rel, depth, conf, rgb, keyframes, hard):
+        """Fuse with the mid-res branch: (ΔD on the mid grid, its depth, hit rate, factor)."""
+        f = self.factor // 2
+        depth_mid, conf_mid = downsample_depth(depth, f), downsample(conf, f)
+        x_mid, log_rel_mid = self._features(depth_mid, conf_mid, rgb, keyframes)
+        rel_mid, feat_mid, _ = self.mid(x_mid, log_rel_mid)
+        b, n, _, h2, w2 = rel_mid.shape
+        gate = rearrange(self.fuse(feat_mid).float(), "(b n) c h w -> b n c h w", b=b)
+        rel_up = upsample(rel, [2, 2, 0, 0], (h2, w2))
+        delta, hit = clamped(((1 - gate) * rel_up + gate * rel_mid) * depth_mid, depth_mid, conf_mid, self.p, hard)
+        return delta, depth_mid, hit, f
 
-    def forward(
-        self,
-        depth_low: torch.Tensor,
-        conf_low: torch.Tensor,
-        depth_full: torch.Tensor,
-        conf_full: torch.Tensor,
-        mapping,
-        rgb_full: torch.Tensor | None = None,
-        hard_clamp: bool = False,
-    ) -> RefinerOutput:
-        p = self.p
-        b, n, _, h, w = depth_low.shape
-        H, W = depth_full.shape[-2:]
-        depth_low, conf_low = depth_low.float(), conf_low.float()
-        depth_full, conf_full = depth_full.float(), conf_full.float()
-
-        # 1-2. encoder → Mamba over time per pixel → decoder with a skip from the encoder
-        x, log_rel = self._features(depth_low, conf_low, rgb_full)
-        rel, _ = self.low(x, log_rel, b, n)
-
-        # 3. relative residual → metres, clamped at the low-res grid
-        delta_low, raw_low, hit_rate = self._clamped(rel, depth_low, conf_low, hard_clamp)
-        grid, grid_depth, factor = delta_low, depth_low, H // h
-        if self.mid is not None:  # fuse with the mid-res branch; the residual then lives on its grid
-            if factor % 2:
-                raise ValueError(f"model.midres_branch needs an even low-res factor, got {factor}")
-            factor //= 2
-            depth_mid, conf_mid = downsample_depth(depth_full, factor), downsample(conf_full, factor)
-            x_mid, log_rel_mid = self._features(depth_mid, conf_mid, rgb_full)
-            rel_mid, feat_mid = self.mid(x_mid, log_rel_mid, b, n)
-            gate = self.fuse(feat_mid).float().reshape(b, n, 1, 2 * h, 2 * w)
-            rel_up = upsample(rel, [2, 2, 0, 0], (2 * h, 2 * w))
-            grid, _, hit_rate = self._clamped((1 - gate) * rel_up + gate * rel_mid, depth_mid, conf_mid, hard_clamp)
-            grid_depth = depth_mid
-
-        # 4. upsample to full res, optional full-res correction, clamp again, zero where the teacher is invalid
-        valid = depth_full > 0
-        if p.guided_upsampling:  # edge-aware: the residual does not bleed across teacher depth edges
-            log_full = torch.log(depth_full.clamp_min(_EPS))
-            log_grid = torch.log(grid_depth.clamp_min(_EPS))
+    def _to_full(self, grid, grid_depth, depth, conf, rgb, factor):
+        """Upsample the residual to full res; the optional full-res head adds an edge correction."""
+        H, W = depth.shape[-2:]
+        if self.p.guided_upsampling:  # edge-aware: the residual does not bleed across teacher depth edges
+            log_full, log_grid = torch.log(depth.clamp_min(_EPS)), torch.log(grid_depth.clamp_min(_EPS))
             delta = guided_upsample(grid, log_grid, log_full, factor, GUIDE_SIGMA_LOG_DEPTH)
         else:
-            delta = upsample(grid, mapping if self.mid is None else [factor, factor, 0, 0], (H, W))
-        if self.highres is not None:
-            log_t, mean, _ = log_window_mean(depth_full)
-            log_r = torch.log((depth_full + delta).clamp_min(_EPS))
-            edges = sobel_magnitude(rgb_full.mean(2, keepdim=True)) if rgb_full is not None else torch.zeros_like(delta)
-            hr_in = torch.cat([(log_t - mean) * valid, (log_r - mean) * valid, conf_full, edges.float()], 2)
-            delta = delta + self.highres(hr_in.flatten(0, 1)).float().reshape(b, n, 1, H, W) * depth_full
-        bound = residual_bound(depth_full, conf_full, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
-        hard = hard_clamp or self.highres is None  # without the full-res head, ΔD_low was shaped already
-        delta_full = torch.where(valid, clamp_residual(delta, bound, hard), torch.zeros_like(delta))
-        return RefinerOutput(depth_full + delta_full, delta_low, raw_low, delta_full, hit_rate)
+            delta = upsample(grid, low_mapping(factor), (H, W))
+        if self.highres is None:
+            return delta
+        valid = depth > 0
+        log_t, mean, _ = log_window_mean(depth)
+        log_r = torch.log((depth + delta).clamp_min(_EPS))
+        edges = sobel_magnitude(rgb.mean(2, keepdim=True)).float() if rgb is not None else torch.zeros_like(delta)
+        hr_in = torch.cat([(log_t - mean) * valid, (log_r - mean) * valid, conf, edges], 2)
+        correction = self.highres(rearrange(hr_in, "b n c h w -> (b n) c h w")).float()
+        return delta + rearrange(correction, "(b n) c h w -> b n c h w", b=depth.shape[0]) * depth
+
+    def forward(self, depth, conf, rgb=None, keyframes=None, hard_clamp=False, state=None, state_index=None):
+        """depth, conf [B, N, 1, H, W] (rgb [B, N, 3, H, W] in [0, 1], keyframes [B, N] bool, optional)."""
+        depth, conf = depth.float(), conf.float()
+        if depth.shape[-1] % self.factor or depth.shape[-2] % self.factor:
+            raise ValueError(
+                f"frame size {tuple(depth.shape[-2:])} is not a multiple of the low-res factor {self.factor}"
+            )
+        depth_low, conf_low = downsample_depth(depth, self.factor), downsample(conf, self.factor)
+        x, log_rel = self._features(depth_low, conf_low, rgb, keyframes)
+        out, _, state = self.low(x, log_rel, state, state_index)
+        rel = out[:, :, :1]
+        delta_low, hit_low = clamped(rel * depth_low, depth_low, conf_low, self.p, hard_clamp)
+        grid, grid_depth, hit_grid, factor = delta_low, depth_low, hit_low, self.factor
+        if self.mid is not None:
+            grid, grid_depth, hit_grid, factor = self._midres(rel, depth, conf, rgb, keyframes, hard_clamp)
+        delta = self._to_full(grid, grid_depth, depth, conf, rgb, factor)
+        if self.blend is not None:  # full-res temporal aggregation of the corrected depth, gated per pixel
+            gate = upsample(out[:, :, 1:2], low_mapping(self.factor), depth.shape[-2:])
+            delta = self.blend(depth + delta, rgb, gate) - depth
+        delta, hit_full = clamped(delta, depth, conf, self.p, hard_clamp)
+        hits = {"low": hit_low, "full": hit_full} | ({"mid": hit_grid} if self.mid is not None else {})
+        return RefinerOutput(depth + delta, delta_low, delta, hits, state)

@@ -12,8 +12,8 @@ import numpy as np
 class TeacherFrame:
     depth: np.ndarray  # (H, W) float32 z-depth in metres, 0 = invalid
     uncertainty: np.ndarray  # (H, W) float32, higher = less certain, relative within the image; 0 where depth is 0
-    K_used: np.ndarray  # (3, 3) intrinsics the teacher used or predicted
-    K_prompt: np.ndarray  # (3, 3) the camera prompt it was given
+    K_prompt: np.ndarray  # (3, 3) the camera given to the model: the K its depth was computed with
+    K_predicted: np.ndarray  # (3, 3) the model's own predicted K (UniDepthV2 predicts one even when prompted)
 
 
 class Teacher(Protocol):

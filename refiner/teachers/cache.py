@@ -1,12 +1,14 @@
-"""Run a teacher over a decoded clip into the teacher cache (Zarr), calibrate its uncertainty.
+"""Run a teacher over one decoded clip into its teacher cache (Zarr), with the sums to calibrate it.
 
-``data/teacher/clip.zarr`` (float32, one chunk per frame, Blosc zstd):
-``depth``, ``uncertainty``, ``confidence`` (T, S, S); ``depth_low``, ``uncertainty_low``,
-``confidence_low`` (T, S/f, S/f) by f×f area mean (:func:`refiner.lowres.downsample`; a low-res pixel is
-valid only where all its full-res pixels are); ``low_mapping`` M = [f, f, 0, 0]; ``K_in`` (T, 3, 3) the
-camera given to the teacher and ``K_out`` the one it used. Attributes: teacher name, low_res_factor,
-synthetic_stand_in, calibration. Written in two passes (depth/uncertainty, then confidence once the
-calibration is known) into a temporary store that replaces the old one only on success.
+The store (float32, one chunk per frame, Blosc zstd): ``depth``, ``uncertainty`` (T, H, W) as the teacher
+gave them, ``rank`` (T, H, W) each pixel's uncertainty rank within its image (0 = most certain;
+:func:`refiner.teachers.confidence.uncertainty_rank`), ``low_mapping`` M = [f, f, 0, 0], ``K_prompt``
+(T, 3, 3) the camera given to the teacher (the K it used) and ``K_predicted`` its own prediction.
+Attributes: ``teacher``, ``clip``, ``low_res_factor``, ``synthetic_stand_in``, ``error_model`` (the
+simulated teacher's drawn parameters, else null) and ``calibration_sums``: per uncertainty-rank bin
+error sums against GT (or the temporal std of a still-camera segment), merged over the train split by
+the manifest stage into the one calibration that turns ranks into confidence c(x) for every clip.
+The store replaces the old one only when complete.
 """
 
 from __future__ import annotations
@@ -14,103 +16,103 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from refiner.config import TeacherParams
-from refiner.lowres import downsample, downsample_depth, low_mapping
-from refiner.store import atomic_path, create_group, frames_array, open_group, small_array, write_json
+from refiner.lowres import low_mapping
+from refiner.store import atomic_path, create_group, frames_array, open_group, small_array
 from refiner.teachers import make_teacher
 from refiner.teachers.calibration import CalibrationAccumulator
-from refiner.teachers.confidence import uncertainty_to_confidence
+from refiner.teachers.confidence import uncertainty_rank
 
 
-def _low(x: np.ndarray, factor: int) -> np.ndarray:
-    return downsample(torch.from_numpy(x), factor).numpy()
+class _StillSegment:
+    """Running Σd, Σd², count of static pixels over a clip's still-camera segment (temporal std per pixel)."""
+
+    def __init__(self, shape: tuple[int, int], frames: int) -> None:
+        self.sums = np.zeros((3, *shape))
+        self.frames = frames
+
+    def add(self, depth: np.ndarray, still: np.ndarray) -> None:
+        d = depth.astype(np.float64)
+        self.sums += [np.where(still, d, 0), np.where(still, d * d, 0), still]
+
+    def rel_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """(temporal std / mean per pixel, pixels static in every frame of the segment)."""
+        s, s2, n = self.sums
+        mean = s / np.maximum(n, 1)
+        std = np.sqrt(np.maximum(s2 / np.maximum(n, 1) - mean**2, 0))
+        return std / np.maximum(mean, 1e-6), n == self.frames
 
 
-def _low_depth(x: np.ndarray, factor: int) -> np.ndarray:
-    return downsample_depth(torch.from_numpy(x), factor).numpy()
+def _check_frame(depth: np.ndarray, uncertainty: np.ndarray, shape: tuple, name: str, t: int) -> None:
+    if depth.shape != shape or uncertainty.shape != shape:
+        raise ValueError(f"teacher {name} returned shape {depth.shape} for frame {t}, expected {shape}")
+    if not (np.isfinite(depth).all() and np.isfinite(uncertainty).all()) or (depth < 0).any():
+        raise ValueError(f"teacher {name} returned NaN, inf or negative depth/uncertainty for frame {t}")
 
 
 def write_teacher_store(
-    decoded: str | Path, out: str | Path, calibration_path: str | Path, p: TeacherParams, progress: bool = True
+    decoded: str | Path, out: str | Path, p: TeacherParams, clip: str, progress: bool = True
 ) -> dict:
-    """Teacher depth/uncertainty/confidence for every frame of ``decoded`` into ``out``; returns the metrics."""
+    """Teacher depth, uncertainty and its ranks for every frame of ``decoded`` into ``out``; returns the metrics."""
     dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
-    total, size = dec["rgb"].shape[:2]
+    total, height, width = dec["rgb"].shape[:3]
     f = p.low_res_factor
-    if size % f:
-        raise ValueError(f"decode.size {size} is not a multiple of teacher.low_res_factor {f}; change one of them")
+    if height % f or width % f:
+        raise ValueError(f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}")
     has_gt = "depth_gt" in dec
-    teacher = make_teacher(p)
-    static_frames = int(dec.attrs.get("static_frames", 0)) if "moving_mask" in dec else 0
-    acc = CalibrationAccumulator(p.calibration_bins)
-    temporal = CalibrationAccumulator(p.calibration_bins)
-    sums = np.zeros((3, size, size))  # Σd, Σd², static count over the still-camera segment
+    teacher = make_teacher(p, clip)
+    still_frames = int(dec.attrs.get("static_frames", 0)) if "moving_mask" in dec else 0
+    acc, segment = CalibrationAccumulator(p.calibration_bins), _StillSegment((height, width), still_frames)
     gt_err: list[float] = []
     with atomic_path(out) as tmp:
         g = create_group(
-            tmp, {"teacher": teacher.name, "low_res_factor": f, "synthetic_stand_in": p.name == "simulated"}
+            tmp,
+            {
+                "teacher": teacher.name,
+                "clip": clip,
+                "low_res_factor": f,
+                "synthetic_stand_in": teacher.name == "simulated",
+                "error_model": getattr(teacher, "errors", None),
+            },
         )
-        arrays = {
-            name: frames_array(g, name, (total, size, size), np.float32)
-            for name in ("depth", "uncertainty", "confidence")
-        }
-        lows = {
-            f"{name}_low": frames_array(g, f"{name}_low", (total, size // f, size // f), np.float32)
-            for name in ("depth", "uncertainty", "confidence")
-        }
-        k_in, k_out = np.zeros((total, 3, 3)), np.zeros((total, 3, 3))
-        for t in tqdm(range(total), desc=f"teacher {teacher.name}", disable=not progress):
+        arrays = {n: frames_array(g, n, (total, height, width), np.float32) for n in ("depth", "uncertainty", "rank")}
+        k_prompt, k_pred = np.zeros((total, 3, 3)), np.zeros((total, 3, 3))
+        for t in tqdm(range(total), desc=f"teacher {teacher.name} {clip}", disable=not progress):
             gt = np.asarray(dec["depth_gt"][t]) if has_gt else None
             fr = teacher.predict(t, np.asarray(dec["rgb"][t]), np.asarray(dec["K"][t]), gt)
-            if fr.depth.shape != (size, size) or not np.isfinite(fr.depth).all() or (fr.depth < 0).any():
-                raise ValueError(f"teacher {teacher.name} returned bad depth for frame {t} (shape, NaN or < 0)")
-            arrays["depth"][t], arrays["uncertainty"][t] = fr.depth, fr.uncertainty
-            k_in[t], k_out[t] = fr.K_prompt, fr.K_used
+            _check_frame(fr.depth, fr.uncertainty, (height, width), teacher.name, t)
             valid = fr.depth > 0
+            arrays["depth"][t], arrays["uncertainty"][t] = fr.depth, fr.uncertainty
+            arrays["rank"][t] = uncertainty_rank(fr.uncertainty, valid)
+            k_prompt[t], k_pred[t] = fr.K_prompt, fr.K_predicted
             if gt is not None:
                 ok = valid & (gt > 0)
                 err = np.abs(fr.depth - gt) / np.where(ok, gt, 1.0)
                 acc.add(fr.uncertainty, err, ok)
                 gt_err.append(float(err[ok].mean()) if ok.any() else np.nan)
-            if t < static_frames:
-                still = valid & (np.asarray(dec["moving_mask"][t]) == 0)
-                sums += [np.where(still, fr.depth, 0), np.where(still, fr.depth.astype(np.float64) ** 2, 0), still]
-        if static_frames >= 3:  # temporal std of relative depth at always-static pixels
-            n = sums[2]
-            keep = n == static_frames
-            mean = sums[0] / np.maximum(n, 1)
-            rel_std = np.sqrt(np.maximum(sums[1] / np.maximum(n, 1) - mean**2, 0)) / np.maximum(mean, 1e-6)
-            for t in range(static_frames):
-                temporal.add(np.asarray(arrays["uncertainty"][t]), rel_std, keep)
-        if has_gt:
-            calibration = acc.fit("ground truth |relative error|")
-        elif static_frames >= 3:
-            calibration = temporal.fit("temporal std on the still-camera segment")
-        else:
-            calibration = CalibrationAccumulator().fit("rank")
-        calibration["corr_uncertainty_temporal_std"] = temporal.correlation()
-        for t in tqdm(range(total), desc="confidence", disable=not progress):
-            depth, unc = np.asarray(arrays["depth"][t]), np.asarray(arrays["uncertainty"][t])
-            conf = uncertainty_to_confidence(unc, calibration, valid=depth > 0)
-            arrays["confidence"][t] = conf
-            depth_low = _low_depth(depth, f)
-            lows["depth_low"][t] = depth_low
-            for name, x in (("uncertainty", unc), ("confidence", conf)):
-                lows[f"{name}_low"][t] = np.where(depth_low > 0, _low(x, f), 0)
+            if t < still_frames:
+                segment.add(fr.depth, valid & (np.asarray(dec["moving_mask"][t]) == 0))
+        source = "ground truth |relative error|"
+        if not has_gt and still_frames >= 3:  # no GT: the temporal std of a still segment ranks the error
+            rel_std, keep = segment.rel_std()
+            for t in range(still_frames):
+                acc.add(np.asarray(arrays["uncertainty"][t]), rel_std, keep)
+            source = "temporal std on the still-camera segment"
+        elif not has_gt:
+            source = "none"
+        g.attrs["calibration_sums"] = {"source": source, **acc.state()}
         small_array(g, "low_mapping", low_mapping(f))
-        small_array(g, "K_in", k_in)
-        small_array(g, "K_out", k_out)
-        g.attrs["calibration"] = calibration
-    write_json(calibration_path, calibration)
+        small_array(g, "K_prompt", k_prompt)
+        small_array(g, "K_predicted", k_pred)
     return {
+        "clip": clip,
         "teacher": teacher.name,
-        "synthetic_stand_in": p.name == "simulated",
+        "synthetic_stand_in": teacher.name == "simulated",
         "frames": int(total),
-        "calibration_source": calibration["source"],
-        "corr_uncertainty_abs_error": calibration.get("corr_uncertainty_error"),
-        "corr_uncertainty_temporal_std": calibration["corr_uncertainty_temporal_std"],
+        "error_model": getattr(teacher, "errors", None),
+        "calibration_source": source,
+        "corr_uncertainty_error": acc.correlation(),
         "absrel_vs_gt": float(np.nanmean(gt_err)) if gt_err else None,
     }

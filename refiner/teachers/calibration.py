@@ -36,6 +36,27 @@ class CalibrationAccumulator:
         u = uncertainty[ok].astype(np.float64)
         self._moments += [u.size, u.sum(), e.sum(), (u * u).sum(), (e * e).sum(), (u * e).sum()]
 
+    def state(self) -> dict:
+        """The sums as plain lists (JSON), to merge clips later with :meth:`merge`."""
+        return {
+            "bins": self.bins,
+            "err_sum": self.err_sum.tolist(),
+            "count": self.count.tolist(),
+            "moments": self._moments.tolist(),
+        }
+
+    @classmethod
+    def merge(cls, states: list[dict], bins: int) -> CalibrationAccumulator:
+        """One accumulator holding the sums of several :meth:`state` dicts (e.g. every training clip)."""
+        acc = cls(bins)
+        for s in states:
+            if s["bins"] != bins:
+                raise ValueError(f"calibration sums have {s['bins']} bins, expected {bins}; re-run the teacher stage")
+            acc.err_sum += np.asarray(s["err_sum"])
+            acc.count += np.asarray(s["count"])
+            acc._moments += np.asarray(s["moments"])
+        return acc
+
     def correlation(self) -> float | None:
         n, su, se, suu, see, sue = self._moments
         if n < 2:

@@ -9,20 +9,27 @@ API facts this adapter relies on: ``UniDepthV2.from_pretrained(dir)``; ``model.r
 (0–9) set explicitly; ``model.infer(rgb, camera)`` with rgb uint8 (3, H, W) and a
 ``unidepth.utils.camera.Pinhole(K=...)`` camera — one frame at a time (a batch with a camera
 fails), with a CLONE of K (UniDepth edits it in place); outputs ``depth`` (B, 1, H, W) z-depth in
-metres, ``confidence`` (B, 1, H, W) which is an UNCERTAINTY (higher = less certain; converted to
-c(x) only in :mod:`refiner.teachers.confidence`), and ``intrinsics`` (B, 3, 3), its own K.
+metres, ``confidence`` (B, 1, H, W) which is an UNCERTAINTY (exp of a predicted absolute error in
+metres; higher = less certain; converted to c(x) only in :mod:`refiner.teachers.confidence`), and
+``intrinsics`` (B, 3, 3), the model's OWN predicted K even when a camera is passed.
+
+So a :class:`~refiner.teachers.base.TeacherFrame` holds ``K_prompt`` (the K we passed: the camera
+the depth was computed with) and ``K_predicted`` (``out["intrinsics"]``, kept for diagnostics).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from refiner.config import TeacherParams
 from refiner.teachers.base import TeacherFrame
+
+if TYPE_CHECKING:
+    from refiner.config import TeacherParams
 
 INSTALL_HINT = (
     "install UniDepth from a checkout of its repository (git clone the UniDepth repository, then "
@@ -53,6 +60,7 @@ class UniDepthTeacher:
 
     @torch.no_grad()
     def predict(self, t: int, rgb: np.ndarray, K: np.ndarray, gt: np.ndarray | None = None) -> TeacherFrame:
+        """Frame ``t`` through UniDepthV2 with the camera prompt K (a clone: UniDepth edits K in place)."""
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(self.device)  # (3, H, W) uint8
         K_prompt = torch.as_tensor(np.asarray(K), dtype=torch.float32)
         camera = self._camera.Pinhole(K=K_prompt.clone().float()[None].to(self.device))  # UniDepth edits K in place
@@ -63,6 +71,6 @@ class UniDepthTeacher:
         return TeacherFrame(
             depth=np.where(valid, depth, 0.0).astype(np.float32),
             uncertainty=np.where(valid & np.isfinite(uncertainty), uncertainty, 0.0).astype(np.float32),
-            K_used=out["intrinsics"][0].float().cpu().numpy().astype(np.float64),
             K_prompt=K_prompt.numpy().astype(np.float64),
+            K_predicted=out["intrinsics"][0].float().cpu().numpy().astype(np.float64),
         )

@@ -1,0 +1,95 @@
+"""Read access to one clip: its decoded store (RGB, K, GT) and teacher store (depth, uncertainty ranks).
+
+Confidence c(x) is not stored: it is the teacher's per-image uncertainty rank mapped through the
+calibration fitted on the train split (``data/manifest/calibration.json``), by
+:func:`refiner.teachers.confidence.rank_to_confidence`, so a test clip's input never depends on its own GT.
+Every read of depth or confidence is checked for NaN/inf and fails naming the store, array and frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refiner.masks import still_static_mask
+from refiner.store import check_finite, open_group
+from refiner.teachers.confidence import rank_to_confidence
+
+Window = tuple[slice, ...]  # (frames, rows, cols)
+
+
+class Clip:
+    """One clip's stores, opened read-only; every getter takes a window (t, y, x slices) and returns NumPy."""
+
+    def __init__(
+        self, decoded: str | Path, teacher: str | Path, calibration: dict | None, guidance: str | Path | None = None
+    ) -> None:
+        self.decoded_path, self.teacher_path = str(decoded), str(teacher)
+        self.dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
+        self.tea = open_group(teacher, ("depth", "uncertainty", "rank", "low_mapping"), "teacher store")
+        self.guide = open_group(guidance, ("G",), "guidance store") if guidance is not None else None
+        self.calibration = calibration
+        self.frames, self.height, self.width = self.dec["rgb"].shape[:3]
+        if self.tea["depth"].shape != (self.frames, self.height, self.width):
+            raise ValueError(
+                f"{teacher}: shape {self.tea['depth'].shape} does not match {decoded} "
+                f"({self.frames}, {self.height}, {self.width}); re-run the teacher stage"
+            )
+        self.factor = int(self.tea["low_mapping"][0])
+        self.has_gt = "depth_gt" in self.dec
+        self.has_poses = "poses" in self.dec
+        self.static_frames = min(int(self.dec.attrs.get("static_frames", 0)), self.frames)
+        self.fps = int(self.dec.attrs.get("fps", 24))
+
+    def _checked(self, group, store: str, name: str, win: Window) -> np.ndarray:
+        values = np.asarray(group[name][win], dtype=np.float32)
+        t = win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
+        check_finite(values, f"{store}/{name} frames {t.start}..{t.stop}")
+        return values
+
+    def teacher_depth(self, win: Window) -> np.ndarray:
+        return self._checked(self.tea, self.teacher_path, "depth", win)
+
+    def confidence(self, win: Window) -> np.ndarray:
+        """c(x) in [0, 1]; 0 where the teacher depth is invalid."""
+        rank = self._checked(self.tea, self.teacher_path, "rank", win)
+        return rank_to_confidence(rank, self.teacher_depth(win) > 0, self.calibration)
+
+    def edges(self, win: Window) -> np.ndarray | None:
+        """The guidance stage's G_t in [0, 1] (colour or depth edge), None without a guidance store."""
+        return None if self.guide is None else self._checked(self.guide, "guidance store", "G", win)
+
+    def rgb(self, win: Window) -> np.ndarray:
+        """uint8 (..., 3)."""
+        return np.asarray(self.dec["rgb"][win])
+
+    def gt(self, win: Window) -> np.ndarray:
+        return self._checked(self.dec, self.decoded_path, "depth_gt", win)
+
+    def moving(self, win: Window) -> np.ndarray | None:
+        return np.asarray(self.dec["moving_mask"][win]) > 0 if "moving_mask" in self.dec else None
+
+    def K(self, frames: slice = slice(None)) -> np.ndarray:
+        return np.asarray(self.dec["K"][frames], dtype=np.float64)
+
+    def still_static(self) -> tuple[torch.Tensor, int]:
+        """(H, W) static pixels of the still-camera segment (:func:`refiner.masks.still_static_mask`; valid GT
+        throughout where the clip has GT) and the segment's length (0 when it has none)."""
+        n = self.static_frames if self.static_frames >= 2 else 0
+        if not n:
+            return torch.zeros(self.height, self.width, dtype=torch.bool), 0
+        win = full(slice(0, n))
+        moving = self.moving(win)
+        valid = self.gt(win) > 0 if self.has_gt else np.ones((n, self.height, self.width), bool)
+        rgb = torch.from_numpy(self.rgb(win))
+        return still_static_mask(rgb, None if moving is None else torch.from_numpy(moving), torch.from_numpy(valid)), n
+
+    def poses(self) -> np.ndarray | None:
+        return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None
+
+
+def full(t: slice | int) -> Window:
+    """The whole frame(s) ``t``."""
+    return (t, slice(None), slice(None))

@@ -1,0 +1,102 @@
+"""Pretrained refiner weights, produced by one reproducible command from a larger synthetic corpus.
+
+    python -m refiner.pretrain --clips 16 --steps 1500 --out models/pretrained
+
+builds ``--clips`` training scenes and one validation scene (names ``pre_000``…, seeds from ``--seed``;
+none shares a name or a seed with the default corpus, so the default test clips are never seen), with the
+model, loss, window and teacher settings of ``params.yaml``, trains ``--steps`` steps and writes
+``refiner.safetensors`` and ``provenance.json`` (command, params, seeds, val figures) to ``--out``. The
+default pipeline fine-tunes from them (``train.init``). The temporary corpus lives in ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+from refiner.choices import CAMERA_PATHS
+from refiner.config import load_params
+from refiner.guidance import write_guidance
+from refiner.ingest import ingest_video
+from refiner.manifest import clip_entry, fit_calibration, write_manifest
+from refiner.store import write_json
+from refiner.synth import render_clip, write_clip
+from refiner.teachers.cache import write_teacher_store
+from refiner.train import train
+
+
+def build_clip(work: Path, name: str, seed: int, camera_path: str, params) -> dict:
+    """Render, decode, run the teacher and the guidance maps for one synthetic clip; its manifest entry."""
+    d, s = work / name, params.corpus.synthetic
+    clip = render_clip(
+        s.frames,
+        s.height,
+        s.width,
+        s.fov_deg,
+        s.baseline_m,
+        s.static_frames,
+        seed,
+        camera_path=camera_path,
+        object_speed=s.object_speed,
+    )
+    write_clip(clip, d / "synth", fps=s.fps, crf=s.crf, baseline_m=s.baseline_m)
+    ingest_video(
+        d / "synth/clip.mp4",
+        d / "synth/camera.json",
+        d / "decoded.zarr",
+        params.decode.size,
+        gt=d / "synth/gt.zarr",
+        progress=False,
+    )
+    write_teacher_store(d / "decoded.zarr", d / "teacher.zarr", params.teacher, name, progress=False)
+    write_guidance(d / "decoded.zarr", d / "teacher.zarr", d / "guidance.zarr", progress=False)
+    return clip_entry(name, str(d / "decoded.zarr"), str(d / "teacher.zarr"), str(d / "guidance.zarr"))
+
+
+def pretrain(clips: int, steps: int, seed: int, out: Path, work: Path) -> dict:
+    params = load_params()
+    seeds = [seed + i for i in range(clips + 1)]
+    used = {c.seed for c in params.corpus.clips.values() if c.kind == "synthetic"}
+    if used & set(seeds):
+        raise ValueError(
+            f"--seed {seed}: seeds {sorted(used & set(seeds))} are used by the default corpus; pick another"
+        )
+    entries = [
+        build_clip(work / "clips", f"pre_{i:03d}", s, CAMERA_PATHS[i % len(CAMERA_PATHS)], params)
+        for i, s in enumerate(seeds)
+    ]
+    splits = {"train": entries[:-1], "val": entries[-1:], "test": []}
+    write_manifest(work / "manifest", splits, fit_calibration(splits["train"], params.teacher.calibration_bins))
+    run = params.merged({"train": {"steps": steps, "init": None}})
+    metrics = train(run, work / "manifest", out / "refiner.safetensors", work / "state", work / "reports")
+    digest = hashlib.sha256((out / "refiner.safetensors").read_bytes()).hexdigest()
+    provenance = {
+        "command": " ".join(["python -m refiner.pretrain", *sys.argv[1:]]),
+        "seeds": seeds,
+        "clip_names": [e["name"] for e in entries],
+        "params": run.model_dump(mode="json"),
+        "val_metrics": metrics,
+        "sha256": digest,
+    }
+    write_json(out / "provenance.json", provenance)
+    return provenance
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", type=int, default=16, help="training scenes (one more is rendered for validation)")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=1000, help="first scene seed (must not collide with the corpus)")
+    ap.add_argument("--out", type=Path, default=Path("models/pretrained"))
+    ap.add_argument("--work", type=Path, default=Path(".cache/pretrain"))
+    a = ap.parse_args(argv)
+    shutil.rmtree(a.work, ignore_errors=True)
+    p = pretrain(a.clips, a.steps, a.seed, a.out, a.work)
+    print(f"wrote {a.out}/refiner.safetensors (best step {p['val_metrics'].get('best_step')})")
+
+
+if __name__ == "__main__":
+    main()

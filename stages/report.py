@@ -1,0 +1,26 @@
+"""Stage report: the test split's aggregate (mean over test clips per method, ratios, per-clip table)."""
+
+import sys
+
+from refiner.errors import run_stage
+from refiner.manifest import load_split
+from refiner.reports import aggregate, write_aggregate
+from refiner.store import read_json
+
+
+def main() -> None:
+    manifest, clip_reports, out = sys.argv[1:4]
+    names = [c["name"] for c in load_split(manifest, "test")]
+    per_clip = {n: read_json(f"{clip_reports}/{n}/metrics.json", "clip metrics (evaluate stage)") for n in names}
+    stereo = {n: read_json(f"{clip_reports}/{n}/stereo/metrics.json", "stereo metrics (stereo stage)") for n in names}
+    agg = aggregate(per_clip)
+    write_aggregate(out, agg, stereo)
+    r = agg["ratios"]
+    print(
+        f"test split ({len(names)} clips): refiner/teacher flicker {r['refiner_vs_teacher'].get('flicker_std_rel')}, "
+        f"refiner/bilateral flicker {r['refiner_vs_bilateral'].get('flicker_std_rel')}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
