@@ -155,6 +155,11 @@ def _timed_pair(fa: Callable[[], object], fb: Callable[[], object], repeat: int)
     return ta, tb
 
 
+def _load() -> float:
+    """The 1-minute load average (NaN where the OS has none): a busy machine makes every figure noisier."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def _peak_rss_mb() -> float:
     """This process's peak resident set (MiB): VmHWM on Linux (it starts afresh at exec, whereas ru_maxrss
     keeps the high-water mark of the parent that forked it), else ru_maxrss."""
@@ -195,6 +200,7 @@ def bench_scan(tmp: Path) -> dict:
         "fps_scan_baseline": frames / t_base,
         "fps_scan_fast": frames / t_fast,
         "max_abs_diff": err,
+        "loadavg_1min": _load(),  # other processes on the cores slow the fast scan's many short parallel ops most
         # peak resident-set growth over one window, in a fresh process with the inputs already made: torch's
         # CPU allocations are plain malloc/mmap, which the RSS high-water mark sees and tracemalloc does not
         "peak_rss_mb_baseline": _scan_peak_mb("baseline"),
@@ -272,7 +278,7 @@ def bench_refiner(tmp: Path) -> dict:
         return out
 
     forward()
-    t_base, t_model = _timed_pair(_with_baseline_mamba(forward), forward, 3)
+    t_base, t_model = _timed_pair(_with_baseline_mamba(forward), forward, 5)
     arr = depth[0, :, 0].cpu().numpy()
     t_ema = _timed(lambda: ema(arr, 0.3), 3)
     result = {
@@ -283,10 +289,11 @@ def bench_refiner(tmp: Path) -> dict:
         "speedup_vs_baseline_mamba": t_base / t_model,
         "fps_ema": n / t_ema,
         "ratio": t_ema / t_model,
+        "loadavg_1min": _load(),
     }
     if getattr(model.p, "carry_state", False):  # streaming: from the previous window's state, handing on its own
         carried = forward(state_index=n // 2 - 1).state
-        result["fps_refiner_carried_state"] = n / _timed(lambda: forward(state=carried, state_index=n // 2 - 1), 3)
+        result["fps_refiner_carried_state"] = n / _timed(lambda: forward(state=carried, state_index=n // 2 - 1), 5)
     return result
 
 
@@ -371,7 +378,7 @@ def bench_breakdown(tmp: Path) -> dict:
             results[f"{height}x{width}_error"] = f"{type(e).__name__} at {where.filename}:{where.lineno}: {e}"
             continue
         results.update({f"{height}x{width}_{k}": v for k, v in parts.items()})
-    return results
+    return {**results, "loadavg_1min": _load()}
 
 
 def bench_infer(tmp: Path) -> dict:

@@ -3,12 +3,20 @@
 Conventions: OpenCV camera axes (x right, y down, z forward); pixel (u, v) has its
 centre at integer coordinates; depth is z-depth in metres; poses are camera-to-world
 4x4 matrices. Every image transform has a matching intrinsics transform so that a
-3D point projects to the same content after resize/pad/crop.
+3D point projects to the same content after resize/pad/crop, and back
+(:func:`source_intrinsics`, :func:`depth_to_source`).
+
+The canonical grid (:func:`canonical_map`) keeps the aspect ratio by default: the short side becomes S and
+the long side is RESIZED (not padded) to the multiple of ``multiple`` (the low-res factor) nearest to its
+aspect-correct length, so no content is cropped and no pixel is padding; x and y may then scale by slightly
+different factors (at most ``multiple / 2`` pixels over the long side), which the intrinsics follow exactly.
+``crop=True`` gives the old S x S centre crop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +25,10 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class CanonicalMap:
-    """Maps source pixels to the canonical S x S grid: u' = scale_x * (u + 0.5) - 0.5 + offset_x.
+    """Maps source pixels to the canonical ``height`` x ``width`` grid: u' = scale_x * (u + 0.5) - 0.5 + offset_x.
 
-    ``offset`` is negative where the resized image is cropped and positive where it is padded.
+    ``offset`` is negative where the resized image is cropped and positive where it is padded; ``size`` is the
+    short side S the map was made for.
     """
 
     src_height: int
@@ -29,6 +38,8 @@ class CanonicalMap:
     scaled_width: int
     offset_x: int
     offset_y: int
+    height: int
+    width: int
 
     @property
     def scale_x(self) -> float:
@@ -51,18 +62,49 @@ class CanonicalMap:
             "scaled_width": self.scaled_width,
             "offset_x": self.offset_x,
             "offset_y": self.offset_y,
+            "height": self.height,
+            "width": self.width,
             "scale_x": self.scale_x,
             "scale_y": self.scale_y,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CanonicalMap:
+        """Back from :meth:`to_dict` (the ``canonical_map`` attribute of a clip store); stores written before
+        non-square grids lack height/width and were ``size`` x ``size``."""
+        keys = ("src_height", "src_width", "size", "scaled_height", "scaled_width", "offset_x", "offset_y")
+        values = {k: int(d[k]) for k in keys}
+        return cls(**values, height=int(d.get("height", d["size"])), width=int(d.get("width", d["size"])))
 
-def canonical_map(height: int, width: int, size: int) -> CanonicalMap:
-    """Short side -> ``size``, then centre crop/pad the long side to ``size``."""
-    if height <= 0 or width <= 0 or size <= 0:
-        raise ValueError(f"canonical_map needs positive sizes, got height={height}, width={width}, size={size}")
-    s = size / min(height, width)
-    sh, sw = max(1, round(height * s)), max(1, round(width * s))
-    return CanonicalMap(height, width, size, sh, sw, (size - sw) // 2, (size - sh) // 2)
+
+def identity_map(height: int, width: int) -> CanonicalMap:
+    """The map of a store whose frames are their own source (no resize, no offset)."""
+    return CanonicalMap(height, width, min(height, width), height, width, 0, 0, height, width)
+
+
+def _long_side(long: int, short: int, size: int, multiple: int) -> int:
+    """The aspect-correct length of the long side at short side ``size``, rounded to the nearest ``multiple``."""
+    return max(multiple, round(long * size / short / multiple) * multiple)
+
+
+def canonical_map(height: int, width: int, size: int, multiple: int = 1, crop: bool = False) -> CanonicalMap:
+    """Short side -> ``size``; the long side -> its aspect-correct length rounded to a multiple of ``multiple``
+    (no crop, no padding), or with ``crop`` centre-cropped/padded to ``size`` (an S x S grid)."""
+    if height <= 0 or width <= 0 or size <= 0 or multiple <= 0:
+        raise ValueError(
+            f"canonical_map needs positive sizes, got height={height}, width={width}, size={size}, multiple={multiple}"
+        )
+    if size % multiple:
+        raise ValueError(f"canonical size {size} is not a multiple of {multiple} (the low-res factor)")
+    if crop:
+        s = size / min(height, width)
+        sh, sw = max(1, round(height * s)), max(1, round(width * s))
+        return CanonicalMap(height, width, size, sh, sw, (size - sw) // 2, (size - sh) // 2, size, size)
+    if height <= width:
+        h, w = size, _long_side(width, height, size, multiple)
+    else:
+        h, w = _long_side(height, width, size, multiple), size
+    return CanonicalMap(height, width, size, h, w, 0, 0, h, w)
 
 
 def transform_intrinsics(K: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
@@ -77,19 +119,19 @@ def transform_intrinsics(K: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
 
 
 def _place(scaled: torch.Tensor, m: CanonicalMap, fill: float) -> torch.Tensor:
-    """Crop/pad a (..., scaled_h, scaled_w) tensor onto the (..., S, S) canonical grid."""
-    out = scaled.new_full((*scaled.shape[:-2], m.size, m.size), fill)
+    """Crop/pad a (..., scaled_h, scaled_w) tensor onto the (..., height, width) canonical grid."""
+    out = scaled.new_full((*scaled.shape[:-2], m.height, m.width), fill)
     # destination and source ranges along each axis
     dy0, sy0 = max(m.offset_y, 0), max(-m.offset_y, 0)
     dx0, sx0 = max(m.offset_x, 0), max(-m.offset_x, 0)
-    h = min(m.size - dy0, m.scaled_height - sy0)
-    w = min(m.size - dx0, m.scaled_width - sx0)
+    h = min(m.height - dy0, m.scaled_height - sy0)
+    w = min(m.width - dx0, m.scaled_width - sx0)
     out[..., dy0 : dy0 + h, dx0 : dx0 + w] = scaled[..., sy0 : sy0 + h, sx0 : sx0 + w]
     return out
 
 
 def resize_image(image: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
-    """Colour image(s) (..., C, H, W), any dtype -> canonical (..., C, S, S); antialiased bilinear, pad 0."""
+    """Colour image(s) (..., C, H, W), any dtype -> canonical (..., C, height, width); antialiased bilinear, pad 0."""
     lead = image.shape[:-3]
     x = image.reshape(-1, *image.shape[-3:]).float()
     x = F.interpolate(x, size=(m.scaled_height, m.scaled_width), mode="bilinear", antialias=True, align_corners=False)
@@ -100,7 +142,7 @@ def resize_image(image: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
 
 
 def resize_depth(depth: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
-    """Depth or label map(s) (..., H, W) -> canonical (..., S, S) by nearest sampling.
+    """Depth or label map(s) (..., H, W) -> canonical (..., height, width) by nearest sampling.
 
     Values are copied, never blended, so metric depth is unchanged and edges do not smear.
     Padded pixels are 0 (invalid depth).
@@ -109,7 +151,52 @@ def resize_depth(depth: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
     x = depth.reshape(-1, 1, *depth.shape[-2:]).float()
     x = F.interpolate(x, size=(m.scaled_height, m.scaled_width), mode="nearest-exact")
     x = _place(x, m, 0).to(depth.dtype)
-    return x.reshape(*lead, m.size, m.size)
+    return x.reshape(*lead, m.height, m.width)
+
+
+def source_intrinsics(K: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
+    """Canonical intrinsics (..., 3, 3) -> the source image's: the exact inverse of :func:`transform_intrinsics`."""
+    out = K.clone()
+    out[..., 0, 0] = K[..., 0, 0] / m.scale_x
+    out[..., 0, 1] = K[..., 0, 1] / m.scale_x
+    out[..., 1, 1] = K[..., 1, 1] / m.scale_y
+    out[..., 0, 2] = (K[..., 0, 2] + 0.5 - m.offset_x) / m.scale_x - 0.5
+    out[..., 1, 2] = (K[..., 1, 2] + 0.5 - m.offset_y) / m.scale_y - 0.5
+    return out
+
+
+def _source_axis(n_src: int, scale: float, offset: int, n: int) -> tuple[torch.Tensor, ...]:
+    """Along one axis, for every source pixel: its canonical coordinate's nearest index, the two bilinear
+    neighbours and weight, and whether it falls on the canonical grid (False where it was cropped away)."""
+    c = scale * (torch.arange(n_src, dtype=torch.float64) + 0.5) - 0.5 + offset
+    inside = (c > -0.5) & (c < n - 0.5)
+    nearest = c.round().clamp(0, n - 1).long()
+    lo = c.floor().clamp(0, n - 1)
+    frac = (c - lo).clamp(0, 1)
+    return nearest, lo.long(), (lo.long() + 1).clamp(max=n - 1), frac, inside
+
+
+def depth_to_source(depth: torch.Tensor, m: CanonicalMap, edge_rel: float | None = 0.05) -> torch.Tensor:
+    """Canonical depth (..., height, width) -> source resolution (..., src_height, src_width) through the inverse map.
+
+    Edge-aware: a source pixel takes the bilinear value of its 2x2 canonical neighbours where all four are valid
+    and within ``edge_rel`` of each other (max/min - 1, a flat surface), else its nearest neighbour's value, so
+    metric depth is never blended across a depth edge or with invalid pixels. ``edge_rel=None``: nearest only.
+    Source pixels outside the canonical grid (cropped away) and invalid ones are 0.
+    """
+    ny, y0, y1, fy, in_y = _source_axis(m.src_height, m.scale_y, m.offset_y, m.height)
+    nx, x0, x1, fx, in_x = _source_axis(m.src_width, m.scale_x, m.offset_x, m.width)
+    d = depth.float()
+    out = d.index_select(-2, ny).index_select(-1, nx)  # separable gathers: rows, then columns
+    if edge_rel is not None:
+        rows = [d.index_select(-2, y) for y in (y0, y1)]
+        c00, c01, c10, c11 = (r.index_select(-1, x) for r in rows for x in (x0, x1))
+        lo = torch.minimum(torch.minimum(c00, c01), torch.minimum(c10, c11))
+        hi = torch.maximum(torch.maximum(c00, c01), torch.maximum(c10, c11))
+        wy, wx = fy[:, None].float(), fx[None, :].float()
+        bilinear = (c00 + (c01 - c00) * wx) * (1 - wy) + (c10 + (c11 - c10) * wx) * wy
+        out = torch.where((lo > 0) & (hi <= lo * (1 + edge_rel)), bilinear, out)
+    return torch.where((in_y[:, None] & in_x[None, :]) & (out > 0), out, 0.0).to(depth.dtype)
 
 
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:

@@ -74,6 +74,12 @@ class Clip:
     def K(self, frames: slice = slice(None)) -> np.ndarray:
         return np.asarray(self.dec["K"][frames], dtype=np.float64)
 
+    def display_fx(self) -> np.ndarray:
+        """(T,) the SOURCE camera's fx (the canonical fx over the map's scale_x): fx·b/z with it is a disparity
+        in display pixels of the source video."""
+        scale_x = float(self.dec["mapping"][0]) if "mapping" in self.dec else 1.0
+        return self.K()[:, 0, 0] / scale_x
+
     def still_static(self) -> tuple[torch.Tensor, int]:
         """(H, W) static pixels of the still-camera segment (:func:`refiner.masks.still_static_mask`; valid GT
         throughout where the clip has GT) and the segment's length (0 when it has none)."""

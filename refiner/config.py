@@ -275,9 +275,11 @@ def _check_member(key: str, name: str, clips: dict[str, ClipSpec], seen: dict[st
 
 
 class DecodeParams(_Model):
-    """The canonical resize/pad applied to every clip."""
+    """The canonical grid of every clip: short side ``size``; the whole frame with its aspect ratio (the long
+    side a multiple of teacher.low_res_factor) or, with ``crop``, the size x size centre crop."""
 
     size: Size
+    crop: bool
 
 
 class WindowParams(_Model):

@@ -44,6 +44,7 @@ class Scene:
 
     rgb: torch.Tensor  # (T, 3, H, W) in [0, 1]
     K: torch.Tensor  # (T, 3, 3)
+    display_fx: torch.Tensor  # (T,) the source camera's fx: disparities in display (source video) pixels
     gt: torch.Tensor | None  # (T, H, W)
     poses: torch.Tensor | None  # (T, 4, 4) camera-to-world
     moving: torch.Tensor | None  # (T, H, W) bool
@@ -61,6 +62,7 @@ def load_scene(clip: Clip, p: EvaluateParams) -> Scene:
     return Scene(
         rgb=torch.from_numpy(clip.rgb(win)).permute(0, 3, 1, 2).float() / 255,
         K=torch.from_numpy(clip.K()),
+        display_fx=torch.from_numpy(clip.display_fx()),
         gt=torch.from_numpy(clip.gt(win)) if clip.has_gt else None,
         poses=None if poses is None else torch.from_numpy(poses),
         moving=None if moving is None else torch.from_numpy(moving),
@@ -93,7 +95,7 @@ def score(d: torch.Tensor, s: Scene, p: EvaluateParams, lpips_model) -> dict[str
         f = flicker(d[: s.n_static], s.static)
         m["flicker_std_rel"], m["flicker_mad_rel"] = f["std_rel"], f["mad_rel"]
         m["disparity_jitter_px"] = float(
-            disparity_jitter(d[: s.n_static], s.K[: s.n_static, 0, 0], s.baseline, s.static).mean()
+            disparity_jitter(d[: s.n_static], s.display_fx[: s.n_static], s.baseline, s.static).mean()
         )
     if s.poses is not None and s.gt is not None:
         m["tae"] = tae(d, s.K, s.poses, s.gt, s.moving)

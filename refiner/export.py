@@ -1,8 +1,15 @@
 """Exports of refined depth: per-frame .npy, 16-bit PNG and a side-by-side colour video.
 
-16-bit PNG scale: pixel value = round(depth_m · 1000), i.e. millimetres, so the range is 0–65.535 m
-with 1 mm steps; 0 means invalid (no depth) and deeper pixels saturate at 65535. Read back with
-``depth_m = png.astype(float32) / 1000``.
+16-bit PNG (:func:`depth_to_png16`): a LOG encoding over [min_m, max_m] (default 0.05–100 m, the refiner's
+``infer.min_depth_m``/``max_depth_m``), stored in the PNG's text chunks ``depth_encoding``, ``depth_min_m`` and
+``depth_max_m`` so a file decodes on its own:
+
+    value 0 = invalid (no depth); value v in 1..65535: depth_m = min_m · (max_m / min_m) ** ((v − 1) / 65534)
+
+Every step is the same relative size, ln(max_m / min_m) / 65534 (1.16e-4 for 0.05–100 m), so the rounding error
+is at most half a step: |Δd| / d ≤ 5.8e-5 (0.006 %: 6 µm at 0.1 m, 0.6 mm at 10 m, 5.8 mm at 100 m). Depth outside
+[min_m, max_m] is clipped to it with a warning, never silently. :func:`read_png16` decodes it back to metres
+(and reads the older uint16 millimetre PNGs, which have no ``depth_encoding`` chunk).
 
 The video colours log depth with one colour range shared by all panels and all frames (chosen from
 the first frame of the first panel), so flicker shows as colour changes and panels compare directly.
@@ -10,38 +17,85 @@ the first frame of the first panel), so flicker shows as colour changes and pane
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from refiner.store import atomic_path
 from refiner.video import encode_mp4
 
-PNG_DEPTH_SCALE = 1000.0  # PNG value per metre (millimetres)
+PNG_MIN_M, PNG_MAX_M = 0.05, 100.0  # default range of the 16-bit PNG's log encoding, metres
+PNG_STEPS = 65534  # values 1..65535 cover [min_m, max_m]; 0 = invalid
+PNG_ENCODING = "log-uint16: depth_m = min_m * (max_m / min_m) ** ((v - 1) / 65534), v = 0 invalid"
+LEGACY_PNG_SCALE = 1000.0  # PNGs without a depth_encoding chunk: uint16 millimetres
 
 
-def depth_to_png16(depth: np.ndarray) -> np.ndarray:
-    """Metric depth (H, W) → uint16 millimetres; invalid (≤ 0 or non-finite) → 0, beyond 65.535 m saturates."""
-    d = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
-    return np.clip(np.round(d * PNG_DEPTH_SCALE), 0, 65535).astype(np.uint16)
+def png16_precision(min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M) -> float:
+    """Largest relative rounding error |Δd| / d of the PNG encoding over [min_m, max_m] (half a step)."""
+    return float(np.expm1(0.5 * np.log(max_m / min_m) / PNG_STEPS))
+
+
+def depth_to_png16(depth: np.ndarray, min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M) -> np.ndarray:
+    """Metric depth (H, W) → uint16 by the log encoding (module docstring); invalid (≤ 0, non-finite) → 0.
+
+    Valid depth outside [min_m, max_m] is clipped to it and a warning says how many pixels were."""
+    if not 0 < min_m < max_m:
+        raise ValueError(f"PNG depth range [{min_m}, {max_m}] m is invalid; need 0 < min_m < max_m")
+    valid = np.isfinite(depth) & (depth > 0)
+    d = np.where(valid, depth, min_m).astype(np.float64)
+    outside = int((valid & ((d < min_m) | (d > max_m))).sum())
+    if outside:
+        warnings.warn(f"{outside} pixel(s) outside the PNG depth range [{min_m}, {max_m}] m were clipped", stacklevel=2)
+    x = np.log(np.clip(d, min_m, max_m) / min_m) / np.log(max_m / min_m)
+    return np.where(valid, 1 + np.round(x * PNG_STEPS), 0).astype(np.uint16)
+
+
+def png16_to_depth(value: np.ndarray, min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M) -> np.ndarray:
+    """The inverse of :func:`depth_to_png16`: uint16 → float32 metres, 0 stays 0."""
+    v = value.astype(np.float64)
+    return np.where(v > 0, min_m * (max_m / min_m) ** ((v - 1) / PNG_STEPS), 0.0).astype(np.float32)
+
+
+def write_png16(path: str | Path, depth: np.ndarray, min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M) -> None:
+    """One depth frame as a 16-bit PNG carrying its encoding in text chunks."""
+    info = PngInfo()
+    info.add_text("depth_encoding", PNG_ENCODING)
+    info.add_text("depth_min_m", repr(float(min_m)))
+    info.add_text("depth_max_m", repr(float(max_m)))
+    Image.fromarray(depth_to_png16(depth, min_m, max_m)).save(path, format="PNG", pnginfo=info)
 
 
 def read_png16(path: str | Path) -> np.ndarray:
-    """Read a depth PNG written by :func:`write_png16` back to metres (float32)."""
-    return np.asarray(Image.open(path), dtype=np.float32) / PNG_DEPTH_SCALE
+    """A depth PNG written by :func:`write_png16` (or an old millimetre PNG) back to metres (float32)."""
+    with Image.open(path) as im:
+        text, value = dict(getattr(im, "text", {})), np.asarray(im)
+    if "depth_encoding" not in text:
+        return value.astype(np.float32) / LEGACY_PNG_SCALE
+    return png16_to_depth(value, float(text["depth_min_m"]), float(text["depth_max_m"]))
 
 
-def export_frames(depth: Sequence[np.ndarray], out_dir: str | Path, npy: bool, png: bool) -> int:
+def export_frames(
+    depth: Sequence[np.ndarray],
+    out_dir: str | Path,
+    npy: bool,
+    png: bool,
+    png_range: tuple[float, float] = (PNG_MIN_M, PNG_MAX_M),
+) -> int:
     """Write ``depth_00000.npy`` / ``depth_00000.png`` per frame into ``out_dir`` (replaced atomically, with a
-    README.txt stating units and scale); returns the number of frames written."""
+    README.txt stating units and encoding); returns the number of frames written."""
+    lo, hi = png_range
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "README.txt").write_text(
-            "Refined z-depth per frame. depth_*.npy: float32 metres, 0 = invalid. "
-            f"depth_*.png: uint16, metres = value / {PNG_DEPTH_SCALE:g} (millimetres), 0 = invalid.\n"
+            "Refined z-depth per frame at the source video's resolution. depth_*.npy: float32 metres, 0 = invalid.\n"
+            f"depth_*.png: uint16, log encoding over [{lo:g}, {hi:g}] m (also in each PNG's text chunks): "
+            f"0 = invalid, else depth_m = {lo:g} * ({hi:g} / {lo:g}) ** ((v - 1) / 65534); relative precision "
+            f"{png16_precision(lo, hi):.1e}. Read with refiner.export.read_png16.\n"
             f"Written here: npy={npy}, png={png} (params.yaml infer.export_npy / infer.export_png16).\n"
         )
         for t in range(_length(depth)):
@@ -49,7 +103,7 @@ def export_frames(depth: Sequence[np.ndarray], out_dir: str | Path, npy: bool, p
             if npy:
                 np.save(tmp / f"depth_{t:05d}.npy", frame)
             if png:
-                Image.fromarray(depth_to_png16(frame)).save(tmp / f"depth_{t:05d}.png", format="PNG")
+                write_png16(tmp / f"depth_{t:05d}.png", frame, lo, hi)
     return _length(depth) if npy or png else 0
 
 

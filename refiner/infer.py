@@ -26,6 +26,7 @@ from refiner.config import InferParams, WindowParams
 from refiner.dataset import ClipWindows
 from refiner.export import export_frames, side_by_side_video
 from refiner.masks import static_gate
+from refiner.source_res import SourceFrames, store_map
 from refiner.store import atomic_path, create_group, frames_array, open_group, write_csv, write_json
 from refiner.windows import WindowBlender
 
@@ -183,8 +184,9 @@ def _stats(monitor: _Monitor, total: int, windows: int, p: InferParams) -> dict:
 def run_infer(
     model, clip: Clip, params, out: str | Path, frames_dir: str | Path, reports_dir: str | Path, progress: bool = True
 ) -> dict:
-    """Refine the clip into ``out``, export frames (``frames_dir``), the teacher | refined (| GT) video, the
-    metrics and drift plot data (``reports_dir``). Shared by the infer stage and the one-command tool."""
+    """Refine the clip into ``out`` (canonical grid), export frames (``frames_dir``) and the teacher | refined (| GT)
+    video at the source resolution, the metrics and drift plot data (``reports_dir``). Shared by the infer stage
+    and the one-command tool (:mod:`refiner.cli`)."""
     device = next(model.parameters()).device
     if model.factor != clip.factor:
         raise ValueError(
@@ -193,10 +195,11 @@ def run_infer(
         )
     stats = refine_clip(model, clip, out, params.windows, params.infer, device, progress)
     p, reports_dir = params.infer, Path(reports_dir)
-    refined = open_group(out)["depth"]
-    export_frames(refined, frames_dir, npy=p.export_npy, png=p.export_png16)
+    refined, m = open_group(out)["depth"], store_map(clip.dec)  # exports at the source video's resolution
+    png_range = (p.min_depth_m, p.max_depth_m)
+    export_frames(SourceFrames(refined, m), frames_dir, npy=p.export_npy, png=p.export_png16, png_range=png_range)
     panels = [clip.tea["depth"], refined] + ([clip.dec["depth_gt"]] if clip.has_gt else [])
-    side_by_side_video(panels, reports_dir / "side_by_side.mp4", fps=clip.fps)
+    side_by_side_video([SourceFrames(x, m) for x in panels], reports_dir / "side_by_side.mp4", fps=clip.fps)
     medians, teacher_medians = stats.pop("patch_median_depth"), stats.pop("teacher_patch_median_depth")
     write_json(reports_dir / "metrics.json", stats)
     write_csv(

@@ -1,7 +1,9 @@
 """Bring frames (a video, or a data set through refiner.adapters) into a canonical clip store.
 
-The clip store is a Zarr v3 group holding ``rgb`` (T, S, S, 3) uint8 chunked per frame,
-``K`` (T, 3, 3) canonical intrinsics, ``mapping`` [scale_x, scale_y, offset_x, offset_y]
+The clip store is a Zarr v3 group holding ``rgb`` (T, H, W, 3) uint8 chunked per frame on the canonical grid
+(:func:`refiner.camera.canonical_map`: short side S, aspect ratio kept, or S x S with ``crop``),
+``K`` (T, 3, 3) canonical intrinsics, ``mapping`` [scale_x, scale_y, offset_x, offset_y] (with the attribute
+``canonical_map`` it inverts: :meth:`refiner.camera.CanonicalMap.from_dict`)
 and, when ground truth is given, ``depth_gt``, ``depth_gt_right``, ``rgb_right``,
 ``moving_mask``, ``poses`` and ``poses_right`` transformed the same way. :func:`write_clip_store`
 is the one writer: it takes an iterator of :class:`Frame` and is shared by every adapter.
@@ -229,9 +231,12 @@ def write_clip_store(
     progress: bool = True,
     desc: str = "ingest",
     extra: Callable[[zarr.Group, CanonicalMap, int], None] | None = None,
+    multiple: int = 1,
+    crop: bool = False,
 ) -> int:
     """Write frames (all the same size) into the canonical clip store ``out`` atomically; returns the count.
 
+    The grid is ``canonical_map(h, w, size, multiple, crop)``: pass the low-res factor as ``multiple``.
     ``attrs`` must hold fps, dataset_name and scene_id; has_gt, canonical_map, static_frames (0 = unknown)
     and baseline_m (None = unknown) are filled in. ``extra(group, map, n)`` may add arrays before the rename.
     """
@@ -241,7 +246,7 @@ def write_clip_store(
     if first is None:
         raise ValueError(f"{attrs.get('scene_id', out)}: the source has no frames; nothing to write to {out}")
     h, w = first.rgb.shape[:2]
-    m = canonical_map(h, w, size)
+    m = canonical_map(h, w, size, multiple, crop)
     with atomic_path(out) as tmp:
         group = create_group(tmp, {"static_frames": 0, "baseline_m": None, **attrs, "canonical_map": m.to_dict()})
         writer = ClipWriter(group, m, where=str(attrs.get("scene_id", out)))
@@ -257,7 +262,7 @@ def write_clip_store(
 
 def ingest_video(
     video: str | Path,
-    intrinsics: str | Path,
+    intrinsics: str | Path | dict,
     out: str | Path,
     size: int,
     stride: int = 1,
@@ -265,11 +270,16 @@ def ingest_video(
     progress: bool = True,
     dataset_name: str = "video",
     scene_id: str | None = None,
+    multiple: int = 1,
+    crop: bool = False,
 ) -> int:
-    """Decode ``video`` into the canonical clip store ``out`` (written atomically); returns the frame count."""
+    """Decode ``video`` into the canonical clip store ``out`` (written atomically); returns the frame count.
+
+    ``intrinsics``: a JSON/YAML file or a mapping (fx, fy, cx, cy or hfov_deg); ``multiple``, ``crop``: the grid
+    (:func:`write_clip_store`)."""
     info = video_info(video)
     w, h = int(info["width"]), int(info["height"])
-    K = load_intrinsics(intrinsics, w, h)
+    K = resolve_intrinsics(intrinsics, w, h, str(intrinsics))
     gt_group = open_group(gt, ("depth", "poses"), "ground-truth store") if gt else None
     attrs = {
         "source_video": str(video),
@@ -285,7 +295,7 @@ def ingest_video(
             group.attrs["has_gt"] = True
 
     frames = (Frame(rgb, K) for rgb in decode_frames(video, stride))
-    return write_clip_store(out, frames, size, attrs, progress, f"decode {Path(video).name}", add_gt)
+    return write_clip_store(out, frames, size, attrs, progress, f"decode {Path(video).name}", add_gt, multiple, crop)
 
 
 def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> None:
@@ -308,7 +318,7 @@ def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> No
             continue
         arr = src[name]
         out_name = {"depth": "depth_gt", "depth_right": "depth_gt_right"}.get(name, name)
-        shape = (n, m.size, m.size, *arr.shape[3:])
+        shape = (n, m.height, m.width, *arr.shape[3:])
         out = frames_array(dst, out_name, shape, arr.dtype)
         for j, i in enumerate(idx):
             x = torch.from_numpy(np.asarray(arr[i]))

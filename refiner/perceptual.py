@@ -70,8 +70,8 @@ def load_lpips(weights: str | None = None) -> tuple[torch.nn.Module | None, str]
     path = Path(weights) if weights is not None else default_alexnet_path()
     if not path.is_file():
         return None, (
-            f"LPIPS AlexNet backbone weights not found at {path}; copy torchvision's {ALEXNET_FILE} "
-            f"(https://download.pytorch.org/models/{ALEXNET_FILE}) there or pass its path to load_lpips(weights=...)"
+            f"LPIPS AlexNet backbone weights not found at {path}; copy torchvision's {ALEXNET_FILE} there "
+            f"or set evaluate.lpips_weights to its path"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

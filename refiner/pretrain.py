@@ -27,6 +27,9 @@ from refiner.synth import render_clip, write_clip
 from refiner.teachers.cache import write_teacher_store
 from refiner.train import train
 
+PRETRAIN_SCHEDULE = {"init": None, "lr": 0.001, "warmup_steps": 20, "eval_every": 50}  # from scratch, whatever
+# params.yaml's train: says (the default pipeline fine-tunes with a shorter, gentler schedule)
+
 
 def build_clip(work: Path, name: str, seed: int, camera_path: str, params) -> dict:
     """Render, decode, run the teacher and the guidance maps for one synthetic clip; its manifest entry."""
@@ -50,6 +53,8 @@ def build_clip(work: Path, name: str, seed: int, camera_path: str, params) -> di
         params.decode.size,
         gt=d / "synth/gt.zarr",
         progress=False,
+        multiple=params.teacher.low_res_factor,  # the decode stage's grid
+        crop=params.decode.crop,
     )
     write_teacher_store(d / "decoded.zarr", d / "teacher.zarr", params.teacher, name, progress=False)
     write_guidance(d / "decoded.zarr", d / "teacher.zarr", d / "guidance.zarr", progress=False)
@@ -70,7 +75,7 @@ def pretrain(clips: int, steps: int, seed: int, out: Path, work: Path) -> dict:
     ]
     splits = {"train": entries[:-1], "val": entries[-1:], "test": []}
     write_manifest(work / "manifest", splits, fit_calibration(splits["train"], params.teacher.calibration_bins))
-    run = params.merged({"train": {"steps": steps, "init": None}})
+    run = params.merged({"train": {**PRETRAIN_SCHEDULE, "steps": steps}})
     metrics = train(run, work / "manifest", out / "refiner.safetensors", work / "state", work / "reports")
     digest = hashlib.sha256((out / "refiner.safetensors").read_bytes()).hexdigest()
     provenance = {

@@ -1,6 +1,8 @@
 """The stereo checks of one clip and its side-by-side VR video (the geometry lives in :mod:`refiner.stereo`).
 
-Per depth source (teacher, EMA, bilateral, refiner; GT as the floor), with disparity d = fx·b/z in pixels:
+Per depth source (teacher, EMA, bilateral, refiner; GT as the floor), with disparity d = fx·b/z in DISPLAY pixels
+(fx of the source camera, :meth:`refiner.clip.Clip.display_fx`; the warps run on the canonical grid and their
+pixel errors are scaled to display pixels):
 
 - ``disparity_error_l2r_px``: the left depth's disparity splatted into the right eye (z-buffered) against the
   rendered right eye's GT disparity, on right pixels the left view sees (occlusions excluded);
@@ -22,12 +24,13 @@ import torch
 from refiner.clip import Clip
 from refiner.config import StereoParams
 from refiner.metrics import disparity_jitter
+from refiner.source_res import SourceFrames, source_K, source_rgb, stereo_video, store_map
 from refiner.stereo import (
     disparity_from_depth,
-    fill_holes,
     forward_warp,
     lr_inverse_consistency,
     lr_reprojection_error,
+    sbs_frame,
     temporal_pops,
 )
 from refiner.store import create_group, frames_array, small_array
@@ -46,6 +49,8 @@ def right_eye_store(clip: Clip, out: str | Path) -> bool:
     for src, dst in (("rgb_right", "rgb"), ("depth_gt_right", "depth_gt")):
         frames_array(g, dst, dec[src].shape, dec[src].dtype)[...] = dec[src][...]
     small_array(g, "K", np.asarray(dec["K"][...]))
+    if "mapping" in dec:  # the same canonical map: display pixels and source-resolution outputs match the left eye
+        small_array(g, "mapping", np.asarray(dec["mapping"][...]))
     if "poses_right" in dec:
         small_array(g, "poses", np.asarray(dec["poses_right"][...]))
     return True
@@ -63,19 +68,20 @@ def _pair_metrics(left: torch.Tensor, right: torch.Tensor | None, clip: Clip, fx
     for t in range(left.shape[0]):
         warped, holes = forward_warp(rgb_l[t], disparity_from_depth(left[t], float(fx[t]), b), left[t])
         photo.append(float((warped - rgb_r[t]).abs().mean(0)[~holes].mean()))
-    m = {"disparity_error_l2r_px": float(np.nanmean(l2r.numpy())), "photometric_l2r": float(np.mean(photo))}
+    px = float(clip.display_fx()[0] / fx[0])  # canonical -> display pixels
+    m = {"disparity_error_l2r_px": px * float(np.nanmean(l2r.numpy())), "photometric_l2r": float(np.mean(photo))}
     if right is not None:
         _, r2l = lr_reprojection_error(gt_l, right, fx, b)
         err, valid = lr_inverse_consistency(left, right, fx, b)
-        m["disparity_error_r2l_px"] = float(np.nanmean(r2l.numpy()))
-        m["lr_consistency_px"] = float(err.sum() / valid.sum().clamp_min(1))
+        m["disparity_error_r2l_px"] = px * float(np.nanmean(r2l.numpy()))
+        m["lr_consistency_px"] = px * float(err.sum() / valid.sum().clamp_min(1))
     return m
 
 
 def stereo_metrics(clip: Clip, left: dict[str, np.ndarray], right: dict[str, np.ndarray], p: StereoParams) -> tuple:
     """(metrics per source, per-frame rows of median disparity) for left-eye depths and, where given,
     the same sources' right-eye depths."""
-    fx = torch.from_numpy(clip.K()[:, 0, 0])
+    fx, fx_display = torch.from_numpy(clip.K()[:, 0, 0]), torch.from_numpy(clip.display_fx())
     b = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
     static, n = clip.still_static()
     has_right = clip.has_gt and "depth_gt_right" in clip.dec
@@ -86,9 +92,9 @@ def stereo_metrics(clip: Clip, left: dict[str, np.ndarray], right: dict[str, np.
         r = torch.from_numpy(right[name]) if name in right else None
         m = _pair_metrics(depth, r, clip, fx, b) if has_right else {}
         if n:
-            jit = disparity_jitter(depth[:n], fx[:n], b, static)
+            jit = disparity_jitter(depth[:n], fx_display[:n], b, static)
             m.update(disparity_jitter_px=float(jit.mean()), temporal_pops=temporal_pops(jit, p.pop_threshold_px))
-        med = [float((fx[t] * b / depth[t][depth[t] > 0]).median()) for t in range(clip.frames)]
+        med = [float((fx_display[t] * b / depth[t][depth[t] > 0]).median()) for t in range(clip.frames)]
         if n:
             m["static_median_disparity_range_px"] = float(np.ptp(med[:n]))
         metrics[name] = m
@@ -98,18 +104,19 @@ def stereo_metrics(clip: Clip, left: dict[str, np.ndarray], right: dict[str, np.
 
 
 def sbs_video(clip: Clip, depth: np.ndarray, out: str | Path, p: StereoParams) -> int:
-    """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR."""
+    """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR, at
+    the source video's resolution (d = fx_source·b/z display pixels) when the decoded store names its video, else
+    on the canonical grid."""
     K = clip.K()
     baseline = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
+    rgb = source_rgb(clip.dec)
+    if rgb is not None:
+        src = SourceFrames(depth, store_map(clip.dec))
+        return stereo_video(rgb, src, source_K(clip.dec)[:, 0, 0], baseline, out, clip.fps, p.max_video_frames, False)
     frames = depth.shape[0] if p.max_video_frames is None else min(depth.shape[0], p.max_video_frames)
 
     def gen():
         for t in range(frames):
-            left = torch.from_numpy(clip.rgb((t, slice(None), slice(None)))).permute(2, 0, 1).float()
-            d = torch.from_numpy(depth[t])
-            disp = disparity_from_depth(d, float(K[t, 0, 0]), baseline)
-            right, holes = forward_warp(torch.cat([left, d[None]]), disp, d)  # colour and depth, one splat
-            right = fill_holes(right[:3], holes, right[3])
-            yield torch.cat([left, right], 2).permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+            yield sbs_frame(clip.rgb((t, slice(None), slice(None))), depth[t], float(K[t, 0, 0]), baseline)
 
     return encode_mp4(gen(), out, clip.fps)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -201,14 +202,15 @@ def _init_model(params: Params, factor: int, device: torch.device) -> Refiner:
     return model.train()
 
 
-def _step(net, model, ema, opt, scaler, batch, params: Params, factor: int, step: int, device) -> dict:
+def _step(run: _Run, batch, params: Params, factor: int, step: int, device) -> dict:
     """One optimisation step; returns the log row."""
+    model, ema, opt, scaler = run.model, run.ema, run.opt, run.scaler
     tp = params.train
     for g in opt.param_groups:
         g["lr"] = lr_at(step, tp.steps, tp.warmup_steps, tp.lr)
     with _autocast(device, tp.amp):
         batch, state = carried_window(model, batch, params.windows.length)
-        out = net(batch["depth"], batch["conf"], batch["rgb"], batch["keyframes"], state=state)
+        out = run.net(batch["depth"], batch["conf"], batch["rgb"], batch["keyframes"], state=state)
     losses = compute_losses(out.depth.float(), out.delta_full.float(), batch, params.loss, factor)
     opt.zero_grad(set_to_none=True)
     scaler.scale(losses["total"]).backward()
@@ -224,6 +226,34 @@ def _step(net, model, ema, opt, scaler, batch, params: Params, factor: int, step
     return row
 
 
+@dataclass
+class _Run:
+    """The objects of one training run, and where its resumable state goes."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state_path: Path
+    fingerprint: str
+
+
+def _start(params: Params, factor: int, device, world: int, state_dir, entries) -> tuple[_Run, int, dict | None]:
+    """A new run, or the interrupted one resumed: (run, step, best so far or None)."""
+    tp = params.train
+    model = _init_model(params, factor, device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    net = DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=tp.amp == "fp16")
+    run = _Run(model, ema, net, opt, scaler, Path(state_dir) / "last.pt", run_fingerprint(params, entries))
+    resumed = None
+    if run.state_path.is_file():
+        resumed = load_training_state(run.state_path, run.fingerprint, tp.steps, model, ema, opt, scaler)
+    return (run, *resumed) if resumed is not None else (run, 0, None)
+
+
 def train(
     params: Params,
     manifest: str | Path,
@@ -237,51 +267,47 @@ def train(
     rank, world, device = _setup_distributed()
     torch.manual_seed(tp.seed)
     train_set, loader, val, entries, factor = _data(params, manifest, world, rank)
-    model = _init_model(params, factor, device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    net = DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=tp.amp == "fp16")
-    state_path = Path(state_dir) / "last.pt"
-    fingerprint = run_fingerprint(params, entries)
-    resumed = (
-        load_training_state(state_path, fingerprint, tp.steps, model, ema, opt, scaler)
-        if state_path.is_file()
-        else None
-    )
-    step, best = resumed if resumed is not None else (0, None)
+    run, step, best = _start(params, factor, device, world, state_dir, entries)
+    if best is not None and rank == 0:
+        print(f"resuming from {run.state_path} at step {step}", flush=True)
     if best is None:  # the untrained refiner returns the teacher: the do-no-harm fallback if no step beats it
-        v = validate(ema, val, device)
-        best = {"score": _score(v, tp.guard_absrel), "step": 0, "weights": copy.deepcopy(ema.state_dict()), **v}
-    live = Live(str(reports_dir), resume=resumed is not None, save_dvc_exp=False, dvcyaml=None) if rank == 0 else None
+        v = validate(run.ema, val, device)
+        best = {"score": _score(v, tp.guard_absrel), "step": 0, "weights": copy.deepcopy(run.ema.state_dict()), **v}
+    live = Live(str(reports_dir), resume=step > 0, save_dvc_exp=False, dvcyaml=None) if rank == 0 else None
     bar = tqdm(total=tp.steps, initial=step, desc="train", disable=not progress or rank != 0)
     while step < tp.steps:
         train_set.set_epoch(step // tp.eval_every)
         for batch in loader:
             if step >= tp.steps:
                 break
-            row = _step(net, model, ema, opt, scaler, _to(batch, device), params, factor, step, device)
+            row = _step(run, _to(batch, device), params, factor, step, device)
             step += 1
             bar.update(1)
-            if live is not None:
-                for k, val_ in row.items():
-                    live.log_metric(f"train/{k}", val_)
-            if step % tp.eval_every == 0 or step == tp.steps:
-                best = _checkpoint(ema, val, device, best, step, live, bar, tp.guard_absrel)
-                if rank == 0:
-                    save_training_state(state_path, fingerprint, step, best, model, ema, opt, scaler)
-            if live is not None:
-                live.next_step()
+            best = _log_and_checkpoint(run, row, step, best, val, device, live, bar, tp, rank)
     bar.close()
-    result = {"digest": weights_digest(model), "rank": rank, "world": world}
+    result = {"digest": weights_digest(run.model), "rank": rank, "world": world}
     if rank == 0:
-        ema.load_state_dict(best.pop("weights"))
-        save_refiner(model_out, ema, params.model, factor, {"step": best["step"]})
+        run.ema.load_state_dict(best.pop("weights"))
+        save_refiner(model_out, run.ema, params.model, factor, {"step": best["step"]})
         result.update(_summary(live, best))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def _log_and_checkpoint(run: _Run, row: dict, step: int, best: dict, val, device, live, bar, tp, rank: int) -> dict:
+    """Log the step; every ``eval_every`` steps validate, keep the best and save the resumable state."""
+    if live is not None:
+        for k, value in row.items():
+            live.log_metric(f"train/{k}", value)
+    if step % tp.eval_every == 0 or step == tp.steps:
+        best = _checkpoint(run.ema, val, device, best, step, live, bar, tp.guard_absrel)
+        if rank == 0:
+            save_training_state(run.state_path, run.fingerprint, step, best, run.model, run.ema, run.opt, run.scaler)
+    if live is not None:
+        live.next_step()
+    return best
 
 
 def _checkpoint(ema, val, device, best: dict, step: int, live, bar, guard: float) -> dict:

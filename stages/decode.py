@@ -23,7 +23,8 @@ def main() -> None:
         source, kind, options = spec.source, "video", {"intrinsics": spec.intrinsics, "gt": spec.gt, "scene_id": name}
     else:
         source, kind, options = spec.source, spec.kind, {"intrinsics": spec.camera}
-    n = ingest(kind, source, out, params.decode.size, stride=spec.stride, **options)
+    grid = {"multiple": params.teacher.low_res_factor, "crop": params.decode.crop}
+    n = ingest(kind, source, out, params.decode.size, stride=spec.stride, **grid, **options)
     print(f"{name}: decoded {n} frames of {source} to {out}")
 
 

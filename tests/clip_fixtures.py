@@ -27,13 +27,24 @@ def make_clip(
     seed: int = 0,
     camera_path: str = "dolly",
     factor: int = 4,
+    render: tuple[int, int] | None = None,
 ) -> dict:
-    """One clip's stores under ``root/name`` (simulated teacher drawn for ``name``); returns its manifest entry."""
+    """One clip's stores under ``root/name`` (simulated teacher drawn for ``name``); returns its manifest entry.
+
+    ``render`` = (height, width) renders a non-square source, e.g. (180, 320) for 16:9, which decode maps onto a
+    grid with short side ``size`` and the aspect ratio kept (the long side a multiple of ``factor``)."""
     d = root / name
-    clip = render_clip(frames, size, size, 70.0, 0.063, static_frames, seed, camera_path=camera_path)
+    height, width = render or (size, size)
+    clip = render_clip(frames, height, width, 70.0, 0.063, static_frames, seed, camera_path=camera_path)
     write_clip(clip, d / "synth", fps=10, crf=0, baseline_m=0.063)
     ingest_video(
-        d / "synth/clip.mp4", d / "synth/camera.json", d / "decoded.zarr", size, gt=d / "synth/gt.zarr", progress=False
+        d / "synth/clip.mp4",
+        d / "synth/camera.json",
+        d / "decoded.zarr",
+        size,
+        gt=d / "synth/gt.zarr",
+        progress=False,
+        multiple=factor,
     )
     teacher = tiny_params(teacher={"low_res_factor": factor}).teacher
     write_teacher_store(d / "decoded.zarr", d / "teacher.zarr", teacher, name, progress=False)
@@ -41,17 +52,26 @@ def make_clip(
     return clip_entry(name, str(d / "decoded.zarr"), str(d / "teacher.zarr"), str(d / "guidance.zarr"))
 
 
-def make_corpus(root: Path, frames: int = 10, size: int = 32, static_frames: int = 5, factor: int = 4) -> Path:
-    """A manifest of two train clips, one val and one test clip; returns the manifest folder."""
+def make_corpus(
+    root: Path,
+    frames: int = 10,
+    size: int = 32,
+    static_frames: int = 5,
+    factor: int = 4,
+    render: tuple[int, int] | None = None,
+) -> Path:
+    """A manifest of two train clips, one val and one test clip (``render``: see :func:`make_clip`); returns the
+    manifest folder."""
     plan = {
         "train": [("tr_a", 1, "dolly"), ("tr_b", 2, "pan")],
         "val": [("va", 3, "forward")],
         "test": [("te", 4, "orbit")],
     }
-    splits = {
-        s: [make_clip(root / "clips", n, frames, size, static_frames, seed, path, factor) for n, seed, path in c]
-        for s, c in plan.items()
-    }
+
+    def clips(c: list) -> list[dict]:
+        return [make_clip(root / "clips", n, frames, size, static_frames, seed, p, factor, render) for n, seed, p in c]
+
+    splits = {s: clips(c) for s, c in plan.items()}
     write_manifest(root / "manifest", splits, fit_calibration(splits["train"], 10))
     return root / "manifest"
 

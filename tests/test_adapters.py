@@ -61,7 +61,7 @@ def test_tum_sequence_depth_metric_poses_and_dropped_frames(tmp_path):
     K_can = transform_intrinsics(torch.from_numpy(K), canonical_map(24, 32, 16)).numpy()
     np.testing.assert_allclose(g["K"][...], np.repeat(K_can[None], 5, axis=0))
     np.testing.assert_allclose(g["poses"][...], truth["poses"], atol=1e-6)
-    assert g["rgb"].shape == (5, 16, 16, 3)
+    assert g["rgb"].shape == (5, 16, 21, 3)  # 24x32 -> the whole frame at short side 16
     assert ingest("tum", seq, tmp_path / "s.zarr", 16, stride=2, intrinsics=CAM, progress=False) == 3
 
 

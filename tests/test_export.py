@@ -1,33 +1,42 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from refiner.export import (
-    PNG_DEPTH_SCALE,
+    LEGACY_PNG_SCALE,
     colorize,
     depth_to_png16,
     export_frames,
     log_depth_range,
+    png16_precision,
     read_png16,
     side_by_side_video,
 )
 from refiner.video import decode_frames
 
 
-def test_png16_round_trip_within_half_a_millimetre(tmp_path):
+def test_png16_round_trip_within_its_documented_precision(tmp_path):
     rng = np.random.default_rng(0)
     depth = rng.uniform(0.1, 60.0, (6, 8)).astype(np.float32)
     depth[0, 0] = 0.0  # invalid stays 0
     depth[0, 1] = np.nan
-    depth[0, 2] = 80.0  # beyond 65.535 m saturates
+    depth[0, 2] = 80.0  # beyond the old millimetre range (65.535 m): kept, not saturated
     assert export_frames([depth, depth * 0.5], tmp_path / "f", npy=True, png=True) == 2
     back = read_png16(tmp_path / "f/depth_00000.png")
-    ok = np.isfinite(depth) & (depth > 0) & (depth < 65.5)
-    assert np.abs(back[ok] - depth[ok]).max() <= 0.5 / PNG_DEPTH_SCALE + 1e-6
-    assert back[0, 0] == 0 and back[0, 1] == 0 and back[0, 2] == pytest.approx(65.535)
+    ok = np.isfinite(depth) & (depth > 0)
+    assert np.abs(back[ok] / depth[ok] - 1).max() <= png16_precision() + 1e-6
+    assert back[0, 0] == 0 and back[0, 1] == 0 and back[0, 2] == pytest.approx(80.0, rel=1e-4)
     np.testing.assert_array_equal(np.load(tmp_path / "f/depth_00001.npy"), depth * 0.5)
-    assert depth_to_png16(np.array([[1.2344]])).item() == 1234
+    assert depth_to_png16(np.array([[0.05, 100.0]])).tolist() == [[1, 65535]]
     assert export_frames([depth], tmp_path / "f", npy=False, png=False) == 0  # replaced, not mixed with old frames
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["README.txt"]
+
+
+def test_png16_clips_out_of_range_depth_with_a_warning_and_reads_old_millimetre_pngs(tmp_path):
+    with pytest.warns(UserWarning, match="1 pixel"):
+        assert depth_to_png16(np.array([[150.0, 2.0]]))[0, 0] == 65535
+    Image.fromarray(np.array([[1234, 0]], dtype=np.uint16)).save(tmp_path / "old.png")  # no encoding chunk
+    assert read_png16(tmp_path / "old.png").tolist() == [[pytest.approx(1234 / LEGACY_PNG_SCALE), 0.0]]
 
 
 def test_colorize_shared_range_and_invalid_black():

@@ -33,18 +33,33 @@ def test_ingest_synth_clip_keeps_metric_depth_and_intrinsics(synth_dir, tmp_path
     n = ingest_video(src / "clip.mp4", src / "camera.json", tmp_path / "c.zarr", 32, gt=src / "gt.zarr", progress=False)
     assert n == 6
     g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
-    assert g["rgb"].shape == (6, 32, 32, 3) and g["rgb"].chunks == (1, 32, 32, 3)
-    assert g["depth_gt"].shape == (6, 32, 32)
-    # 48x64 -> 43x32 -> centre crop of 11 px: 6 on the left, 5 on the right
+    # 48x64 -> the whole frame, short side 32: 32 x 42.7 -> 43 (multiple 1), nothing cropped
+    assert g["rgb"].shape == (6, 32, 43, 3) and g["rgb"].chunks == (1, 32, 43, 3)
+    assert g["depth_gt"].shape == (6, 32, 43)
     m = g.attrs["canonical_map"]
-    assert (m["scaled_width"], m["offset_x"]) == (43, -6)
+    assert (m["scaled_width"], m["offset_x"], m["width"], m["height"]) == (43, 0, 43, 32)
     K = g["K"][0]
     K0 = clip.K
-    assert K[0, 0] == pytest.approx(K0[0, 0] * 43 / 64)
-    assert K[0, 2] == pytest.approx(43 / 64 * (K0[0, 2] + 0.5) - 0.5 - 6)
+    assert K[0, 0] == pytest.approx(K0[0, 0] * 43 / 64) and K[1, 1] == pytest.approx(K0[1, 1] * 32 / 48)
+    assert K[0, 2] == pytest.approx(43 / 64 * (K0[0, 2] + 0.5) - 0.5)
     # depth values are copied from the source (nearest), never blended
     assert np.isin(g["depth_gt"][2], clip.depth[2]).all()
     assert g["poses"].shape == (6, 4, 4)
+
+
+def test_ingest_crop_and_multiple(synth_dir, tmp_path):
+    src, clip = synth_dir
+    ingest_video(src / "clip.mp4", {"hfov_deg": 70}, tmp_path / "m.zarr", 32, multiple=4, progress=False)
+    assert zarr.open_group(str(tmp_path / "m.zarr"), mode="r")["rgb"].shape == (6, 32, 44, 3)
+    ingest_video(
+        src / "clip.mp4", src / "camera.json", tmp_path / "c.zarr", 32, gt=src / "gt.zarr", crop=True, progress=False
+    )
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    assert g["rgb"].shape == (6, 32, 32, 3) and g["depth_gt"].shape == (6, 32, 32)
+    # 48x64 -> 43x32 -> centre crop of 11 px: 6 on the left, 5 on the right
+    m = g.attrs["canonical_map"]
+    assert (m["scaled_width"], m["offset_x"]) == (43, -6)
+    assert g["K"][0][0, 2] == pytest.approx(43 / 64 * (clip.K[0, 2] + 0.5) - 0.5 - 6)
 
 
 def test_ingest_stride_and_frame_mismatch(synth_dir, tmp_path):

@@ -41,7 +41,9 @@ def test_scan_matches_the_recurrence():
     A = -torch.rand(d, n, generator=g) * 2
     B, C = torch.randn(b, n, L, generator=g), torch.randn(b, n, L, generator=g)
     D = torch.randn(d, generator=g)
-    torch.testing.assert_close(selective_scan_ref(x, delta, A, B, C, D).double(), _recurrence(x, delta, A, B, C, D))
+    expected = _recurrence(x, delta, A, B, C, D)
+    torch.testing.assert_close(selective_scan_ref(x, delta, A, B, C, D).double(), expected)
+    torch.testing.assert_close(selective_scan(x, delta, A, B, C, D, block=1).double(), expected)
 
 
 def test_scan_hand_case_single_state():
@@ -168,6 +170,20 @@ def test_fast_scan_gradients_match_the_reference():
     (selective_scan_ref(*ref) * g).sum().backward()
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_scan_gradients_flow_through_the_carried_state():
+    args = _scan_inputs(4, 3, 2, 8)
+    g = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(2))
+    one = [t.clone().requires_grad_(True) for t in args]
+    (selective_scan(*one) * g).sum().backward()
+    two = [t.clone().requires_grad_(True) for t in args]
+    x, delta, A, B, C, D = two
+    head, h = selective_scan(x[..., :3], delta[..., :3], A, B[..., :3], C[..., :3], D, state_index=2)
+    tail = selective_scan(x[..., 3:], delta[..., 3:], A, B[..., 3:], C[..., 3:], D, h0=h)
+    (torch.cat([head, tail], -1) * g).sum().backward()
+    for a, b in zip(one, two, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_scan_compile_is_opt_in_and_falls_back_to_eager(monkeypatch):

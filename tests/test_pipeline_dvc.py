@@ -4,8 +4,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ TINY = {
     },
     "decode": {"size": 32},
     "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]},
-    "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1},
+    "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "init": None},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},
 }
@@ -49,6 +51,7 @@ def repo(tmp_path_factory):
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, tmp / name)
     shutil.copytree(ROOT / "stages", tmp / "stages")
+    shutil.copytree(ROOT / "models", tmp / "models")
     shutil.copytree(ROOT / "refiner", tmp / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     for section, values in TINY.items():
@@ -98,3 +101,28 @@ def test_second_repro_does_nothing_and_a_test_clip_change_skips_training(repo):
     assert "train" not in third
     assert {"synth@te_b", "infer@te_b", "evaluate@te_b", "report"} <= third
     assert not any(s.endswith(("@te_a", "@tr_a", "@tr_b", "@va")) for s in third)
+
+
+@pytest.mark.slow
+def test_sigint_during_train_keeps_the_model_and_the_next_repro_resumes(repo):
+    tmp, env, _ = repo
+    model = tmp / "data/train/model.safetensors"
+    before = model.read_bytes()
+    params = yaml.safe_load((tmp / "params.yaml").read_text())
+    params["train"].update(steps=400, eval_every=2)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    state = tmp / ".cache/train/last.pt"
+    state.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-s", "train"], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not state.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert state.is_file(), "training never saved its state"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0  # interrupted
+    assert model.read_bytes() == before  # the previous model is still there, untouched
+    again = _run([sys.executable, "-m", "dvc", "repro", "-s", "train"], tmp, env)
+    assert "resuming from" in again.stdout + again.stderr and model.is_file()
+    assert model.read_bytes() != before

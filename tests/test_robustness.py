@@ -420,7 +420,7 @@ def test_a_tum_folder_is_a_clip_by_one_params_entry(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", ["decode", "kinect", "data/clips/kinect/synth", "data/clips/kinect/decoded.zarr"])
     decode.main()
     g = zarr.open_group("data/clips/kinect/decoded.zarr", mode="r")
-    assert g.attrs["dataset_name"] == "tum" and g["depth_gt"].shape == (2, 16, 16)
+    assert g.attrs["dataset_name"] == "tum" and g["depth_gt"].shape == (2, 16, 20)  # 24x32: 16 x 21.3 -> 20 (x4)
     shutil.rmtree("data")
     raw["corpus"]["clips"]["kinect"]["source"] = str(tmp_path / "rgbd_dataset_freiburg1_missing")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))

@@ -23,7 +23,7 @@ from .clip_fixtures import make_corpus, tiny_params
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "windows": {"length": 6, "overlap": 3, "keyframes": [0, 2, 4]},
-    "train": {"steps": 4, "eval_every": 2, "crop": 16, "warmup_steps": 1, "batch_size": 2},
+    "train": {"steps": 4, "eval_every": 2, "crop": 16, "warmup_steps": 1, "batch_size": 2, "init": None},
     "model": {"channels": 8, "ssm_hidden": 8, "d_state": 4},
 }
 
@@ -102,3 +102,21 @@ def test_torchrun_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert sorted(digests) == ["0/2", "1/2"], run.stdout[-3000:]
     assert len(set(digests.values())) == 1
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_fine_tuning_starts_from_the_init_weights_and_refuses_a_foreign_one(manifest, tmp_path):
+    from refiner.checkpoint import save_refiner
+
+    params = _params(steps=2)
+    init = Refiner(params.model, 4)
+    with torch.no_grad():
+        init.low.decoder[-1].weight.normal_(0, 0.05)  # not the identity any more
+    save_refiner(tmp_path / "init.safetensors", init, params.model, 4, {})
+    out = tmp_path / "m.safetensors"
+    metrics = train(params.merged({"train": {"init": str(tmp_path / "init.safetensors")}}), manifest, out,
+                    tmp_path / "s", tmp_path / "r", progress=False)
+    if metrics["best_step"] == 0:  # kept as it came: then it is the init model, not a fresh identity one
+        torch.testing.assert_close(load_refiner(out)[0].low.decoder[-1].weight, init.low.decoder[-1].weight)
+    other = params.merged({"model": {"channels": 6}, "train": {"init": str(tmp_path / "init.safetensors")}})
+    with pytest.raises(ValueError, match="train.init"):
+        train(other, manifest, out, tmp_path / "s2", tmp_path / "r2", progress=False)

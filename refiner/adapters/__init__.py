@@ -32,7 +32,9 @@ def ingest(kind: str, source: str | Path, out: str | Path, size: int, **options:
     """Bring ``source`` (a video file or a data set folder) into the clip store ``out``; returns the frame count.
 
     video: intrinsics (required), stride, gt, progress. tum: stride, intrinsics (override), max_dt, progress.
-    hypersim: cam, stride, intrinsics (override), fps, progress.
+    hypersim: cam, stride, intrinsics (override), fps, progress. Every kind: ``multiple`` (pass the low-res
+    factor: the canonical sides are multiples of it) and ``crop`` (False: the whole frame, short side ``size``,
+    aspect ratio kept; True: the S x S centre crop).
     """
     if kind not in ADAPTERS:
         raise ValueError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)} (decode.source_kind)")

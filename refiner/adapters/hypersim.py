@@ -105,6 +105,8 @@ def ingest_hypersim(
     intrinsics: str | Path | dict | None = None,
     fps: float = 10.0,
     progress: bool = True,
+    multiple: int = 1,
+    crop: bool = False,
 ) -> int:
     """One Hypersim camera trajectory -> canonical clip store ``out`` (atomic); returns the frame count.
 
@@ -160,4 +162,4 @@ def ingest_hypersim(
         "rgb_source": "tonemap.jpg" if use_jpg else "color.hdf5 (refiner.adapters.hypersim.tonemap)",
         "depth_units": "z-depth, metres (from distance to the camera centre)",
     }
-    return write_clip_store(out, frames(), size, attrs, progress, f"hypersim {scene.name}/{cam}")
+    return write_clip_store(out, frames(), size, attrs, progress, f"hypersim {scene.name}/{cam}", None, multiple, crop)

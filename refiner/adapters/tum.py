@@ -102,6 +102,8 @@ def ingest_tum(
     intrinsics: str | Path | dict | None = None,
     max_dt: float = MAX_DT,
     progress: bool = True,
+    multiple: int = 1,
+    crop: bool = False,
 ) -> int:
     """A TUM RGB-D sequence folder -> canonical clip store ``out`` (atomic); returns the frame count.
 
@@ -163,4 +165,4 @@ def ingest_tum(
         "dropped_frames": int((~keep).sum()),
         "depth_units": "z-depth, metres (PNG / 5000)",
     }
-    return write_clip_store(out, frames(), size, attrs, progress, f"tum {src.name}")
+    return write_clip_store(out, frames(), size, attrs, progress, f"tum {src.name}", None, multiple, crop)

@@ -52,6 +52,32 @@ def _check_frame(depth: np.ndarray, uncertainty: np.ndarray, shape: tuple, name:
         raise ValueError(f"teacher {name} returned NaN, inf or negative depth/uncertainty for frame {t}")
 
 
+def _predict_frames(
+    teacher, dec, arrays: dict, acc: CalibrationAccumulator, segment: _StillSegment, desc: str, progress: bool
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Run the teacher on every frame into ``arrays``, feeding the calibration sums and the still segment;
+    returns (K prompts, K predictions, per-frame AbsRel against GT)."""
+    total, height, width = dec["rgb"].shape[:3]
+    has_gt = "depth_gt" in dec
+    k_prompt, k_pred, gt_err = np.zeros((total, 3, 3)), np.zeros((total, 3, 3)), []
+    for t in tqdm(range(total), desc=f"teacher {desc}", disable=not progress):
+        gt = np.asarray(dec["depth_gt"][t]) if has_gt else None
+        fr = teacher.predict(t, np.asarray(dec["rgb"][t]), np.asarray(dec["K"][t]), gt)
+        _check_frame(fr.depth, fr.uncertainty, (height, width), teacher.name, t)
+        valid = fr.depth > 0
+        arrays["depth"][t], arrays["uncertainty"][t] = fr.depth, fr.uncertainty
+        arrays["rank"][t] = uncertainty_rank(fr.uncertainty, valid)
+        k_prompt[t], k_pred[t] = fr.K_prompt, fr.K_predicted
+        if gt is not None:
+            ok = valid & (gt > 0)
+            err = np.abs(fr.depth - gt) / np.where(ok, gt, 1.0)
+            acc.add(fr.uncertainty, err, ok)
+            gt_err.append(float(err[ok].mean()) if ok.any() else np.nan)
+        if t < segment.frames:
+            segment.add(fr.depth, valid & (np.asarray(dec["moving_mask"][t]) == 0))
+    return k_prompt, k_pred, gt_err
+
+
 def write_teacher_store(
     decoded: str | Path, out: str | Path, p: TeacherParams, clip: str, progress: bool = True
 ) -> dict:
@@ -60,12 +86,14 @@ def write_teacher_store(
     total, height, width = dec["rgb"].shape[:3]
     f = p.low_res_factor
     if height % f or width % f:
-        raise ValueError(f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}")
+        raise ValueError(
+            f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}; decode again with "
+            f"the grid's multiple set to {f} (refiner.adapters.ingest(..., multiple={f}), as the decode stage does)"
+        )
     has_gt = "depth_gt" in dec
     teacher = make_teacher(p, clip)
     still_frames = int(dec.attrs.get("static_frames", 0)) if "moving_mask" in dec else 0
     acc, segment = CalibrationAccumulator(p.calibration_bins), _StillSegment((height, width), still_frames)
-    gt_err: list[float] = []
     with atomic_path(out) as tmp:
         g = create_group(
             tmp,
@@ -78,22 +106,9 @@ def write_teacher_store(
             },
         )
         arrays = {n: frames_array(g, n, (total, height, width), np.float32) for n in ("depth", "uncertainty", "rank")}
-        k_prompt, k_pred = np.zeros((total, 3, 3)), np.zeros((total, 3, 3))
-        for t in tqdm(range(total), desc=f"teacher {teacher.name} {clip}", disable=not progress):
-            gt = np.asarray(dec["depth_gt"][t]) if has_gt else None
-            fr = teacher.predict(t, np.asarray(dec["rgb"][t]), np.asarray(dec["K"][t]), gt)
-            _check_frame(fr.depth, fr.uncertainty, (height, width), teacher.name, t)
-            valid = fr.depth > 0
-            arrays["depth"][t], arrays["uncertainty"][t] = fr.depth, fr.uncertainty
-            arrays["rank"][t] = uncertainty_rank(fr.uncertainty, valid)
-            k_prompt[t], k_pred[t] = fr.K_prompt, fr.K_predicted
-            if gt is not None:
-                ok = valid & (gt > 0)
-                err = np.abs(fr.depth - gt) / np.where(ok, gt, 1.0)
-                acc.add(fr.uncertainty, err, ok)
-                gt_err.append(float(err[ok].mean()) if ok.any() else np.nan)
-            if t < still_frames:
-                segment.add(fr.depth, valid & (np.asarray(dec["moving_mask"][t]) == 0))
+        k_prompt, k_pred, gt_err = _predict_frames(
+            teacher, dec, arrays, acc, segment, f"{teacher.name} {clip}", progress
+        )
         source = "ground truth |relative error|"
         if not has_gt and still_frames >= 3:  # no GT: the temporal std of a still segment ranks the error
             rel_std, keep = segment.rel_std()

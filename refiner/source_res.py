@@ -1,0 +1,112 @@
+"""Outputs at the source video's resolution, through the inverse of the canonical map a clip store keeps.
+
+Depth goes back with :func:`refiner.camera.depth_to_source` (edge-aware: bilinear only inside flat 2x2
+neighbourhoods, nearest across depth edges, so metric values are never blended across an edge; invalid stays
+0; pixels cropped away by a ``crop`` grid are 0) and intrinsics with :func:`refiner.camera.source_intrinsics`,
+so every output is in the source camera's pixels: the exported K is the source camera's and stereo disparity
+is d = fx_source·b/z in display pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from tqdm import tqdm
+
+from refiner.camera import CanonicalMap, depth_to_source, identity_map, source_intrinsics
+from refiner.stereo import sbs_frame
+from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
+from refiner.video import decode_frames, encode_mp4
+
+EDGE_REL = 0.05  # neighbours within 5% of each other count as one surface (bilinear); else nearest
+
+
+def store_map(group: zarr.Group) -> CanonicalMap:
+    """The canonical map of a decoded clip store (its ``canonical_map`` attribute); identity for stores without."""
+    attrs = dict(group.attrs)
+    if "canonical_map" in attrs:
+        return CanonicalMap.from_dict(attrs["canonical_map"])
+    return identity_map(*group["rgb"].shape[1:3])
+
+
+class SourceFrames:
+    """A lazy (T, src_height, src_width) float32 view of canonical depth frames mapped back to the source grid;
+    each read maps one frame, so memory stays at one frame whatever the clip length."""
+
+    def __init__(self, frames: Any, m: CanonicalMap, edge_rel: float | None = EDGE_REL) -> None:
+        if tuple(frames.shape[1:3]) != (m.height, m.width):
+            raise ValueError(f"frames {tuple(frames.shape)} are not on the {m.height}x{m.width} canonical grid")
+        self.frames, self.m, self.edge_rel = frames, m, edge_rel
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(self.frames.shape[0]), self.m.src_height, self.m.src_width)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        frame = torch.from_numpy(np.asarray(self.frames[t], dtype=np.float32))
+        return depth_to_source(frame, self.m, self.edge_rel).numpy()
+
+
+def source_K(group: zarr.Group) -> np.ndarray:
+    """(T, 3, 3) float64 intrinsics of the source frames (the inverse map applied to the store's canonical K)."""
+    return source_intrinsics(torch.from_numpy(np.asarray(group["K"][...], dtype=np.float64)), store_map(group)).numpy()
+
+
+def write_depth_store(depth: SourceFrames, K: np.ndarray, out: str | Path, attrs: dict, progress: bool = True) -> int:
+    """The whole clip at source resolution as a Zarr store (atomic): ``depth`` (T, H, W) float32 metres (0 =
+    invalid), one chunk per frame, and ``K`` (T, 3, 3) the source camera's intrinsics; returns the frame count."""
+    with atomic_path(out) as tmp:
+        g = create_group(tmp, {"units": "z-depth in metres, 0 = invalid", **attrs})
+        arr = frames_array(g, "depth", depth.shape, np.float32)
+        for t in tqdm(range(len(depth)), desc="depth at source resolution", disable=not progress):
+            arr[t] = depth[t]
+        small_array(g, "K", np.asarray(K, dtype=np.float64))
+    return len(depth)
+
+
+def write_intrinsics(path: str | Path, K: np.ndarray, width: int, height: int) -> dict:
+    """The output camera as JSON (the same keys decode reads: fx, fy, cx, cy, width, height; pixels)."""
+    cam = {"fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2])}
+    cam |= {"width": int(width), "height": int(height)}
+    write_json(path, cam)
+    return cam
+
+
+def source_rgb(group: zarr.Group) -> Iterator[np.ndarray] | None:
+    """The source video's frames (at the store's stride), or None when the store names no readable video."""
+    video = group.attrs.get("source_video")
+    if not video or not Path(video).is_file():
+        return None
+    return decode_frames(video, int(group.attrs.get("stride", 1)))
+
+
+def stereo_video(
+    rgb: Iterable[np.ndarray],
+    depth: SourceFrames,
+    fx: np.ndarray,
+    baseline: float,
+    out: str | Path,
+    fps: int,
+    max_frames: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Left | right side-by-side mp4 at source resolution (2W x H; an odd size loses its last row/column for
+    H.264): the right eye splatted by d = fx_source·b/z display pixels; returns the frame count."""
+    n = len(depth) if max_frames is None else min(len(depth), max_frames)
+
+    def frames() -> Iterator[np.ndarray]:
+        for t, left in zip(tqdm(range(n), desc="stereo video", disable=not progress), rgb, strict=False):
+            if left.shape[:2] != depth.shape[1:]:
+                raise ValueError(f"source frame {t} is {left.shape[:2]}, depth is {depth.shape[1:]}")
+            row = sbs_frame(left, depth[t], float(fx[t]), baseline)
+            yield row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
+
+    return encode_mp4(frames(), out, fps)
