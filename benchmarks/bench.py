@@ -9,8 +9,8 @@ different machines compare by their ratios:
   window, frames/s and peak memory, vs a frozen copy of the reference scan (``_scan_baseline``);
 - refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res, vs the EMA baseline filter on
   the same frames and vs the same model with a frozen copy of the Mamba block's old forward;
-- breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder,
-  upsampling, the rest) at 516² and 516×924 (16:9);
+- breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
+  model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
 - infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows;
 - memory: peak traced memory of inference vs clip length (should stay flat);
 - repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it.
@@ -46,13 +46,15 @@ sys.path.insert(0, str(ROOT))
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
-from refiner.config import InferParams, ModelParams, WindowParams  # noqa: E402
+from refiner.clip import Clip  # noqa: E402
+from refiner.config import ModelParams, load_params  # noqa: E402
 from refiner.infer import refine_clip  # noqa: E402
 from refiner.ingest import ingest_video  # noqa: E402
 from refiner.lowres import downsample, low_mapping  # noqa: E402
 from refiner.model import Refiner  # noqa: E402
-from refiner.store import create_group, frames_array, open_group, small_array  # noqa: E402
+from refiner.store import create_group, frames_array, open_group  # noqa: E402
 from refiner.synth import render_clip, write_clip  # noqa: E402
+from refiner.teachers.cache import write_teacher_store  # noqa: E402
 from refiner.video import decode_frames  # noqa: E402
 from refiner.windows import window_starts  # noqa: E402
 
@@ -67,21 +69,16 @@ def _timed(fn: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
-def _clip(root: Path, frames: int, size: int) -> tuple[Path, Path]:
-    """A rendered clip decoded into a store, plus a teacher store (GT with per-frame scale flicker)."""
+def _clip(root: Path, frames: int, size: int) -> Clip:
+    """A rendered clip decoded into a store and run through the simulated teacher (the pipeline's own code)."""
     clip = render_clip(frames, size, size, 70.0, 0.063, frames // 3, seed=0)
     write_clip(clip, root / "synth", fps=24, crf=12, baseline_m=0.063)
-    decoded = root / "decoded.zarr"
-    ingest_video(root / "synth/clip.mp4", root / "synth/camera.json", decoded, size, progress=False)
-    rng = np.random.default_rng(0)
-    depth = (clip.depth * (1 + 0.03 * rng.standard_normal(frames))[:, None, None]).astype(np.float32)
-    conf = rng.uniform(0.2, 1.0, depth.shape).astype(np.float32)
-    teacher = root / "teacher.zarr"
-    g = create_group(teacher)
-    for name, data in (("depth", depth), ("confidence", conf)):
-        frames_array(g, name, data.shape, np.float32)[...] = data
-    small_array(g, "low_mapping", low_mapping(4))
-    return decoded, teacher
+    decoded, teacher = root / "decoded.zarr", root / "teacher.zarr"
+    ingest_video(
+        root / "synth/clip.mp4", root / "synth/camera.json", decoded, size, gt=root / "synth/gt.zarr", progress=False
+    )
+    write_teacher_store(decoded, teacher, load_params(ROOT / "params.yaml").teacher, "bench", progress=False)
+    return Clip(decoded, teacher, None)
 
 
 def bench_decode(tmp: Path) -> dict:
@@ -340,8 +337,11 @@ def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
     """ms per part of one window's forward (the run with the best total of 5) at height × width."""
     depth, conf = _window(height, width)
     parts = _PartTimer()
-    for name in ("encoder", "to_ssm", "temporal", "from_ssm", "decoder"):
-        parts.module(name, getattr(model.low, name, None))
+    for name, child in model.low.named_children():  # encoder, to_ssm, temporal, from_ssm, decoder, ...
+        parts.module(name, child)
+    for name, child in model.named_children():  # other top-level parts (mid-res branch, full-res heads, ...)
+        if name != "low":
+            parts.module(name, child)
     parts.function("scan", mamba_mod, "selective_scan_bld")
     for name in ("upsample", "guided_upsample"):
         parts.function("upsampling", refiner_mod, name)
@@ -382,39 +382,30 @@ def bench_breakdown(tmp: Path) -> dict:
 
 
 def bench_infer(tmp: Path) -> dict:
-    decoded, teacher = _clip(tmp, 48, 128)
-    model = Refiner(ModelParams()).eval()
-    windows, mapping = WindowParams(), torch.as_tensor(low_mapping(4))
-    t_infer = _timed(
-        lambda: refine_clip(model, mapping, decoded, teacher, tmp / "o.zarr", windows, InferParams(), progress=False)
-    )
-    x = torch.rand(1, windows.length, 1, 128, 128) + 1
+    clip = _clip(tmp, 48, 128)
+    params = load_params(ROOT / "params.yaml")
+    model = Refiner(params.model, 4).eval()
+    t_infer = _timed(lambda: refine_clip(model, clip, tmp / "o.zarr", params.windows, params.infer, progress=False))
+    x = torch.rand(1, params.windows.length, 1, 128, 128) + 1
 
     @torch.no_grad()
     def bare() -> None:
-        for _ in window_starts(48, windows.length, windows.overlap):
-            model(downsample(x, 4), downsample(x, 4), x, x, mapping)
+        for _ in window_starts(48, params.windows.length, params.windows.overlap):
+            model(x, x.clamp(0, 1))
 
     t_bare = _timed(bare)
     return {"frames": 48, "fps_infer": 48 / t_infer, "fps_bare_model": 48 / t_bare, "ratio": t_bare / t_infer}
 
 
 def bench_memory(tmp: Path) -> dict:
-    model = Refiner(ModelParams(channels=16, ssm_hidden=16)).eval()
+    """Peak traced (Python/NumPy) memory of infer at 24 and 96 frames: flat when bounded by one window."""
+    params = load_params(ROOT / "params.yaml")
+    model = Refiner(params.model.replace(channels=16, ssm_hidden=16), 4).eval()
     peaks = {}
     for frames in (24, 96):
-        decoded, teacher = _clip(tmp / str(frames), frames, 64)
+        clip = _clip(tmp / str(frames), frames, 64)
         tracemalloc.start()
-        refine_clip(
-            model,
-            torch.as_tensor(low_mapping(4)),
-            decoded,
-            teacher,
-            tmp / f"o{frames}.zarr",
-            WindowParams(),
-            InferParams(),
-            progress=False,
-        )
+        refine_clip(model, clip, tmp / f"o{frames}.zarr", params.windows, params.infer, progress=False)
         peaks[frames] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
     return {"peak_mb_24_frames": peaks[24], "peak_mb_96_frames": peaks[96], "ratio": peaks[96] / peaks[24]}
@@ -425,13 +416,15 @@ def bench_repro(tmp: Path) -> dict:
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, work / name)
-    for name in ("stages", "refiner"):
+    for name in ("stages", "refiner", "models"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(work))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     subprocess.run([*dvc, "init", "-q"], cwd=work, env=env, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"], cwd=work, check=True)
     t_full = _timed(lambda: subprocess.run([*dvc, "repro", "-q"], cwd=work, env=env, check=True))
     t_noop = _timed(lambda: subprocess.run([*dvc, "repro", "-q"], cwd=work, env=env, check=True))
     return {"full_repro_s": t_full, "noop_repro_s": t_noop, "ratio": t_full / t_noop}

@@ -38,7 +38,9 @@ TINY = {
 
 
 def _run(args, cwd, env):
-    return subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(map(str, args))} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
 
 
 def _ran(out: str) -> set[str]:
@@ -55,12 +57,18 @@ def repo(tmp_path_factory):
     shutil.copytree(ROOT / "refiner", tmp / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     for section, values in TINY.items():
-        params[section].update(values)
+        for key, value in values.items():
+            if key == "synthetic":
+                params[section][key].update(value)
+            else:
+                params[section][key] = value
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env["PYTHONPATH"] = str(tmp)
     _run(["git", "init", "-q"], tmp, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], tmp, env)
+    _run(["git", "add", "-A"], tmp, env)  # a clone has commits (dvclive needs one)
+    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], tmp, env)
     first = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
     return tmp, env, first.stdout
 
@@ -109,17 +117,24 @@ def test_sigint_during_train_keeps_the_model_and_the_next_repro_resumes(repo):
     model = tmp / "data/train/model.safetensors"
     before = model.read_bytes()
     params = yaml.safe_load((tmp / "params.yaml").read_text())
-    params["train"].update(steps=400, eval_every=2)
+    params["train"].update(steps=300, eval_every=2)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     state = tmp / ".cache/train/last.pt"
     state.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-s", "train"], cwd=tmp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "-s", "train"],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while not state.is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert state.is_file(), "training never saved its state"
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C does: the whole process group
     proc.wait(timeout=120)
     assert proc.returncode != 0  # interrupted
     assert model.read_bytes() == before  # the previous model is still there, untouched
