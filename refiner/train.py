@@ -273,7 +273,11 @@ def train(
     if best is None:  # the untrained refiner returns the teacher: the do-no-harm fallback if no step beats it
         v = validate(run.ema, val, device)
         best = {"score": _score(v, tp.guard_absrel), "step": 0, "weights": copy.deepcopy(run.ema.state_dict()), **v}
-    live = Live(str(reports_dir), resume=step > 0, save_dvc_exp=False, dvcyaml=None) if rank == 0 else None
+    live = (
+        Live(str(reports_dir), resume=_log_resumable(reports_dir, step), save_dvc_exp=False, dvcyaml=None)
+        if rank == 0
+        else None
+    )
     bar = tqdm(total=tp.steps, initial=step, desc="train", disable=not progress or rank != 0)
     while step < tp.steps:
         train_set.set_epoch(step // tp.eval_every)
@@ -294,6 +298,15 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def _log_resumable(reports_dir: str | Path, step: int) -> bool:
+    """Continue dvclive's log only when resuming and its summary is intact (a kill can cut dvclive's
+    non-atomic write short); otherwise start the log afresh."""
+    try:
+        return step > 0 and isinstance(json.loads((Path(reports_dir) / "metrics.json").read_text()), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _log_and_checkpoint(run: _Run, row: dict, step: int, best: dict, val, device, live, bar, tp, rank: int) -> dict:

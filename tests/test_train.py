@@ -113,8 +113,14 @@ def test_fine_tuning_starts_from_the_init_weights_and_refuses_a_foreign_one(mani
         init.low.decoder[-1].weight.normal_(0, 0.05)  # not the identity any more
     save_refiner(tmp_path / "init.safetensors", init, params.model, 4, {})
     out = tmp_path / "m.safetensors"
-    metrics = train(params.merged({"train": {"init": str(tmp_path / "init.safetensors")}}), manifest, out,
-                    tmp_path / "s", tmp_path / "r", progress=False)
+    metrics = train(
+        params.merged({"train": {"init": str(tmp_path / "init.safetensors")}}),
+        manifest,
+        out,
+        tmp_path / "s",
+        tmp_path / "r",
+        progress=False,
+    )
     if metrics["best_step"] == 0:  # kept as it came: then it is the init model, not a fresh identity one
         torch.testing.assert_close(load_refiner(out)[0].low.decoder[-1].weight, init.low.decoder[-1].weight)
     other = params.merged({"model": {"channels": 6}, "train": {"init": str(tmp_path / "init.safetensors")}})
