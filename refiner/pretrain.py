@@ -23,7 +23,7 @@ from refiner.guidance import write_guidance
 from refiner.ingest import ingest_video
 from refiner.manifest import clip_entry, fit_calibration, write_manifest
 from refiner.store import write_json
-from refiner.synth import render_clip, write_clip
+from refiner.synth import render_to
 from refiner.teachers.cache import write_teacher_store
 from refiner.train import train
 
@@ -34,18 +34,7 @@ PRETRAIN_SCHEDULE = {"init": None, "lr": 0.001, "warmup_steps": 20, "eval_every"
 def build_clip(work: Path, name: str, seed: int, camera_path: str, params) -> dict:
     """Render, decode, run the teacher and the guidance maps for one synthetic clip; its manifest entry."""
     d, s = work / name, params.corpus.synthetic
-    clip = render_clip(
-        s.frames,
-        s.height,
-        s.width,
-        s.fov_deg,
-        s.baseline_m,
-        s.static_frames,
-        seed,
-        camera_path=camera_path,
-        object_speed=s.object_speed,
-    )
-    write_clip(clip, d / "synth", fps=s.fps, crf=s.crf, baseline_m=s.baseline_m)
+    render_to(d / "synth", s.replace(camera_path=camera_path), seed)
     ingest_video(
         d / "synth/clip.mp4",
         d / "synth/camera.json",

@@ -653,3 +653,22 @@ def write_clip(clip: SynthClip, out_dir: str | Path, fps: int, crf: int, baselin
         small_array(g, "K", clip.K)
         small_array(g, "poses", clip.poses)
         small_array(g, "poses_right", clip.poses_right)
+
+
+def render_to(out_dir: str | Path, spec, seed: int, progress: bool = False) -> SynthClip:
+    """Render a clip from a synthetic spec (``corpus.synthetic`` merged with a clip's overrides: frames, height,
+    width, fov_deg, baseline_m, static_frames, camera_path, object_speed, fps, crf) and write it to ``out_dir``."""
+    clip = render_clip(
+        spec.frames,
+        spec.height,
+        spec.width,
+        spec.fov_deg,
+        spec.baseline_m,
+        spec.static_frames,
+        seed,
+        camera_path=spec.camera_path,
+        object_speed=spec.object_speed,
+        progress=progress,
+    )
+    write_clip(clip, out_dir, fps=spec.fps, crf=spec.crf, baseline_m=spec.baseline_m)
+    return clip

@@ -6,7 +6,7 @@ import sys
 from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.store import write_json
-from refiner.synth import render_clip, write_clip
+from refiner.synth import render_to
 
 
 def main() -> None:
@@ -18,19 +18,7 @@ def main() -> None:
         print(f"{name}: {spec.kind} clip read from {spec.source} (nothing to render)")
         return
     s = corpus.synthetic_spec(name)
-    clip = render_clip(
-        s.frames,
-        s.height,
-        s.width,
-        s.fov_deg,
-        s.baseline_m,
-        s.static_frames,
-        spec.seed,
-        camera_path=s.camera_path,
-        object_speed=s.object_speed,
-        progress=True,
-    )
-    write_clip(clip, out_dir, fps=s.fps, crf=s.crf, baseline_m=s.baseline_m)
+    render_to(out_dir, s, spec.seed, progress=True)
     write_json(f"{out_dir}/source.json", {"kind": "synthetic", "seed": spec.seed, "synthetic": True})
 
 
