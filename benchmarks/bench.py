@@ -12,7 +12,8 @@ different machines compare by their ratios:
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
 - infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows;
-- memory: peak traced memory of inference vs clip length (should stay flat);
+- memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
+  fresh process (flat: both are bounded by a window or a span, and the still segment is 16 frames in both);
 - repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it.
 
 Results are also written to ``reports/bench.json``.
@@ -32,7 +33,6 @@ import sys
 import tempfile
 import time
 import traceback
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +48,7 @@ import refiner.model.refiner as refiner_mod  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
 from refiner.clip import Clip  # noqa: E402
 from refiner.config import ModelParams, load_params  # noqa: E402
+from refiner.evaluate import evaluate_clip  # noqa: E402
 from refiner.infer import refine_clip  # noqa: E402
 from refiner.ingest import ingest_video  # noqa: E402
 from refiner.lowres import downsample, low_mapping  # noqa: E402
@@ -69,9 +70,9 @@ def _timed(fn: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
-def _clip(root: Path, frames: int, size: int) -> Clip:
+def _clip(root: Path, frames: int, size: int, static_frames: int | None = None) -> Clip:
     """A rendered clip decoded into a store and run through the simulated teacher (the pipeline's own code)."""
-    clip = render_clip(frames, size, size, 70.0, 0.063, frames // 3, seed=0)
+    clip = render_clip(frames, size, size, 70.0, 0.063, static_frames or frames // 3, seed=0)
     write_clip(clip, root / "synth", fps=24, crf=12, baseline_m=0.063)
     decoded, teacher = root / "decoded.zarr", root / "teacher.zarr"
     ingest_video(
@@ -397,18 +398,33 @@ def bench_infer(tmp: Path) -> dict:
     return {"frames": 48, "fps_infer": 48 / t_infer, "fps_bare_model": 48 / t_bare, "ratio": t_bare / t_infer}
 
 
-def bench_memory(tmp: Path) -> dict:
-    """Peak traced (Python/NumPy) memory of infer at 24 and 96 frames: flat when bounded by one window."""
+def _memory_child(stage: str, root: str) -> None:
+    """In a fresh process: print the peak RSS (MiB) and its growth over infer or evaluate of the clip under ``root``."""
     params = load_params(ROOT / "params.yaml")
+    clip, root = Clip(Path(root) / "decoded.zarr", Path(root) / "teacher.zarr", None), Path(root)
     model = Refiner(params.model.replace(channels=16, ssm_hidden=16), 4).eval()
-    peaks = {}
-    for frames in (24, 96):
-        clip = _clip(tmp / str(frames), frames, 64)
-        tracemalloc.start()
-        refine_clip(model, clip, tmp / f"o{frames}.zarr", params.windows, params.infer, progress=False)
-        peaks[frames] = tracemalloc.get_traced_memory()[1] / 2**20
-        tracemalloc.stop()
-    return {"peak_mb_24_frames": peaks[24], "peak_mb_96_frames": peaks[96], "ratio": peaks[96] / peaks[24]}
+    before = _peak_rss_mb()
+    if stage == "infer":
+        refine_clip(model, clip, root / "refined.zarr", params.windows, params.infer, progress=False)
+    else:
+        evaluate_clip(clip, str(root / "refined.zarr"), params.evaluate, params.windows.length)
+    print(_peak_rss_mb(), _peak_rss_mb() - before)
+
+
+def bench_memory(tmp: Path) -> dict:
+    """Peak RSS of infer and evaluate (and its growth over the call, imports and model excluded) at 64 and 640
+    frames (96², a 16-frame still segment)."""
+    out = {}
+    for frames in (64, 640):
+        _clip(tmp / str(frames), frames, 96, static_frames=16)
+        for stage in ("infer", "evaluate"):  # evaluate reads the refined store infer wrote
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", stage, str(tmp / str(frames))]
+            peak, growth = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-2:]
+            out[f"{stage}_peak_mb_{frames}"], out[f"{stage}_growth_mb_{frames}"] = float(peak), float(growth)
+    for stage in ("infer", "evaluate"):
+        for what in ("peak", "growth"):
+            out[f"{stage}_{what}_ratio_640_vs_64"] = out[f"{stage}_{what}_mb_640"] / out[f"{stage}_{what}_mb_64"]
+    return out
 
 
 def bench_repro(tmp: Path) -> dict:
@@ -446,9 +462,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these benchmarks")
     parser.add_argument("--scan-peak-child", choices=("baseline", "fast"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scan_peak_child:
         return _scan_peak_child(args.scan_peak_child)
+    if args.memory_child:
+        return _memory_child(*args.memory_child)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"

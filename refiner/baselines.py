@@ -13,28 +13,41 @@ from __future__ import annotations
 import numpy as np
 
 
-def ema(depth: np.ndarray, alpha: float) -> np.ndarray:
-    """Causal per-pixel EMA of depth (T, H, W)."""
+def ema(depth: np.ndarray, alpha: float, previous: np.ndarray | None = None) -> np.ndarray:
+    """Causal per-pixel EMA of depth (T, H, W); ``previous`` (H, W) is the EMA of the frame before the first
+    (a clip scored span by span), None when the first frame starts the clip."""
     if not 0 < alpha <= 1:
         raise ValueError(f"EMA alpha must be in (0, 1], got {alpha}")
     out = np.empty(depth.shape, dtype=np.float32)
-    state = depth[0].astype(np.float64)
-    out[0] = state
-    for t in range(1, depth.shape[0]):
+    state = None if previous is None else previous.astype(np.float64)
+    for t in range(depth.shape[0]):
         d = depth[t].astype(np.float64)
-        state = np.where(d > 0, np.where(state > 0, alpha * d + (1 - alpha) * state, d), 0.0)
+        if state is None:
+            state = d
+        else:
+            state = np.where(d > 0, np.where(state > 0, alpha * d + (1 - alpha) * state, d), 0.0)
         out[t] = state
     return out
 
 
 def temporal_bilateral(
-    depth: np.ndarray, rgb: np.ndarray, radius: int, sigma_depth_rel: float, sigma_colour: float
+    depth: np.ndarray,
+    rgb: np.ndarray,
+    radius: int,
+    sigma_depth_rel: float,
+    sigma_colour: float,
+    targets: range | None = None,
 ) -> np.ndarray:
-    """Depth- and colour-aware temporal filter of depth (T, H, W) with RGB (T, H, W, 3) uint8."""
+    """Depth- and colour-aware temporal filter of depth (T, H, W) with RGB (T, H, W, 3) uint8.
+
+    ``targets``: the frames to filter (default all); the output holds those frames only, each filtered
+    over its neighbours within ``radius`` inside the arrays given.
+    """
     T = depth.shape[0]
-    out = np.empty(depth.shape, dtype=np.float32)
+    targets = range(T) if targets is None else targets
+    out = np.empty((len(targets), *depth.shape[1:]), dtype=np.float32)
     colour = rgb.astype(np.float32) / 255.0
-    for t in range(T):
+    for i, t in enumerate(targets):
         d_t = depth[t].astype(np.float64)
         num, den = np.zeros_like(d_t), np.zeros_like(d_t)
         for s in range(max(0, t - radius), min(T, t + radius + 1)):
@@ -44,13 +57,5 @@ def temporal_bilateral(
             w = np.exp(-0.5 * rel**2 - 0.5 * dc / sigma_colour**2) * (d_s > 0)
             num += w * d_s
             den += w
-        out[t] = np.where(d_t > 0, num / np.maximum(den, 1e-12), 0.0)
+        out[i] = np.where(d_t > 0, num / np.maximum(den, 1e-12), 0.0)
     return out
-
-
-def baseline_depths(teacher: np.ndarray, rgb: np.ndarray, p) -> dict[str, np.ndarray]:
-    """{"ema": ..., "bilateral": ...} for teacher depth (T, H, W) and RGB (T, H, W, 3); p: EvaluateParams."""
-    return {
-        "ema": ema(teacher, p.ema_alpha),
-        "bilateral": temporal_bilateral(teacher, rgb, p.bilateral_radius, p.sigma_depth_rel, p.sigma_colour),
-    }

@@ -15,16 +15,15 @@ one place, :mod:`refiner.choices`.
 from __future__ import annotations
 
 import re
-import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt, MultipleOf
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic.fields import FieldInfo
 
 from refiner.choices import CAMERA_PATHS, CLIP_KINDS, SOURCE_KINDS, TEACHER_NAMES
+from refiner.config_messages import Problem, bad, join, message, place, problem
 
 SPLITS = ("train", "val", "test")
 CLIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -32,23 +31,6 @@ CLIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 class ConfigError(ValueError):
     """A value in params.yaml is missing, unknown or out of range."""
-
-
-class _Problem(ValueError):
-    """A problem at ``key`` (relative to the model raising it); ``text`` has ``{key}`` where the full key goes."""
-
-    def __init__(self, key: str, text: str) -> None:
-        super().__init__(text.replace("{key}", key))
-        self.key, self.text = key, text
-
-
-def _show(value: Any) -> str:
-    text = repr(list(value) if isinstance(value, tuple) else value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _bad(key: str, value: Any, allowed: str) -> _Problem:
-    return _Problem(key, f"{{key}} = {_show(value)} is invalid; allowed: {allowed}")
 
 
 def _yaml_number(v: Any) -> Any:
@@ -96,7 +78,7 @@ class _Model(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise ConfigError(_message(e, type(self), _place(type(self)))) from None
+            raise ConfigError(message(e, type(self), place(type(self), Params))) from None
 
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # nested validation skips it
 
@@ -112,15 +94,11 @@ class _Model(BaseModel):
     def from_file(cls, path: str | Path = "params.yaml", **changes: Any) -> Self:
         """This section as ``path`` states it, with ``changes`` applied, e.g. ``ModelParams.from_file(channels=8)``."""
         section: Any = load_params(path)
-        for part in filter(None, _place(cls).split(".")):
+        for part in filter(None, place(cls, Params).split(".")):
             if part == "<name>":
                 raise ConfigError(f"{cls.__name__} is per clip; read it from load_params(...).corpus.clips")
             section = getattr(section, part)
         return section.replace(**changes)
-
-    def validate(self) -> Self:  # type: ignore[override]
-        """Kept for old callers: a model is validated when it is built."""
-        return self
 
 
 class SyntheticDefaults(_Model):
@@ -140,7 +118,7 @@ class SyntheticDefaults(_Model):
     @model_validator(mode="after")
     def _static_within(self) -> Self:
         if self.static_frames > self.frames:
-            raise _bad("static_frames", self.static_frames, f"integer in [0, frames={self.frames}]")
+            raise bad("static_frames", self.static_frames, f"integer in [0, frames={self.frames}]")
         return self
 
 
@@ -184,16 +162,16 @@ class ClipSpec(_Model):
     def _fits_kind(self) -> Self:
         for k in self.overrides:
             if k not in SyntheticDefaults.model_fields:
-                raise _Problem(k, f"unknown key {{key}}; known keys: {', '.join(self.known_keys())}")
+                raise Problem(k, f"unknown key {{key}}; known keys: {', '.join(self.known_keys())}")
             if self.kind != "synthetic":
-                raise _Problem(k, f"{{key}} is a corpus.synthetic setting; a {self.kind} clip cannot take it")
+                raise Problem(k, f"{{key}} is a corpus.synthetic setting; a {self.kind} clip cannot take it")
         needs = _NEEDS.get(self.kind, ("source",))
         for k in needs:
             if getattr(self, k) is None:
-                raise _Problem(k, f"{{key}} is missing; a {self.kind} clip needs {', '.join(needs)}")
+                raise Problem(k, f"{{key}} is missing; a {self.kind} clip needs {', '.join(needs)}")
         for k, kinds in _ONLY_FOR.items():
             if getattr(self, k) is not None and self.kind not in kinds:
-                raise _Problem(
+                raise Problem(
                     k, f"{{key}} is only for {' or '.join(kinds)} clips; remove it from this {self.kind} clip"
                 )
         return self
@@ -212,26 +190,26 @@ class CorpusParams(_Model):
     def _consistent(self) -> Self:
         for name, clip in self.clips.items():
             if not CLIP_NAME.match(name):
-                raise _bad(f"clips.{name}", name, "a name of letters, digits, _ and - starting with a letter or digit")
+                raise bad(f"clips.{name}", name, "a name of letters, digits, _ and - starting with a letter or digit")
             if clip.kind == "synthetic":
                 self._synthetic(name)
         seen: dict[str, str] = {}
         for split in SPLITS:
             if not getattr(self, split):
-                raise _Problem(split, "{key} is empty; list at least one clip of corpus.clips")
+                raise Problem(split, "{key} is empty; list at least one clip of corpus.clips")
             for i, name in enumerate(getattr(self, split)):
                 _check_member(f"{split}[{i}]", name, self.clips, seen)
                 seen[name] = f"{split}[{i}]"
         for name in [n for n in self.clips if n not in seen]:
-            raise _Problem(f"clips.{name}", "{key} is in no split; add it to corpus.train, val or test, or remove it")
+            raise Problem(f"clips.{name}", "{key} is in no split; add it to corpus.train, val or test, or remove it")
         return self
 
     def _synthetic(self, name: str) -> SyntheticDefaults:
         try:
             return SyntheticDefaults.model_validate({**dict(self.synthetic), **self.clips[name].overrides})
         except ValidationError as e:
-            p = _problem(e.errors()[0], SyntheticDefaults)
-            raise _Problem(_join(f"clips.{name}", p.key), p.text) from None
+            p = problem(e.errors()[0], SyntheticDefaults)
+            raise Problem(join(f"clips.{name}", p.key), p.text) from None
 
     def clip(self, name: str) -> ClipSpec:
         """The spec of clip ``name``; ConfigError if there is none."""
@@ -245,8 +223,8 @@ class CorpusParams(_Model):
             raise ConfigError(f"params.yaml: corpus.clips.{name} is a {self.clips[name].kind} clip, not synthetic")
         try:
             return self._synthetic(name)
-        except _Problem as p:
-            raise ConfigError("params.yaml: " + p.text.replace("{key}", _join("corpus", p.key))) from None
+        except Problem as p:
+            raise ConfigError("params.yaml: " + p.text.replace("{key}", join("corpus", p.key))) from None
 
     def split_of(self, name: str) -> str:
         """``train``, ``val`` or ``test``."""
@@ -263,13 +241,13 @@ class CorpusParams(_Model):
 def _check_member(key: str, name: str, clips: dict[str, ClipSpec], seen: dict[str, str]) -> None:
     """A split entry (``key`` like ``test[1]``) must name a known clip that no earlier entry names."""
     if name not in clips:
-        raise _bad(key, name, f"a clip of corpus.clips ({', '.join(clips)})")
+        raise bad(key, name, f"a clip of corpus.clips ({', '.join(clips)})")
     if name in seen:
         other = seen[name]
         splits = {key.split("[")[0], other.split("[")[0]}
         if len(splits) == 1:
-            raise _Problem(key, f"{{key}}: {name} is listed twice (also at corpus.{other}); remove one")
-        raise _Problem(
+            raise Problem(key, f"{{key}}: {name} is listed twice (also at corpus.{other}); remove one")
+        raise Problem(
             key, f"{{key}}: {name} is also in corpus.{other}; keep a clip in one split (never train on val or test)"
         )
 
@@ -292,10 +270,10 @@ class WindowParams(_Model):
     @model_validator(mode="after")
     def _inside(self) -> Self:
         if self.overlap >= self.length:
-            raise _bad("overlap", self.overlap, f"integer in [0, windows.length={self.length})")
+            raise bad("overlap", self.overlap, f"integer in [0, windows.length={self.length})")
         k = self.keyframes
         if list(k) != sorted(set(k)) or not all(0 <= x < self.length for x in k):
-            raise _bad("keyframes", k, f"sorted, distinct integers in [0, windows.length={self.length})")
+            raise bad("keyframes", k, f"sorted, distinct integers in [0, windows.length={self.length})")
         return self
 
 
@@ -340,7 +318,7 @@ class LossParams(_Model):
     @model_validator(mode="after")
     def _gt_outranks_teacher(self) -> Self:
         if self.lambda_gt <= self.lambda_teacher:
-            raise _bad("lambda_gt", self.lambda_gt, f"number > loss.lambda_teacher={self.lambda_teacher}")
+            raise bad("lambda_gt", self.lambda_gt, f"number > loss.lambda_teacher={self.lambda_teacher}")
         return self
 
 
@@ -387,7 +365,7 @@ class InferParams(_Model):
     @model_validator(mode="after")
     def _depth_range(self) -> Self:
         if self.min_depth_m >= self.max_depth_m:
-            raise _bad("min_depth_m", self.min_depth_m, f"number in (0, infer.max_depth_m={self.max_depth_m})")
+            raise bad("min_depth_m", self.min_depth_m, f"number in (0, infer.max_depth_m={self.max_depth_m})")
         return self
 
 
@@ -417,7 +395,7 @@ class ModelParams(_Model):
     @model_validator(mode="after")
     def _clamp_opens(self) -> Self:
         if self.clamp_alpha == 0 and self.clamp_beta == 0:
-            raise _bad("clamp_alpha", self.clamp_alpha, "number > 0 when model.clamp_beta is 0")
+            raise bad("clamp_alpha", self.clamp_alpha, "number > 0 when model.clamp_beta is 0")
         return self
 
 
@@ -445,6 +423,8 @@ class StereoParams(_Model):
 class Params(_Model):
     """All of params.yaml."""
 
+    key_word: ClassVar[str] = "section"  # what an unknown top-level key is called in messages
+
     corpus: CorpusParams
     decode: DecodeParams
     windows: WindowParams
@@ -460,14 +440,14 @@ class Params(_Model):
     def _across_sections(self) -> Self:
         f, size, crop = self.teacher.low_res_factor, self.decode.size, self.train.crop
         if size % f:
-            raise _bad("decode.size", size, f"even integer in [16, 4096], a multiple of teacher.low_res_factor={f}")
+            raise bad("decode.size", size, f"even integer in [16, 4096], a multiple of teacher.low_res_factor={f}")
         if crop > size or crop % f:
-            raise _bad(
+            raise bad(
                 "train.crop", crop, f"integer in [8, decode.size={size}], a multiple of teacher.low_res_factor={f}"
             )
         for name, clip in self.corpus.clips.items():
             if clip.kind == "video" and clip.gt is None and self.teacher_of(name) == "simulated":
-                raise _Problem(
+                raise Problem(
                     f"corpus.clips.{name}",
                     "{key}: the simulated teacher needs ground truth but this video has gt: null; "
                     "set teacher: unidepth for this clip, or give its gt",
@@ -488,119 +468,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-# --- one line naming the key for every pydantic error ---
-
-
-def _join(a: str, b: str) -> str:
-    return a + b if not a or not b or b.startswith("[") else f"{a}.{b}"
-
-
-def _key(loc: tuple[Any, ...]) -> str:
-    key = ""
-    for part in loc:
-        key = _join(key, f"[{part}]" if isinstance(part, int) else str(part))
-    return key
-
-
-def _strip(tp: Any) -> Any:
-    """The type inside Annotated[...] and X | None."""
-    while get_origin(tp) is Annotated or (get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)):
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    return tp
-
-
-def _walk(cls: type[BaseModel], loc: tuple[Any, ...]) -> tuple[type[BaseModel], FieldInfo | None, Any]:
-    """Along ``loc``: the last model passed, its field named there (if any) and the type at ``loc``."""
-    parent, info, tp = cls, None, cls
-    for part in loc:
-        tp = _strip(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            parent, info = tp, tp.model_fields.get(str(part))
-            tp = info.annotation if info else None
-        else:
-            args = [a for a in get_args(tp) if a is not Ellipsis]
-            tp = args[-1] if args else None
-    return parent, info, _strip(tp)
-
-
-def _place(cls: type[BaseModel], root: type[BaseModel] | None = None, at: str = "") -> str:
-    """Where a section model sits in params.yaml, e.g. ``corpus.synthetic`` ('' for Params)."""
-    for name, info in (root or Params).model_fields.items():
-        tp, key = _strip(info.annotation), _join(at, name)
-        if get_origin(tp) is dict:
-            tp, key = get_args(tp)[1], key + ".<name>"
-        if tp is cls or (isinstance(tp, type) and issubclass(tp, _Model) and (key := _place(cls, tp, key))):
-            return key
-    return ""
-
-
-def _bounds(md: list[Any]) -> str:
-    b = {k: getattr(m, k) for m in md for k in ("gt", "ge", "lt", "le") if hasattr(m, k)}  # Gt(0) -> {"gt": 0}
-    lo = ("(", b["gt"]) if "gt" in b else ("[", b["ge"]) if "ge" in b else None
-    hi = (b["lt"], ")") if "lt" in b else (b["le"], "]") if "le" in b else None
-    if lo and hi:
-        return f" in {lo[0]}{lo[1]}, {hi[0]}{hi[1]}"
-    if lo:
-        return f" {'>' if lo[0] == '(' else '>='} {lo[1]}"
-    return f" {'<' if hi[1] == ')' else '<='} {hi[0]}" if hi else ""
-
-
-def _describe(tp: Any, md: list[Any]) -> str:
-    """Allowed values of a type and its constraints, e.g. 'integer in [0, 9]'."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Annotated:
-        return _describe(args[0], [*args[1:], *md])
-    if origin in (Union, types.UnionType) and type(None) in args:
-        return "null or " + _describe(next(a for a in args if a is not type(None)), md)
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin is dict:
-        return f"a mapping of names to {_describe(args[1], [])}"
-    if origin is tuple:
-        each = _describe(args[0], [])
-        return f"a list of {each}" if args[-1] is Ellipsis else f"[low, high] with low <= high, each {each}"
-    if isinstance(tp, type) and issubclass(tp, _Model):
-        return "a mapping with keys " + ", ".join(tp.known_keys())
-    base = {bool: "true or false", int: "integer", float: "number", str: "non-empty text"}.get(tp, str(tp))
-    even = any(isinstance(m, MultipleOf) and m.multiple_of == 2 for m in md)
-    return ("even " if even else "") + base + _bounds(md)
-
-
-def _hint(value: Any, allowed: str) -> str:
-    if isinstance(value, bool) and ("number" in allowed or "integer" in allowed):
-        return " (true/false is not a number)"
-    if isinstance(value, str) and "integer" in allowed and _yaml_number(value) is not value:
-        return " (write a plain integer, e.g. 1000 rather than 1e3)"
-    return ""
-
-
-def _problem(err: Any, cls: type[BaseModel]) -> _Problem:
-    """One pydantic error as a problem relative to ``cls``."""
-    loc, kind, value = tuple(err["loc"]), err["type"], err.get("input")
-    cause = err.get("ctx", {}).get("error")
-    if isinstance(cause, _Problem):
-        return _Problem(_join(_key(loc), cause.key), cause.text)
-    if loc[-1:] == ("[key]",):
-        return _Problem(_key(loc[:-2]), f"{{key}}: name {value!r} is not text; quote it ('{value}')")
-    parent, info, tp = _walk(cls, loc)
-    if kind == "extra_forbidden":
-        what = "section" if parent is Params else "key"
-        return _Problem(_key(loc), f"unknown {what} {{key}}; known {what}s: {', '.join(parent.known_keys())}")
-    allowed = (info.description or _describe(info.annotation, info.metadata)) if info else _describe(tp, [])
-    if kind == "missing":
-        return _Problem(_key(loc), f"{{key}} is missing; add it ({allowed})")
-    if kind in ("model_type", "dict_type"):
-        allowed = _describe(tp, [])
-    return _Problem(_key(loc), f"{{key}} = {_show(value)} is invalid; allowed: {allowed}{_hint(value, allowed)}")
-
-
-def _message(e: ValidationError, cls: type[BaseModel], prefix: str, source: str = "params.yaml") -> str:
-    errors = e.errors()
-    p = _problem(errors[0], cls)
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{source}: {p.text.replace('{key}', _join(prefix, p.key))}{more}"
 
 
 # --- reading the file ---
@@ -630,7 +497,7 @@ def params_from_dict(raw: dict[str, Any], source: str = "params.yaml") -> Params
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_message(e, Params, "", source)) from None
+        raise ConfigError(message(e, Params, "", source)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

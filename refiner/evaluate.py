@@ -7,140 +7,88 @@ ways (``tae``: masked, z-buffered, metric; ``tae_vda``: Video Depth Anything's p
 T-SCIN (LPIPS on temporal gradients, when the LPIPS backbone weights are available; else the metrics say
 why in words); disparity jitter; per-frame scale; errors stratified by teacher confidence and by motion.
 A metric that cannot be computed is listed under ``skipped`` with the reason; a NaN never passes silently.
+
+Memory is flat in clip length: the clip is read span by span (:mod:`refiner.spans`) into running sums
+(:mod:`refiner.tally`), in two passes (the first fits VDA's per-clip alignment and the confidence terciles).
+Only the still-camera segment (flicker, jitter) is read whole, so it is bounded by its own length.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from refiner.baselines import baseline_depths
 from refiner.clip import Clip, full
 from refiner.config import EvaluateParams
-from refiner.metrics import (
-    disparity_jitter,
-    flicker,
-    mean_errors,
-    opw_metric,
-    opw_nvds,
-    per_frame_errors,
-    scale_ratios,
-    stratified,
-    tae,
-    tae_vda,
-)
-from refiner.perceptual import t_scin
-from refiner.store import check_finite, open_group
+from refiner.metrics import STRATA, confidence_terciles, disparity_jitter, flicker, still_temporal_var, strata_table
+from refiner.spans import ClipSpans
+from refiner.tally import Tally
 
 METHODS = ("teacher", "ema", "bilateral", "refiner")
+SPAN_WINDOWS = 2  # windows per span: memory ~ this many windows of every method
+CONF_BINS = 10_000  # histogram bins of c(x) for the tercile edges
 
 
-@dataclass
-class Scene:
-    """Everything of one clip that scoring reads, as tensors."""
-
-    rgb: torch.Tensor  # (T, 3, H, W) in [0, 1]
-    K: torch.Tensor  # (T, 3, 3)
-    display_fx: torch.Tensor  # (T,) the source camera's fx: disparities in display (source video) pixels
-    gt: torch.Tensor | None  # (T, H, W)
-    poses: torch.Tensor | None  # (T, 4, 4) camera-to-world
-    moving: torch.Tensor | None  # (T, H, W) bool
-    conf: torch.Tensor  # (T, H, W) teacher confidence
-    static: torch.Tensor  # (H, W) static pixels of the still-camera segment
-    n_static: int  # its length (0: no still segment)
-    baseline: float
+def fit_pass(spans: ClipSpans, tallies: dict[str, Tally], step: int) -> tuple[float, float]:
+    """First pass: VDA's alignment sums of every method and the clip's confidence terciles (where GT is valid)."""
+    hist = torch.zeros(CONF_BINS, dtype=torch.float64)
+    for span in spans.spans(step):
+        for name, tally in tallies.items():
+            tally.fit(span.depths[name], span)
+        if span.gt is not None:
+            new = slice(span.skip, None)
+            valid = (span.gt[new] > 0) & (span.depths["teacher"][new] > 0)
+            hist += torch.histc(span.conf[new][valid].double(), CONF_BINS, 0, 1)
+    return confidence_terciles(hist)
 
 
-def load_scene(clip: Clip, p: EvaluateParams) -> Scene:
-    win = full(slice(None))
-    moving = clip.moving(win)
-    static, n = clip.still_static()
-    poses = clip.poses()
-    return Scene(
-        rgb=torch.from_numpy(clip.rgb(win)).permute(0, 3, 1, 2).float() / 255,
-        K=torch.from_numpy(clip.K()),
-        display_fx=torch.from_numpy(clip.display_fx()),
-        gt=torch.from_numpy(clip.gt(win)) if clip.has_gt else None,
-        poses=None if poses is None else torch.from_numpy(poses),
-        moving=None if moving is None else torch.from_numpy(moving),
-        conf=torch.from_numpy(clip.confidence(win)),
-        static=static,
-        n_static=n,
-        baseline=float(clip.dec.attrs.get("baseline_m") or p.baseline_m),
-    )
+def score_pass(spans: ClipSpans, tallies: dict[str, Tally], edges, window: int, step: int, snap: set[int]) -> dict:
+    """Second pass: every span into every tally; returns the teacher/refined/GT frames listed in ``snap``."""
+    snapshots: dict[int, dict] = {}
+    for span in spans.spans(step):
+        for name, tally in tallies.items():
+            tally.add(span.depths[name], span, edges, window)
+        for t in snap & set(range(span.first_new, span.lo + len(span.conf))):
+            snapshots[t] = {
+                k: span.depths[k][t - span.lo].clone() for k in ("teacher", "refiner", "gt") if k in span.depths
+            }
+    return snapshots
 
 
-def method_depths(clip: Clip, refined: str, p: EvaluateParams) -> dict[str, np.ndarray]:
-    """Depth (T, H, W) of every scored method: the teacher, its EMA and bilateral filters, the refiner."""
-    tea = clip.teacher_depth(full(slice(None)))
-    ref = np.asarray(open_group(refined, ("depth",), "refined depth store")["depth"][...], dtype=np.float32)
-    if ref.shape != tea.shape:
-        raise ValueError(f"{refined}: shape {ref.shape} differs from the teacher's {tea.shape}; re-run infer")
-    check_finite(ref, f"{refined}/depth")
-    return {"teacher": tea, **baseline_depths(tea, clip.rgb(full(slice(None))), p), "refiner": ref}
-
-
-def score(d: torch.Tensor, s: Scene, p: EvaluateParams, lpips_model) -> dict[str, float]:
-    """Every figure of one method's depth (T, H, W) on the scene."""
-    m: dict[str, float] = {}
-    if s.gt is not None:
-        m.update(mean_errors(per_frame_errors(d, s.gt)))
-        m["scale_ratio_std"] = float(scale_ratios(d, s.gt, s.moving).std())
-        if lpips_model is not None:
-            m["t_scin"] = t_scin(d, s.gt, lpips_model)
-    if s.n_static >= 2:
-        f = flicker(d[: s.n_static], s.static)
-        m["flicker_std_rel"], m["flicker_mad_rel"] = f["std_rel"], f["mad_rel"]
-        m["disparity_jitter_px"] = float(
-            disparity_jitter(d[: s.n_static], s.display_fx[: s.n_static], s.baseline, s.static).mean()
-        )
-    if s.poses is not None and s.gt is not None:
-        m["tae"] = tae(d, s.K, s.poses, s.gt, s.moving)
-        m["tae_vda"] = tae_vda(d, s.K, s.poses, s.gt, max_depth=p.tae_max_depth_m)
-        m["opw_metric"] = opw_metric(d, s.rgb, s.K, s.poses, s.gt, s.moving, p.opw_weight)
-        m["opw_nvds"] = opw_nvds(d, s.rgb, s.K, s.poses, s.gt)
-    bad = [k for k, v in m.items() if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"metric(s) {bad} are not finite: the depth or ground truth has no valid pixels there")
-    return m
-
-
-def skipped_metrics(s: Scene, lpips_note: str | None) -> dict[str, str]:
-    """The metrics this clip cannot have, each with the reason in words."""
+def still_figures(spans: ClipSpans, edges: tuple[float, float]) -> dict[str, dict]:
+    """Flicker, disparity jitter and per-tercile temporal variance of every method on the still segment."""
+    n = spans.n_static
+    if n < 2:
+        return {name: {} for name in METHODS}
+    depths = spans.method_depths(0, n)
+    conf = torch.from_numpy(spans.clip.confidence(full(slice(0, n))))
+    fx = torch.from_numpy(spans.clip.display_fx()[:n])
     out = {}
-    if s.gt is None:
-        out["gt_metrics"] = "the clip has no ground truth: AbsRel, RMSE, δ, TAE, OPW, T-SCIN need it"
-    elif s.poses is None:
-        out["tae_opw"] = "the clip has no camera poses: TAE and OPW need them"
-    if lpips_note is not None and s.gt is not None:
-        out["t_scin"] = lpips_note
-    if s.n_static < 2:
-        out["flicker"] = "the clip has no still-camera segment (static_frames attribute): flicker and jitter need it"
-    return out
-
-
-def motion_strata(d: torch.Tensor, teacher: torch.Tensor, s: Scene) -> dict[str, dict[str, float]]:
-    """AbsRel and mean |ΔD| on moving-object pixels and on static-scene pixels (flicker only on the latter)."""
-    out = {}
-    for name, sel in (("moving", s.moving), ("static", ~s.moving)):
-        ok = sel & (s.gt > 0) & (d > 0)
-        if not ok.any():
-            continue
+    for name, d in depths.items():
+        d = torch.from_numpy(d)
+        f = flicker(d, spans.static)
         out[name] = {
-            "share": float(ok.float().mean()),
-            "absrel": float(((d - s.gt).abs() / s.gt)[ok].double().mean()),
-            "mean_abs_delta_m": float((d - teacher).abs()[ok].double().mean()),
+            "flicker_std_rel": f["std_rel"],
+            "flicker_mad_rel": f["mad_rel"],
+            "disparity_jitter_px": float(disparity_jitter(d, fx, spans.baseline, spans.static).mean()),
+            "temporal_var_rel": still_temporal_var(d, spans.static, conf, edges),
         }
     return out
 
 
-def per_window_medians(d: torch.Tensor, s: Scene, length: int) -> list[float]:
-    """Median depth over static-scene valid pixels per window of ``length`` frames (the do-no-harm drift curve)."""
-    ok = (d > 0) & (~s.moving if s.moving is not None else torch.ones_like(d, dtype=torch.bool))
-    return [float(d[t : t + length][ok[t : t + length]].median()) for t in range(0, d.shape[0], length)]
+def skipped_metrics(clip: Clip, n_static: int, lpips_note: str | None) -> dict[str, str]:
+    """The metrics this clip cannot have, each with the reason in words."""
+    out = {}
+    if not clip.has_gt:
+        out["gt_metrics"] = "the clip has no ground truth: AbsRel, RMSE, δ, TAE, OPW, T-SCIN need it"
+    elif not clip.has_poses:
+        out["tae_opw"] = "the clip has no camera poses: TAE and OPW need them"
+    if lpips_note is not None and clip.has_gt:
+        out["t_scin"] = lpips_note
+    if n_static < 2:
+        out["flicker"] = "the clip has no still-camera segment (static_frames attribute): flicker and jitter need it"
+    return out
 
 
 def ratios(methods: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -152,38 +100,66 @@ def ratios(methods: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def _rows(depths: dict[str, torch.Tensor], s: Scene) -> list[dict]:
+def method_figures(tallies: dict[str, Tally], still: dict[str, dict], frames: int) -> dict[str, dict[str, float]]:
+    """Every method's figures; a non-finite one is an error, never a silently dropped value."""
+    methods = {}
+    for name in METHODS:
+        seg = {k: v for k, v in still[name].items() if k != "temporal_var_rel"}
+        methods[name] = {**tallies[name].figures(frames), **seg}
+        bad = [k for k, v in methods[name].items() if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"{name}: metric(s) {bad} are not finite: the depth or GT has no valid pixels there")
+    return methods
+
+
+def stratified(tallies: dict[str, Tally], still: dict[str, dict], pixels: int) -> dict[str, dict]:
+    """Teacher and refiner errors per confidence tercile (with the still segment's temporal variance) and on
+    moving-object / static-scene pixels."""
+    out = {}
+    for name in ("teacher", "refiner"):
+        table = strata_table(tallies[name].strata)
+        for b in STRATA:
+            if "temporal_var_rel" in still[name]:
+                table[b]["temporal_var_rel"] = still[name]["temporal_var_rel"][b]
+        out[name] = {**table, **tallies[name].motion_table(pixels)}
+    return out
+
+
+def per_frame_rows(tallies: dict[str, Tally], frames: int) -> list[dict]:
     """Per-frame plot rows, one column per method: AbsRel and scale (median D/G), when the clip has GT."""
-    rows = [{"frame": t} for t in range(next(iter(depths.values())).shape[0])]
-    if s.gt is None:
-        return rows
-    for name, d in depths.items():
-        errs, scale = per_frame_errors(d, s.gt), scale_ratios(d, s.gt, s.moving)
-        for t, row in enumerate(rows):
-            row[f"{name}_absrel"], row[f"{name}_scale_ratio"] = errs[t]["absrel"], float(scale[t])
+    rows = [{"frame": t} for t in range(frames)]
+    for name in METHODS:
+        for row, errs, scale in zip(rows, tallies[name].errors, tallies[name].scales, strict=False):
+            row[f"{name}_absrel"], row[f"{name}_scale_ratio"] = errs["absrel"], scale
     return rows
 
 
-def evaluate_clip(clip: Clip, refined: str, p: EvaluateParams, window: int, lpips=(None, None)) -> dict:
-    """Metrics of one clip (methods, ratios, strata, GT floors, skipped), per-frame rows and drift rows."""
-    s = load_scene(clip, p)
-    depths = {k: torch.from_numpy(v) for k, v in method_depths(clip, refined, p).items()}
-    metrics: dict = {"methods": {name: score(d, s, p, lpips[0]) for name, d in depths.items()}}
+def evaluate_clip(
+    clip: Clip, refined: str, p: EvaluateParams, window: int, lpips=(None, None), span_windows: int = SPAN_WINDOWS
+) -> dict:
+    """Metrics of one clip (methods, ratios, strata, GT floors, skipped), per-frame rows, drift rows and the
+    teacher/refined/GT frames of the strip figure. The clip is read ``span_windows`` windows at a time."""
+    spans, step = ClipSpans(clip, refined, p), span_windows * window
+    tallies = {name: Tally(p, lpips[0]) for name in METHODS}
+    if clip.has_gt:
+        tallies["gt"] = Tally(p, temporal_only=True)
+    edges = fit_pass(spans, tallies, step)
+    snap = {0, clip.frames // 2, clip.frames - 1} if clip.has_gt else set()
+    snapshots = score_pass(spans, tallies, edges, window, step, snap)
+    still = still_figures(spans, edges)
+    metrics: dict = {"methods": method_figures(tallies, still, clip.frames)}
     metrics["ratios"] = ratios(metrics["methods"])
-    if s.gt is not None:
-        strata = {
-            n: stratified(depths[n], depths["teacher"], s.gt, s.conf, s.static, s.n_static)
-            for n in ("teacher", "refiner")
+    if clip.has_gt:
+        metrics["stratified"] = stratified(tallies, still, clip.frames * clip.height * clip.width)
+        metrics["gt_floor"] = {
+            k: v for k, v in tallies["gt"].figures(clip.frames).items() if k.startswith(("tae", "opw"))
         }
-        if s.moving is not None:
-            for n in strata:
-                strata[n].update(motion_strata(depths[n], depths["teacher"], s))
-        metrics["stratified"] = strata
-        metrics["gt_floor"] = {k: v for k, v in score(s.gt, s, p, None).items() if k.startswith(("tae", "opw"))}
-    metrics["skipped"] = skipped_metrics(s, lpips[1])
-    drift = {n: per_window_medians(depths[n], s, window) for n in ("teacher", "refiner")}
-    drift_rows = [
-        {"window": i, "teacher_median_m": a, "refiner_median_m": b}
-        for i, (a, b) in enumerate(zip(drift["teacher"], drift["refiner"], strict=True))
-    ]
-    return {"metrics": metrics, "per_frame": _rows(depths, s), "drift": drift_rows, "depths": depths, "scene": s}
+    metrics["skipped"] = skipped_metrics(clip, spans.n_static, lpips[1])
+    drift = zip(tallies["teacher"].medians, tallies["refiner"].medians, strict=True)
+    return {
+        "metrics": metrics,
+        "per_frame": per_frame_rows(tallies, clip.frames),
+        "drift": [{"window": i, "teacher_median_m": a, "refiner_median_m": b} for i, (a, b) in enumerate(drift)],
+        "snapshots": dict(sorted(snapshots.items())),
+        "static_frames": spans.n_static,
+    }

@@ -27,7 +27,7 @@ from refiner.dataset import ClipWindows
 from refiner.export import export_frames, side_by_side_video
 from refiner.masks import static_gate
 from refiner.source_res import SourceFrames, store_map
-from refiner.store import atomic_path, create_group, frames_array, open_group, write_csv, write_json
+from refiner.store import atomic_path, atomic_paths, create_group, frames_array, open_group, write_csv, write_json
 from refiner.windows import WindowBlender
 
 OCCLUDED_WEIGHT = 0.1  # blending weight factor of a pixel a window sees changing colour (occlusion, motion)
@@ -181,21 +181,9 @@ def _stats(monitor: _Monitor, total: int, windows: int, p: InferParams) -> dict:
     }
 
 
-def run_infer(
-    model, clip: Clip, params, out: str | Path, frames_dir: str | Path, reports_dir: str | Path, progress: bool = True
-) -> dict:
-    """Refine the clip into ``out`` (canonical grid), export frames (``frames_dir``) and the teacher | refined (| GT)
-    video at the source resolution, the metrics and drift plot data (``reports_dir``). Shared by the infer stage
-    and the one-command tool (:mod:`refiner.cli`)."""
-    device = next(model.parameters()).device
-    if model.factor != clip.factor:
-        raise ValueError(
-            f"the model was trained with low-res factor {model.factor} but {clip.teacher_path} was cached with "
-            f"{clip.factor}; re-run the teacher with teacher.low_res_factor {model.factor}"
-        )
-    stats = refine_clip(model, clip, out, params.windows, params.infer, device, progress)
-    p, reports_dir = params.infer, Path(reports_dir)
-    refined, m = open_group(out)["depth"], store_map(clip.dec)  # exports at the source video's resolution
+def _write_outputs(clip: Clip, p, refined, frames_dir: Path, reports_dir: Path, stats: dict) -> None:
+    """Frame exports and the teacher | refined (| GT) video at the source resolution; metrics and drift rows."""
+    m = store_map(clip.dec)  # exports at the source video's resolution
     png_range = (p.min_depth_m, p.max_depth_m)
     export_frames(SourceFrames(refined, m), frames_dir, npy=p.export_npy, png=p.export_png16, png_range=png_range)
     panels = [clip.tea["depth"], refined] + ([clip.dec["depth_gt"]] if clip.has_gt else [])
@@ -209,4 +197,21 @@ def run_infer(
             for t, (m, mt) in enumerate(zip(medians, teacher_medians, strict=True))
         ],
     )
+
+
+def run_infer(
+    model, clip: Clip, params, out: str | Path, frames_dir: str | Path, reports_dir: str | Path, progress: bool = True
+) -> dict:
+    """Refine the clip into ``out`` (canonical grid), export frames (``frames_dir``) and the teacher | refined (| GT)
+    video at the source resolution, the metrics and drift plot data (``reports_dir``). Shared by the infer stage
+    and the one-command tool (:mod:`refiner.cli`)."""
+    device = next(model.parameters()).device
+    if model.factor != clip.factor:
+        raise ValueError(
+            f"the model was trained with low-res factor {model.factor} but {clip.teacher_path} was cached with "
+            f"{clip.factor}; re-run the teacher with teacher.low_res_factor {model.factor}"
+        )
+    with atomic_paths(out, frames_dir, reports_dir) as (out_tmp, frames_tmp, reports_tmp):
+        stats = refine_clip(model, clip, out_tmp, params.windows, params.infer, device, progress)
+        _write_outputs(clip, params.infer, open_group(out_tmp)["depth"], frames_tmp, reports_tmp, stats)
     return stats

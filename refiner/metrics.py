@@ -142,6 +142,37 @@ def reproject(
     return z[0], hit[0]
 
 
+def tae_pairs(
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    poses: torch.Tensor,
+    gt: torch.Tensor,
+    moving: torch.Tensor | None = None,
+    chunk: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per consecutive pair of (T, H, W), both directions: (Σ |D_j − z| / D_j, counted pixels), each (2(T − 1),).
+
+    The parts of :func:`tae`, so that a clip can be scored span by span (spans sharing one frame).
+    """
+    static = ~moving.bool() if moving is not None else torch.ones_like(gt, dtype=torch.bool)
+    ok_px = (depth > 0) & (gt > 0) & static  # a pixel may be a source and a target
+    sums, counts = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.long)]
+    for pairs in frame_pairs(depth.shape[0]).split(chunk) if depth.shape[0] >= 2 else ():
+        a, b = pairs[:, 0], pairs[:, 1]
+        z, hit = reproject_batch(depth[a], K[a], K[b], relative_pose(poses[a], poses[b]), ok_px[a])
+        ok = hit & ok_px[b]
+        d_b = torch.where(ok, depth[b].double(), 1.0)
+        sums.append(torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1))
+        counts.append(ok.flatten(1).sum(1))
+    return torch.cat(sums), torch.cat(counts)
+
+
+def tae_from_pairs(sums: torch.Tensor, counts: torch.Tensor) -> float:
+    """TAE ×100 from :func:`tae_pairs`: the mean over pairs that have a counted pixel; NaN when none does."""
+    ok = counts > 0
+    return 100 * float((sums[ok] / counts[ok]).mean()) if ok.any() else float("nan")
+
+
 def tae(
     depth: torch.Tensor,
     K: torch.Tensor,
@@ -155,20 +186,37 @@ def tae(
     depth, gt (T, H, W); K (T, 3, 3); poses (T, 4, 4) camera-to-world; moving (T, H, W) or None.
     Pairs are processed ``chunk`` at a time (memory ~ chunk · H · W · 60 bytes). NaN when no pair counts.
     """
-    if depth.shape[0] < 2:
-        return float("nan")
-    static = ~moving.bool() if moving is not None else torch.ones_like(gt, dtype=torch.bool)
-    ok_px = (depth > 0) & (gt > 0) & static  # a pixel may be a source and a target
-    sums, counts = [], []
-    for pairs in frame_pairs(depth.shape[0]).split(chunk):
-        a, b = pairs[:, 0], pairs[:, 1]
-        z, hit = reproject_batch(depth[a], K[a], K[b], relative_pose(poses[a], poses[b]), ok_px[a])
-        ok = hit & ok_px[b]
-        d_b = torch.where(ok, depth[b].double(), 1.0)
-        sums.append(torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1))
-        counts.append(ok.flatten(1).sum(1))
-    s, n = torch.cat(sums), torch.cat(counts)
-    return 100 * float((s[n > 0] / n[n > 0]).mean()) if (n > 0).any() else float("nan")
+    return tae_from_pairs(*tae_pairs(depth, K, poses, gt, moving, chunk))
+
+
+def _vda_disparity(depth: torch.Tensor) -> torch.Tensor:
+    return torch.where(depth > 0, 1 / depth.double().clamp_min(1e-12), 0.0).clamp_min(1e-3)
+
+
+def vda_fit_sums(depth: torch.Tensor, gt: torch.Tensor, max_depth: float = 10.0) -> torch.Tensor:
+    """The least-squares sums (Σx², Σx, n, Σxy, Σy) of :func:`vda_align`'s fit over (T, H, W); they add up
+    over spans of a clip."""
+    fit = (depth > 0) & (gt > 1e-3) & (gt < max_depth)
+    x, y = _vda_disparity(depth)[fit], 1 / (gt[fit].double() + 1e-8)
+    return torch.stack([(x * x).sum(), x.sum(), x.new_tensor(x.numel()), (x * y).sum(), y.sum()])
+
+
+def vda_scale_shift(sums: torch.Tensor) -> tuple[float, float]:
+    """The disparity scale and shift (s, b) solving :func:`vda_fit_sums`' normal equations (minimum norm,
+    like numpy's lstsq, so a rank-deficient clip such as a constant prediction is handled)."""
+    xx, x, n, xy, y = sums
+    if n == 0:
+        raise ValueError("vda_align: no pixel with 1e-3 < GT < max_depth and a valid prediction")
+    gram = torch.stack([torch.stack([xx, x]), torch.stack([x, n])])
+    s, b = torch.linalg.lstsq(gram, torch.stack([xy, y])[:, None], rcond=1e-12, driver="gelsd").solution[:, 0]
+    return float(s), float(b)
+
+
+def vda_apply(depth: torch.Tensor, scale_shift: tuple[float, float], max_depth: float = 10.0) -> torch.Tensor:
+    """Depth aligned by a disparity scale and shift, clipped to [1e-3, max_depth]; invalid pixels stay 0."""
+    s, b = scale_shift
+    out = (1 / (s * _vda_disparity(depth) + b).clamp_min(1e-3)).clamp(1e-3, max_depth)
+    return torch.where(depth > 0, out, 0.0)
 
 
 def vda_align(depth: torch.Tensor, gt: torch.Tensor, max_depth: float = 10.0) -> torch.Tensor:
@@ -176,20 +224,9 @@ def vda_align(depth: torch.Tensor, gt: torch.Tensor, max_depth: float = 10.0) ->
 
     Prediction disparity max(1/D, 1e-3) is fitted to 1/(GT + 1e-8) where 1e-3 < GT < max_depth (and D > 0),
     clipped at 1e-3, turned back into depth and clipped to [1e-3, max_depth]. Returns float64 depth (T, H, W);
-    pixels with D ≤ 0 (this project's "invalid") stay 0. The fit is the minimum-norm least-squares solution
-    (like numpy's lstsq), so a rank-deficient clip (constant prediction) is handled.
+    pixels with D ≤ 0 (this project's "invalid") stay 0.
     """
-    valid = depth > 0
-    disp = torch.where(valid, 1 / depth.double().clamp_min(1e-12), 0.0).clamp_min(1e-3)
-    fit = valid & (gt > 1e-3) & (gt < max_depth)
-    if not fit.any():
-        raise ValueError("vda_align: no pixel with 1e-3 < GT < max_depth and a valid prediction")
-    x, y = disp[fit], 1 / (gt[fit].double() + 1e-8)
-    gram = torch.stack([torch.stack([(x * x).sum(), x.sum()]), torch.stack([x.sum(), x.new_tensor(x.numel())])])
-    rhs = torch.stack([(x * y).sum(), y.sum()])[:, None]
-    s, b = torch.linalg.lstsq(gram, rhs, rcond=1e-12, driver="gelsd").solution[:, 0]
-    out = (1 / (s * disp + b).clamp_min(1e-3)).clamp(1e-3, max_depth)
-    return torch.where(valid, out, 0.0)
+    return vda_apply(depth, vda_scale_shift(vda_fit_sums(depth, gt, max_depth)), max_depth)
 
 
 def splat_last_write(z: torch.Tensor, uv: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -207,6 +244,29 @@ def splat_last_write(z: torch.Tensor, uv: torch.Tensor, height: int, width: int)
     last = torch.full((p * height * width,), -1, dtype=torch.long).scatter_reduce_(0, target, source, reduce="amax")
     out = torch.where(last >= 0, z.flatten()[last.clamp_min(0)], 0.0)
     return out.reshape(p, height, width)
+
+
+def tae_vda_pair_sum(aligned: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, chunk: int = 8) -> float:
+    """Σ over consecutive pairs of (T, H, W) VDA-aligned depth, both directions, of the pair's mean error
+    (:func:`tae_vda`); an empty pair adds 0. Sums of spans sharing one frame add up to the clip's."""
+    frames, h, w = aligned.shape
+    total = 0.0
+    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).double()
+    homog = torch.cat([grid, torch.ones(1, h, w, dtype=torch.float64)]).reshape(3, -1)
+    for pairs in frame_pairs(frames).split(chunk) if frames >= 2 else ():
+        a, b = pairs[:, 0], pairs[:, 1]
+        T = relative_pose(poses[a], poses[b])
+        pts = torch.linalg.inv(K[a].double()) @ homog * aligned[a].flatten(1)[:, None]  # (P, 3, N)
+        pts = T[:, :3, :3] @ pts + T[:, :3, 3:]
+        uvw = K[b].double() @ pts
+        uv = uvw[:, :2] / uvw[:, 2:]  # z = 0 gives inf/nan: dropped by the splat
+        src_ok = (aligned[a] > 0).flatten(1)
+        z = splat_last_write(torch.where(src_ok, pts[:, 2], torch.nan), uv, h, w)
+        ok = (z > 0) & (aligned[b] > 0)
+        d_b = torch.where(ok, aligned[b], 1.0)
+        err = torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1)
+        total += float(err.sum())
+    return total
 
 
 def tae_vda(
@@ -228,27 +288,10 @@ def tae_vda(
     uses K_src for both; identical when K is constant), and pixels with D ≤ 0 (this project's invalid
     marker, never produced by VDA's models) are neither sources nor targets.
     """
-    frames, h, w = depth.shape
+    frames = depth.shape[0]
     if frames < 2:
         return float("nan")
-    d = vda_align(depth, gt, max_depth)
-    total = 0.0
-    grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).double()
-    homog = torch.cat([grid, torch.ones(1, h, w, dtype=torch.float64)]).reshape(3, -1)
-    for pairs in frame_pairs(frames).split(chunk):
-        a, b = pairs[:, 0], pairs[:, 1]
-        T = relative_pose(poses[a], poses[b])
-        pts = torch.linalg.inv(K[a].double()) @ homog * d[a].flatten(1)[:, None]  # (P, 3, N)
-        pts = T[:, :3, :3] @ pts + T[:, :3, 3:]
-        uvw = K[b].double() @ pts
-        uv = uvw[:, :2] / uvw[:, 2:]  # z = 0 gives inf/nan: dropped by the splat
-        src_ok = (d[a] > 0).flatten(1)
-        z = splat_last_write(torch.where(src_ok, pts[:, 2], torch.nan), uv, h, w)
-        ok = (z > 0) & (d[b] > 0)
-        d_b = torch.where(ok, d[b], 1.0)
-        err = torch.where(ok, (d_b - z).abs() / d_b, 0.0).flatten(1).sum(1) / ok.flatten(1).sum(1).clamp_min(1)
-        total += float(err.sum())
-    return 100 * total / (2 * (frames - 1))
+    return 100 * tae_vda_pair_sum(vda_align(depth, gt, max_depth), K, poses, chunk) / (2 * (frames - 1))
 
 
 def _flow_targets(gt_t: torch.Tensor, K_t: torch.Tensor, K_s: torch.Tensor, T_ts: torch.Tensor) -> torch.Tensor:
@@ -266,7 +309,7 @@ def _sample(img: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return out, inside
 
 
-def opw_metric(
+def opw_metric_pairs(
     depth: torch.Tensor,
     rgb: torch.Tensor,
     K: torch.Tensor,
@@ -274,11 +317,8 @@ def opw_metric(
     gt: torch.Tensor,
     moving: torch.Tensor | None = None,
     weight: float = 50.0,
-) -> float:
-    """Metric-space OPW: photometrically weighted relative depth error along GT flow (motion compensated).
-
-    depth, gt (T, H, W); rgb (T, 3, H, W) in [0, 1]; K (T, 3, 3); poses (T, 4, 4) camera-to-world.
-    """
+) -> list[float]:
+    """:func:`opw_metric`'s error of each pair (t − 1, t) that has a counted pixel."""
     errs = []
     for t in range(1, depth.shape[0]):
         uv = _flow_targets(gt[t], K[t], K[t - 1], relative_pose(poses[t][None], poses[t - 1][None])[0])
@@ -299,6 +339,23 @@ def opw_metric(
         z_prev = pts[0, 2].float()
         rel = (depth[t][ok] - z_prev[ok]).abs() / depth[t][ok]
         errs.append(float((w * rel).sum() / w.sum().clamp_min(_EPS)))
+    return errs
+
+
+def opw_metric(
+    depth: torch.Tensor,
+    rgb: torch.Tensor,
+    K: torch.Tensor,
+    poses: torch.Tensor,
+    gt: torch.Tensor,
+    moving: torch.Tensor | None = None,
+    weight: float = 50.0,
+) -> float:
+    """Metric-space OPW: photometrically weighted relative depth error along GT flow (motion compensated).
+
+    depth, gt (T, H, W); rgb (T, 3, H, W) in [0, 1]; K (T, 3, 3); poses (T, 4, 4) camera-to-world.
+    """
+    errs = opw_metric_pairs(depth, rgb, K, poses, gt, moving, weight)
     return float(np.mean(errs)) if errs else float("nan")
 
 
@@ -413,35 +470,83 @@ def disparity_jitter(depth: torch.Tensor, fx: torch.Tensor, baseline: float, mas
     return (disp[1:] - disp[:-1]).abs()[:, mask].mean(1)
 
 
-def stratified(
-    pred: torch.Tensor,
-    teacher: torch.Tensor,
-    gt: torch.Tensor,
-    conf: torch.Tensor,
-    static: torch.Tensor,
-    static_frames: int,
-) -> dict[str, dict[str, float]]:
-    """Metrics per teacher-confidence tercile (low / medium / high c(x)): AbsRel, RMSE, temporal variance
-    of relative depth on static pixels of the still-camera segment, mean |ΔD| (pred − teacher)."""
+STRATA = ("low", "medium", "high")  # teacher-confidence terciles
+
+
+def confidence_terciles(hist: torch.Tensor) -> tuple[float, float]:
+    """Tercile edges of c(x) from its histogram over [0, 1] (a clip's, summed span by span): the upper edge of
+    the bin holding each tercile, so the quantiles are exact to one bin."""
+    cdf = hist.double().cumsum(0) / hist.sum().clamp_min(1)
+    bins = hist.numel()
+    q = torch.tensor([1 / 3, 2 / 3], dtype=torch.float64)
+    return tuple(float(x) / bins for x in (torch.searchsorted(cdf, q) + 1).clamp_max(bins))
+
+
+def _strata(conf: torch.Tensor, edges: tuple[float, float]) -> list[torch.Tensor]:
+    c = conf.double()
+    return [c <= edges[0], (c > edges[0]) & (c <= edges[1]), c > edges[1]]
+
+
+def strata_sums(
+    pred: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor, conf: torch.Tensor, edges: tuple[float, float]
+) -> torch.Tensor:
+    """Per teacher-confidence tercile (:data:`STRATA`) of (T, H, W): [pixels, Σ |D − G| / G, Σ (D − G)²,
+    Σ |D − teacher|] over pixels valid in GT and prediction; (3, 4) float64 sums that add up over spans."""
     valid = (gt > 0) & (pred > 0)
-    c = conf[valid].double()
-    c = c[:: max(1, c.numel() // 4_000_000)]  # torch.quantile takes at most 16M values
-    edges = torch.quantile(c, torch.tensor([1 / 3, 2 / 3], dtype=torch.float64)) if c.numel() else torch.zeros(2)
-    seg_conf = conf[:static_frames].double().mean(0)  # per-pixel bin for the temporal variance
-    out = {}
-    for name, lo, hi in (("low", -1.0, edges[0]), ("medium", edges[0], edges[1]), ("high", edges[1], 2.0)):
-        sel = valid & (conf.double() > lo) & (conf.double() <= hi)
+    rows = []
+    for sel in _strata(conf, edges):
+        sel = sel & valid
         d, g = pred[sel].double(), gt[sel].double()
-        row = {
-            "share": float(sel.sum() / valid.sum().clamp_min(1)),
-            "absrel": float(((d - g).abs() / g).mean()) if d.numel() else float("nan"),
-            "rmse": float((d - g).square().mean().sqrt()) if d.numel() else float("nan"),
-            "mean_abs_delta_m": float((pred - teacher)[sel].abs().double().mean()) if d.numel() else float("nan"),
+        rows.append(
+            torch.stack(
+                [sel.sum().double(), ((d - g).abs() / g).sum(), (d - g).square().sum(), (d - teacher[sel]).abs().sum()]
+            )
+        )
+    return torch.stack(rows)
+
+
+def strata_table(sums: torch.Tensor) -> dict[str, dict[str, float]]:
+    """:func:`strata_sums` totals as share, AbsRel, RMSE and mean |ΔD| per tercile (NaN where a tercile is empty)."""
+    n = sums[:, 0]
+    total = n.sum().clamp_min(1)
+    out = {}
+    for name, (count, absrel, sq, delta) in zip(STRATA, sums, strict=True):
+        k = count if count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+        out[name] = {
+            "share": float(count / total),
+            "absrel": float(absrel / k),
+            "rmse": float((sq / k).sqrt()),
+            "mean_abs_delta_m": float(delta / k),
         }
-        if static_frames >= 2:
-            seg = pred[:static_frames].double()
-            px = static & (seg_conf > lo) & (seg_conf <= hi)
-            rel_var = (seg.var(0) / seg.mean(0).clamp_min(_EPS).square())[px]
-            row["temporal_var_rel"] = float(rel_var.mean()) if px.any() else float("nan")
-        out[name] = row
     return out
+
+
+def still_temporal_var(
+    segment: torch.Tensor, static: torch.Tensor, conf: torch.Tensor, edges: tuple[float, float]
+) -> dict[str, float]:
+    """Per tercile of the pixel's mean c(x) over the still segment (T, H, W): the mean over static pixels of
+    the temporal variance of depth relative to its squared temporal mean (NaN where a tercile has none)."""
+    seg = segment.double()
+    rel_var = seg.var(0) / seg.mean(0).clamp_min(_EPS).square()
+    out = {}
+    for name, sel in zip(STRATA, _strata(conf.double().mean(0), edges), strict=True):
+        px = static & sel
+        out[name] = float(rel_var[px].mean()) if px.any() else float("nan")
+    return out
+
+
+def motion_sums(pred: torch.Tensor, teacher: torch.Tensor, gt: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """[pixels, Σ |D − G| / G, Σ |D − teacher|] on moving-object pixels (row 0) and on the static scene (row 1),
+    over pixels valid in GT and prediction; (2, 3) float64 sums that add up over spans."""
+    rows = []
+    for sel in (moving, ~moving):
+        ok = sel & (gt > 0) & (pred > 0)
+        d, g = pred[ok].double(), gt[ok].double()
+        rows.append(torch.stack([ok.sum().double(), ((d - g).abs() / g).sum(), (d - teacher[ok]).abs().sum()]))
+    return torch.stack(rows)
+
+
+def window_medians(depth: torch.Tensor, moving: torch.Tensor | None, length: int) -> list[float]:
+    """Median depth over valid static-scene pixels per window of ``length`` frames of (T, H, W) (the drift curve)."""
+    ok = depth > 0 if moving is None else (depth > 0) & ~moving
+    return [float(depth[t : t + length][ok[t : t + length]].median()) for t in range(0, depth.shape[0], length)]

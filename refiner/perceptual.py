@@ -96,11 +96,12 @@ def temporal_gradient_images(depth: torch.Tensor, valid: torch.Tensor, scale: fl
 
 
 @torch.no_grad()
-def t_scin(pred: torch.Tensor, gt: torch.Tensor, model: torch.nn.Module, batch: int = 8, scale: float = 0.05) -> float:
-    """T-SCIN (module docstring): mean LPIPS between the temporal-gradient images of pred and GT (T, H, W).
+def t_scin_pairs(
+    pred: torch.Tensor, gt: torch.Tensor, model: torch.nn.Module, batch: int = 8, scale: float = 0.05
+) -> torch.Tensor:
+    """LPIPS of each pair (t − 1, t) of pred and GT (T, H, W) (:func:`t_scin`), float64 (T − 1,).
 
     Frame pairs go through ``model`` ``batch`` at a time, on the model's device (memory ~ one batch).
-    NaN for fewer than two frames.
     """
     if model is None:
         raise ValueError("t_scin needs an LPIPS model: see load_lpips() (it says why none is available)")
@@ -109,14 +110,19 @@ def t_scin(pred: torch.Tensor, gt: torch.Tensor, model: torch.nn.Module, batch: 
         raise ValueError(f"t_scin expects pred and gt of one shape (T, H, W), got {pred.shape} and {gt.shape}")
     if min(pred.shape[-2:]) < 32:
         raise ValueError(f"t_scin needs frames of at least 32×32 for LPIPS's AlexNet, got {tuple(pred.shape[-2:])}")
-    if pred.shape[0] < 2:
-        return float("nan")
     device = next(model.parameters()).device
-    scores = []
+    scores = [torch.zeros(0, dtype=torch.float64)]
     for s in range(1, pred.shape[0], batch):  # pairs (t−1, t) for t in [s, s + batch)
         p, g = pred[s - 1 : s + batch].to(device), gt[s - 1 : s + batch].to(device)
         ok = (p > 0) & (g > 0)
         valid = ok[1:] & ok[:-1]
         d = model(temporal_gradient_images(p, valid, scale), temporal_gradient_images(g, valid, scale))
         scores.append(d.flatten().double().cpu())
-    return float(torch.cat(scores).mean())
+    return torch.cat(scores)
+
+
+def t_scin(pred: torch.Tensor, gt: torch.Tensor, model: torch.nn.Module, batch: int = 8, scale: float = 0.05) -> float:
+    """T-SCIN (module docstring): mean LPIPS between the temporal-gradient images of pred and GT (T, H, W);
+    NaN for fewer than two frames."""
+    pairs = t_scin_pairs(pred, gt, model, batch, scale)
+    return float(pairs.mean()) if pairs.numel() else float("nan")

@@ -58,18 +58,21 @@ def scale_figure(path: Path, per_frame: list[dict], static_frames: int) -> None:
     _save(fig, path)
 
 
-def strip_figure(path: Path, depths: dict, gt, frames: list[int]) -> None:
-    """Teacher / refined / GT / |refined − GT| / |teacher − GT| for a few frames, depth on one colour scale."""
-    lo, hi = log_depth_range(gt[frames[0]].numpy())
+def strip_figure(path: Path, snapshots: dict[int, dict]) -> None:
+    """Teacher / refined / GT / |refined − GT| / |teacher − GT| for a few frames ({frame: {"teacher", "refiner",
+    "gt"}}), depth on one colour scale."""
+    frames = list(snapshots)
+    lo, hi = log_depth_range(snapshots[frames[0]]["gt"].numpy())
     fig, axes = plt.subplots(len(frames), 5, figsize=(13, 2.7 * len(frames)), squeeze=False)
     for r, t in enumerate(frames):
-        g = gt[t].numpy()
+        depths = {k: v.numpy() for k, v in snapshots[t].items()}
+        g = depths["gt"]
         panels = [
-            ("teacher", colorize(depths["teacher"][t].numpy(), lo, hi)),
-            ("refined", colorize(depths["refiner"][t].numpy(), lo, hi)),
+            ("teacher", colorize(depths["teacher"], lo, hi)),
+            ("refined", colorize(depths["refiner"], lo, hi)),
             ("GT", colorize(g, lo, hi)),
         ]
-        err = {k: np.abs(depths[k][t].numpy() - g) / np.maximum(g, 1e-6) * (g > 0) for k in ("refiner", "teacher")}
+        err = {k: np.abs(depths[k] - g) / np.maximum(g, 1e-6) * (g > 0) for k in ("refiner", "teacher")}
         for c, (title, img) in enumerate(panels):
             axes[r][c].imshow(img)
             axes[r][c].set_title(f"{title}, frame {t}", fontsize=8)
@@ -123,11 +126,9 @@ def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
         write_csv(out / "plots" / "stratified.csv", strat)
     figures = ["drift_windows.png"]
     drift_figure(out / "figures" / "drift_windows.png", result["drift"])
-    s = result["scene"]
-    if s.gt is not None:
-        scale_figure(out / "figures" / "scale.png", result["per_frame"], s.n_static)
-        t = s.gt.shape[0]
-        strip_figure(out / "figures" / "strip.png", result["depths"], s.gt, sorted({0, t // 2, t - 1}))
+    if result["snapshots"]:
+        scale_figure(out / "figures" / "scale.png", result["per_frame"], result["static_frames"])
+        strip_figure(out / "figures" / "strip.png", result["snapshots"])
         figures += ["scale.png", "strip.png"]
     keys = sorted({k for m in metrics["methods"].values() for k in m})
     lines = [

@@ -43,6 +43,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Temporary siblings of several outputs, put in place back to back only when the whole block succeeds:
+    a stage's outputs change together or not at all (an error or a kill inside the block keeps every
+    previous output)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(p)) for p in paths]
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -114,15 +123,21 @@ def create_group(path: str | Path, attrs: dict[str, Any] | None = None) -> zarr.
     return group
 
 
+FLAT_KEYS = {"name": "default", "separator": "."}  # chunk files c.12.0.0 side by side, not nested folders
+
+
 def frames_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype: Any) -> zarr.Array:
     """An array whose first axis is time, one chunk per frame, Blosc zstd compressed.
 
-    Every chunk is written, even an all-zero one, so a missing chunk file means a truncated store.
+    Every chunk is written, even an all-zero one, so a missing chunk file means a truncated store. Chunk files
+    lie flat in the array's folder (``c.12.0.0``): DVC hashes a store by walking it, and nested per-chunk
+    folders made that walk most of a no-op ``dvc repro``.
     """
     return group.create_array(
         name,
         shape=shape,
         chunks=(1, *shape[1:]),
+        chunk_key_encoding=FLAT_KEYS,
         dtype=dtype,
         compressors=BloscCodec(
             cname="zstd", clevel=5, shuffle="bitshuffle" if np.dtype(dtype).itemsize > 1 else "noshuffle"
@@ -138,6 +153,7 @@ def small_array(group: zarr.Group, name: str, data: np.ndarray) -> zarr.Array:
         name,
         shape=data.shape,
         chunks=data.shape,
+        chunk_key_encoding=FLAT_KEYS,
         dtype=data.dtype,
         fill_value=0,
         config={"write_empty_chunks": True},

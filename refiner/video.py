@@ -47,14 +47,16 @@ def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: int, crf: in
 
 def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
-        raise VideoError(f"{path}: video not found; check decode.video in params.yaml")
+        raise VideoError(f"{path}: video not found; check corpus.clips.<name>.source in params.yaml")
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as e:
         raise VideoError(f"{path}: not a readable video ({e}); re-encode it, e.g. to H.264 mp4") from e
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{path}: holds no video stream (no frames); point decode.video at a file with video")
+        raise VideoError(
+            f"{path}: holds no video stream (no frames); point corpus.clips.<name>.source at a file with video"
+        )
     return container
 
 

@@ -14,9 +14,9 @@ from refiner.checkpoint import load_refiner
 from refiner.clip import Clip
 from refiner.config import load_params
 from refiner.errors import run_stage
-from refiner.evaluate import method_depths
 from refiner.infer import refine_clip
 from refiner.manifest import open_clip
+from refiner.spans import method_depths
 from refiner.stereo_report import right_eye_store, sbs_video, stereo_metrics
 from refiner.store import write_csv, write_json
 from refiner.teachers.cache import write_teacher_store

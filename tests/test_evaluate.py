@@ -2,10 +2,13 @@
 
 import json
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
+import torch
 
+from refiner.clip import full
 from refiner.config import EvaluateParams
 from refiner.evaluate import evaluate_clip
 from refiner.manifest import open_clip
@@ -13,7 +16,7 @@ from refiner.perceptual import lpips_random_backbone
 from refiner.reports import aggregate, write_aggregate, write_clip_report
 from refiner.store import create_group, frames_array
 
-from .clip_fixtures import make_corpus
+from .clip_fixtures import make_clip, make_corpus, open_entry
 
 P = EvaluateParams.from_file(bilateral_radius=1)
 
@@ -97,3 +100,48 @@ def test_clip_report_names_the_clip_and_the_aggregate_is_the_mean(scored, tmp_pa
     write_aggregate(tmp_path, agg)
     assert json.loads((tmp_path / "metrics.json").read_text())["clips"] == ["a", "b"]
     assert "| tae_vda |" in (tmp_path / "evaluation.md").read_text()
+
+
+def _close(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _close(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-12, nan_ok=True), path  # EMA state: float32
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("span_windows", [1, 3])
+def test_span_by_span_scoring_equals_one_span_over_the_whole_clip(scored, span_windows):
+    """Spans of 2 or 6 frames (pairs across span borders, EMA carried, bilateral margins) give the whole-clip
+    figures: every metric, stratum, floor, per-frame row and drift window."""
+    tmp, _, _ = scored
+    clip, _ = open_clip(tmp / "manifest", "te")
+    lpips = (lpips_random_backbone(), None)
+    whole = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, lpips, span_windows=4)  # 8 frames: one span
+    spans = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, lpips, span_windows=span_windows)
+    _close(whole["metrics"], spans["metrics"])
+    for a, b in zip(whole["per_frame"] + whole["drift"], spans["per_frame"] + spans["drift"], strict=True):
+        _close(a, b)
+    assert list(spans["snapshots"]) == [0, 4, 7]
+    for t, frames in whole["snapshots"].items():
+        assert all(torch.equal(frames[k], spans["snapshots"][t][k]) for k in frames)
+
+
+def test_evaluate_memory_does_not_grow_with_clip_length(tmp_path):
+    """Case 8 of the reliability issue: scoring holds one span, not every method's whole clip."""
+    peaks = []
+    for frames in (16, 64):
+        clip = open_entry(make_clip(tmp_path / str(frames), "c", frames=frames, size=64, static_frames=3))
+        refined = create_group(tmp_path / f"r{frames}.zarr")
+        frames_array(refined, "depth", (frames, 64, 64), np.float32)[...] = clip.teacher_depth(full(slice(None)))
+        runs = []
+        for _ in range(2):  # the lower of two: a one-off allocation elsewhere in the process is not the clip's
+            tracemalloc.start()
+            evaluate_clip(clip, str(tmp_path / f"r{frames}.zarr"), P, 4)
+            runs.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        peaks.append(min(runs))
+    assert peaks[1] < 1.2 * peaks[0], peaks  # holding the clip: about 4x

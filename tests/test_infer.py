@@ -57,10 +57,13 @@ def test_memory_does_not_grow_with_clip_length(tmp_path):
     peaks = []
     for frames in (24, 72):
         clip = open_entry(make_clip(tmp_path / str(frames), "c", frames=frames, size=16, static_frames=2))
-        tracemalloc.start()
-        _refine(clip, tmp_path / f"out{frames}.zarr", _windows(6, 3))
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
+        runs = []
+        for _ in range(2):  # the lower of two: a one-off allocation elsewhere in the process is not the clip's
+            tracemalloc.start()
+            _refine(clip, tmp_path / f"out{frames}.zarr", _windows(6, 3))
+            runs.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        peaks.append(min(runs))
     assert peaks[1] < 1.3 * peaks[0], peaks
 
 
@@ -96,6 +99,28 @@ def test_run_infer_writes_outputs_and_never_runs_the_teacher(tmp_path):
         f.unlink() if f.is_file() else None
     with pytest.raises(FileNotFoundError, match=r"dvc repro teacher@te"):
         open_clip(manifest, "te")
+
+
+def test_infer_outputs_change_together_or_not_at_all(tmp_path, monkeypatch):
+    """Case 9 of the reliability issue: a failure after the refined store is written (here in the video export)
+    keeps the previous store, frames and reports; nothing half-new is left beside them."""
+    manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=3)
+    params = tiny_params(windows={"length": 4, "overlap": 2, "keyframes": [0, 2]})
+    clip, _ = open_clip(manifest, "te")
+    outs = (tmp_path / "out.zarr", tmp_path / "frames", tmp_path / "rep")
+    model = Refiner(params.model, 4)
+    run_infer(model, clip, params, *outs, progress=False)
+    inodes = [p.stat().st_ino for p in outs]  # a replaced output is a new folder
+
+    def broken_video(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("refiner.infer.side_by_side_video", broken_video)
+    with pytest.raises(OSError, match="disk full"):
+        run_infer(model, clip, params, *outs, progress=False)
+    assert [p.stat().st_ino for p in outs] == inodes
+    assert (outs[2] / "metrics.json").is_file() and (outs[0] / "depth").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_occlusion_weights_mark_changing_pixels():

@@ -49,7 +49,7 @@ def test_missing_garbage_and_empty_video(tmp_path, synth):
     _fails(
         out,
         VideoError,
-        r"missing\.mp4: video not found; check decode\.video",
+        r"missing\.mp4: video not found; check corpus\.clips\.<name>\.source",
         ingest_video,
         tmp_path / "missing.mp4",
         cam,
@@ -155,7 +155,7 @@ def store(tmp_path, synth):
 
 def test_store_missing_chunk(store):
     assert open_group(store, ("rgb", "depth_gt", "K"))["rgb"].nchunks_initialized == 4
-    (store / "depth_gt/c/2/0/0").unlink()
+    (store / "depth_gt/c.2.0.0").unlink()
     with pytest.raises(StoreError, match=r"c\.zarr/depth_gt: decoded store has 3 of 4 chunks on disk; .*re-run"):
         open_group(store, ("rgb", "depth_gt"), "decoded store")
 
@@ -175,7 +175,7 @@ def test_store_missing_or_corrupt_metadata(store):
 def test_truncated_gt_store_is_rejected_before_writing(tmp_path, synth):
     gt = tmp_path / "gt.zarr"
     shutil.copytree(synth / "gt.zarr", gt)
-    (gt / "depth/c/1/0/0").unlink()
+    (gt / "depth/c.1.0.0").unlink()
     out = tmp_path / "c.zarr"
     _fails(
         out,
@@ -202,7 +202,7 @@ def test_tum_bad_inputs(tmp_path):
     _fails(
         out,
         ValueError,
-        r"images are 32x24 but the Freiburg intrinsics are for 640x480; pass an intrinsics override",
+        r"images are 32x24 but the Freiburg intrinsics are for 640x480; for resized images give the clip.s camera",
         ingest,
         "tum",
         seq,
@@ -213,7 +213,7 @@ def test_tum_bad_inputs(tmp_path):
     _fails(
         out,
         ValueError,
-        r"rgbd_dataset_kinect_xyz: cannot tell the camera .*decode\.camera",
+        r"rgbd_dataset_kinect_xyz: cannot tell the camera .*corpus\.clips\.<name>\.camera",
         ingest,
         "tum",
         seq,
@@ -296,7 +296,7 @@ def test_hypersim_bad_inputs(tmp_path):
     _fails(
         out,
         FileNotFoundError,
-        r"images: not found; point decode\.video at a Hypersim scene",
+        r"images: not found; point corpus\.clips\.<name>\.source at a Hypersim scene",
         ingest,
         "hypersim",
         tmp_path,

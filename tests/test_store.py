@@ -32,7 +32,7 @@ def test_complete_store_opens(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("array", "chunk", "index"), [("depth", "c/3/0/0", r"\(3, 0, 0\)"), ("extra/mask", "c/1/0/0", r"\(1, 0, 0\)")]
+    ("array", "chunk", "index"), [("depth", "c.3.0.0", r"\(3, 0, 0\)"), ("extra/mask", "c.1.0.0", r"\(1, 0, 0\)")]
 )
 def test_missing_chunk_of_a_not_required_array_is_an_error(tmp_path, array, chunk, index):
     path = _store(tmp_path / "s.zarr")

@@ -96,6 +96,54 @@ def _poses(scene: Path, cam: str, frames: list[int]) -> list[np.ndarray] | None:
     return out
 
 
+def trajectory(scene: Path, cam: str | None, stride: int) -> tuple[str, Path, list[int]]:
+    """The camera (default: the first with depth), its geometry folder and every ``stride``-th frame id."""
+    images = scene / "images"
+    if not images.is_dir():
+        raise FileNotFoundError(
+            f"{images}: not found; point corpus.clips.<name>.source at a Hypersim scene folder (ai_XXX_XXX)"
+        )
+    cams = _cameras(images)
+    cam = cam or (cams[0] if cams else "cam_00")
+    geometry = images / f"scene_{cam}_geometry_hdf5"
+    if not geometry.is_dir():
+        raise FileNotFoundError(f"{geometry}: not found; cameras with depth in this scene: {cams or 'none'}")
+    ids = sorted(int(m.group(1)) for p in geometry.iterdir() if (m := _FRAME.match(p.name)))[::stride]
+    if not ids:
+        raise ValueError(f"{geometry}: no frame.XXXX.depth_meters.hdf5 files; extract the scene's geometry archive")
+    return cam, geometry, ids
+
+
+class ColourReader:
+    """A camera's RGB frames: the tonemapped JPEG previews when extracted, else the HDR colour tonemapped with
+    the first frame's scale (one exposure for the whole clip)."""
+
+    def __init__(self, images: Path, cam: str) -> None:
+        self.preview, self.final = images / f"scene_{cam}_final_preview", images / f"scene_{cam}_final_hdf5"
+        self.use_jpg = self.preview.is_dir()
+        self.scale: float | None = None
+
+    def __call__(self, i: int) -> np.ndarray:
+        if self.use_jpg:
+            return read_image(self.preview / f"frame.{i:04d}.tonemap.jpg", "Hypersim tonemapped RGB")
+        rgb, scale = tonemap(read_hdf5(self.final / f"frame.{i:04d}.color.hdf5", "Hypersim HDR colour"), self.scale)
+        self.scale = self.scale if self.scale is not None else scale
+        return rgb
+
+
+def hypersim_frames(
+    geometry: Path, ids: list[int], colour: ColourReader, K: np.ndarray, poses: list | None, size: tuple[int, int]
+) -> Iterator[Frame]:
+    """The frames: RGB, K, z-depth in metres (from Hypersim's distance to the camera centre) and pose."""
+    for j, i in enumerate(ids):
+        depth_file = geometry / f"frame.{i:04d}.depth_meters.hdf5"
+        dist = read_hdf5(depth_file, "Hypersim depth").astype(np.float64)
+        if np.isinf(dist).any() or (dist < 0).any():
+            raise ValueError(f"{depth_file}: distances hold inf or negative values; re-extract the file")
+        depth = distance_to_depth(np.nan_to_num(dist, nan=0.0), K) if dist.shape == size else dist
+        yield Frame(colour(i), K, depth, poses[j] if poses else None, where=str(depth_file))
+
+
 def ingest_hypersim(
     source: str | Path,
     out: str | Path,
@@ -114,52 +162,20 @@ def ingest_hypersim(
     stored as given.
     """
     scene = Path(source)
-    images = scene / "images"
-    if not images.is_dir():
-        raise FileNotFoundError(f"{images}: not found; point decode.video at a Hypersim scene folder (ai_XXX_XXX)")
-    cams = _cameras(images)
-    cam = cam or (cams[0] if cams else "cam_00")
-    geometry = images / f"scene_{cam}_geometry_hdf5"
-    if not geometry.is_dir():
-        raise FileNotFoundError(f"{geometry}: not found; cameras with depth in this scene: {cams or 'none'}")
-    ids = sorted(int(m.group(1)) for p in geometry.iterdir() if (m := _FRAME.match(p.name)))[::stride]
-    if not ids:
-        raise ValueError(f"{geometry}: no frame.XXXX.depth_meters.hdf5 files; extract the scene's geometry archive")
-    preview, final = images / f"scene_{cam}_final_preview", images / f"scene_{cam}_final_hdf5"
-    use_jpg = preview.is_dir()
-    poses = _poses(scene, cam, ids)
-
-    def rgb_of(i: int, scale: float | None) -> tuple[np.ndarray, float | None]:
-        if use_jpg:
-            return read_image(preview / f"frame.{i:04d}.tonemap.jpg", "Hypersim tonemapped RGB"), None
-        return tonemap(read_hdf5(final / f"frame.{i:04d}.color.hdf5", "Hypersim HDR colour"), scale)
-
-    first, scale = rgb_of(ids[0], None)
-    h, w = first.shape[:2]
+    cam, geometry, ids = trajectory(scene, cam, stride)
+    colour = ColourReader(scene / "images", cam)
+    h, w = colour(ids[0]).shape[:2]  # also fixes the HDR tonemap scale on the first frame
     if intrinsics is None and (scene / "camera.json").is_file():
         intrinsics = scene / "camera.json"
-    if intrinsics is None:
-        K = intrinsics_from_fov(w, h, HFOV_DEG)
-    else:
-        K = resolve_intrinsics(intrinsics, w, h, str(scene))
-
-    def frames() -> Iterator[Frame]:
-        for j, i in enumerate(ids):
-            depth_file = geometry / f"frame.{i:04d}.depth_meters.hdf5"
-            dist = read_hdf5(depth_file, "Hypersim depth").astype(np.float64)
-            if np.isinf(dist).any() or (dist < 0).any():
-                raise ValueError(f"{depth_file}: distances hold inf or negative values; re-extract the file")
-            depth = distance_to_depth(np.nan_to_num(dist, nan=0.0), K) if dist.shape == (h, w) else dist
-            rgb = first if j == 0 else rgb_of(i, scale)[0]
-            yield Frame(rgb, K, depth, poses[j] if poses else None, where=str(depth_file))
-
+    K = intrinsics_from_fov(w, h, HFOV_DEG) if intrinsics is None else resolve_intrinsics(intrinsics, w, h, str(scene))
     attrs = {
         "dataset_name": "hypersim",
         "scene_id": f"{scene.name}/{cam}",
         "source": str(scene),
         "stride": stride,
         "fps": float(fps),
-        "rgb_source": "tonemap.jpg" if use_jpg else "color.hdf5 (refiner.adapters.hypersim.tonemap)",
+        "rgb_source": "tonemap.jpg" if colour.use_jpg else "color.hdf5 (refiner.adapters.hypersim.tonemap)",
         "depth_units": "z-depth, metres (from distance to the camera centre)",
     }
-    return write_clip_store(out, frames(), size, attrs, progress, f"hypersim {scene.name}/{cam}", None, multiple, crop)
+    frames = hypersim_frames(geometry, ids, colour, K, _poses(scene, cam, ids), (h, w))
+    return write_clip_store(out, frames, size, attrs, progress, f"hypersim {scene.name}/{cam}", None, multiple, crop)

@@ -13,6 +13,7 @@ The camera follows the sequence name (freiburg1/2/3); lens distortion is not mod
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,73 @@ def freiburg_intrinsics(name: str) -> np.ndarray:
     if len(hits) != 1:
         raise ValueError(
             f"{name}: cannot tell the camera (freiburg1/2/3) from the folder name; "
-            "rename the folder or pass the intrinsics override (decode.camera: {fx, fy, cx, cy})"
+            "rename the folder or pass the intrinsics override (corpus.clips.<name>.camera: {fx, fy, cx, cy})"
         )
     fx, fy, cx, cy = FREIBURG[hits[0]]
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+
+
+@dataclass
+class Pairing:
+    """The RGB frames kept (every ``stride``-th with a partner) and each one's depth and pose rows."""
+
+    kept: np.ndarray  # indices into rgb.txt
+    dropped: int  # RGB frames without a depth (or pose) partner
+    t_rgb: np.ndarray
+    rgb_rows: list[list[str]]
+    depth_rows: list[list[str]]
+    d_idx: np.ndarray  # per RGB frame: its depth row
+    g_idx: np.ndarray | None  # per RGB frame: its groundtruth row (None without groundtruth.txt)
+    t_gt: np.ndarray | None
+    gt_rows: list[list[str]] | None
+
+
+def pair_frames(src: Path, max_dt: float, stride: int) -> Pairing:
+    """Pair each RGB frame with the nearest depth (and pose, when groundtruth.txt exists) within ``max_dt`` s."""
+    t_rgb, rgb_rows = read_list(src / "rgb.txt", 1)
+    t_depth, depth_rows = read_list(src / "depth.txt", 1)
+    d_idx = associate(t_rgb, t_depth, max_dt)
+    keep = d_idx >= 0
+    g_idx = t_gt = gt_rows = None
+    if (src / "groundtruth.txt").is_file():
+        t_gt, gt_rows = read_list(src / "groundtruth.txt", 7)
+        g_idx = associate(t_rgb, t_gt, max_dt)
+        keep &= g_idx >= 0
+    kept = np.flatnonzero(keep)[::stride]
+    if len(kept) == 0:
+        raise ValueError(
+            f"{src}: no RGB frame has a depth (and pose) within {max_dt} s; "
+            "check rgb.txt, depth.txt and groundtruth.txt list the sequence's files"
+        )
+    return Pairing(kept, int((~keep).sum()), t_rgb, rgb_rows, depth_rows, d_idx, g_idx, t_gt, gt_rows)
+
+
+def tum_intrinsics(src: Path, width: int, height: int, intrinsics: str | Path | dict | None) -> np.ndarray:
+    """The override when given, else the Freiburg camera's (which fit only its 640x480 images)."""
+    if intrinsics is not None:
+        return resolve_intrinsics(intrinsics, width, height, str(src))
+    if (width, height) != FREIBURG_SIZE:
+        raise ValueError(
+            f"{src}: images are {width}x{height} but the Freiburg intrinsics are for "
+            f"{FREIBURG_SIZE[0]}x{FREIBURG_SIZE[1]}; for resized images give the clip's camera "
+            "(corpus.clips.<name>.camera: {fx, fy, cx, cy})"
+        )
+    return freiburg_intrinsics(src.name)
+
+
+def tum_frames(src: Path, pairs: Pairing, K: np.ndarray) -> Iterator[Frame]:
+    """The kept frames: RGB, K, depth in metres (PNG / 5000) and the camera-to-world pose (or None)."""
+    for i in pairs.kept:
+        rgb_file, depth_file = src / pairs.rgb_rows[i][0], src / pairs.depth_rows[pairs.d_idx[i]][0]
+        raw = read_image(depth_file, "TUM depth PNG")
+        if raw.dtype != np.uint16 or raw.ndim != 2:
+            raise ValueError(f"{depth_file}: TUM depth must be a 16-bit single-channel PNG, got {raw.dtype}")
+        pose = None
+        if pairs.g_idx is not None:
+            g = pairs.g_idx[i]
+            pose = pose_from_tum(pairs.gt_rows[g], f"{src / 'groundtruth.txt'}:{pairs.t_gt[g]}")
+        rgb = read_image(rgb_file, "TUM RGB image")
+        yield Frame(rgb, K, raw.astype(np.float32) / DEPTH_SCALE, pose, where=f"{rgb_file} + {depth_file}")
 
 
 def ingest_tum(
@@ -112,57 +176,21 @@ def ingest_tum(
     """
     src = Path(source)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: TUM sequence folder not found; point decode.video at the extracted folder")
-    t_rgb, rgb_rows = read_list(src / "rgb.txt", 1)
-    t_depth, depth_rows = read_list(src / "depth.txt", 1)
-    d_idx = associate(t_rgb, t_depth, max_dt)
-    keep = d_idx >= 0
-    gt_path = src / "groundtruth.txt"
-    if gt_path.is_file():
-        t_gt, gt_rows = read_list(gt_path, 7)
-        g_idx = associate(t_rgb, t_gt, max_dt)
-        keep &= g_idx >= 0
-    kept = np.flatnonzero(keep)[::stride]
-    if len(kept) == 0:
-        raise ValueError(
-            f"{src}: no RGB frame has a depth (and pose) within {max_dt} s; "
-            "check rgb.txt, depth.txt and groundtruth.txt list the sequence's files"
+        raise FileNotFoundError(
+            f"{src}: TUM sequence folder not found; point corpus.clips.<name>.source at the extracted folder"
         )
-    first = read_image(src / rgb_rows[kept[0]][0], "TUM RGB image")
-    h, w = first.shape[:2]
-    if intrinsics is not None:
-        K = resolve_intrinsics(intrinsics, w, h, str(src))
-    elif (w, h) != FREIBURG_SIZE:
-        raise ValueError(
-            f"{src}: images are {w}x{h} but the Freiburg intrinsics are for {FREIBURG_SIZE[0]}x{FREIBURG_SIZE[1]}; "
-            "pass an intrinsics override (decode.camera: {fx, fy, cx, cy}) for resized images"
-        )
-    else:
-        K = freiburg_intrinsics(src.name)
-
-    def frames() -> Iterator[Frame]:
-        for i in kept:
-            rgb_file, depth_file = src / rgb_rows[i][0], src / depth_rows[d_idx[i]][0]
-            raw = read_image(depth_file, "TUM depth PNG")
-            if raw.dtype != np.uint16 or raw.ndim != 2:
-                raise ValueError(f"{depth_file}: TUM depth must be a 16-bit single-channel PNG, got {raw.dtype}")
-            pose = pose_from_tum(gt_rows[g_idx[i]], f"{gt_path}:{t_gt[g_idx[i]]}") if gt_path.is_file() else None
-            yield Frame(
-                read_image(rgb_file, "TUM RGB image"),
-                K,
-                raw.astype(np.float32) / DEPTH_SCALE,
-                pose,
-                where=f"{rgb_file} + {depth_file}",
-            )
-
-    dt = np.median(np.diff(t_rgb[kept])) if len(kept) > 1 else 0.0
+    pairs = pair_frames(src, max_dt, stride)
+    h, w = read_image(src / pairs.rgb_rows[pairs.kept[0]][0], "TUM RGB image").shape[:2]
+    K = tum_intrinsics(src, w, h, intrinsics)
+    dt = np.median(np.diff(pairs.t_rgb[pairs.kept])) if len(pairs.kept) > 1 else 0.0
     attrs = {
         "dataset_name": "tum",
         "scene_id": src.name,
         "source": str(src),
         "stride": stride,
         "fps": float(1.0 / dt) if dt > 0 else 0.0,
-        "dropped_frames": int((~keep).sum()),
+        "dropped_frames": pairs.dropped,
         "depth_units": "z-depth, metres (PNG / 5000)",
     }
-    return write_clip_store(out, frames(), size, attrs, progress, f"tum {src.name}", None, multiple, crop)
+    frames = tum_frames(src, pairs, K)
+    return write_clip_store(out, frames, size, attrs, progress, f"tum {src.name}", None, multiple, crop)

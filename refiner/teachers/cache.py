@@ -78,6 +78,26 @@ def _predict_frames(
     return k_prompt, k_pred, gt_err
 
 
+def _calibration_source(has_gt: bool, still_frames: int, arrays: dict, acc, segment: _StillSegment) -> str:
+    """What ranks the teacher's error for the calibration: GT, else the still segment's temporal std, else none."""
+    if has_gt:
+        return "ground truth |relative error|"
+    if still_frames < 3:
+        return "none"
+    rel_std, keep = segment.rel_std()
+    for t in range(still_frames):
+        acc.add(np.asarray(arrays["uncertainty"][t]), rel_std, keep)
+    return "temporal std on the still-camera segment"
+
+
+def _check_grid(decoded: str | Path, height: int, width: int, f: int) -> None:
+    if height % f or width % f:
+        raise ValueError(
+            f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}; decode again with "
+            f"the grid's multiple set to {f} (refiner.adapters.ingest(..., multiple={f}), as the decode stage does)"
+        )
+
+
 def write_teacher_store(
     decoded: str | Path, out: str | Path, p: TeacherParams, clip: str, progress: bool = True
 ) -> dict:
@@ -85,48 +105,27 @@ def write_teacher_store(
     dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
     total, height, width = dec["rgb"].shape[:3]
     f = p.low_res_factor
-    if height % f or width % f:
-        raise ValueError(
-            f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}; decode again with "
-            f"the grid's multiple set to {f} (refiner.adapters.ingest(..., multiple={f}), as the decode stage does)"
-        )
-    has_gt = "depth_gt" in dec
+    _check_grid(decoded, height, width, f)
     teacher = make_teacher(p, clip)
     still_frames = int(dec.attrs.get("static_frames", 0)) if "moving_mask" in dec else 0
     acc, segment = CalibrationAccumulator(p.calibration_bins), _StillSegment((height, width), still_frames)
+    about = {"teacher": teacher.name, "synthetic_stand_in": teacher.name == "simulated"}
+    about["error_model"] = getattr(teacher, "errors", None)
     with atomic_path(out) as tmp:
-        g = create_group(
-            tmp,
-            {
-                "teacher": teacher.name,
-                "clip": clip,
-                "low_res_factor": f,
-                "synthetic_stand_in": teacher.name == "simulated",
-                "error_model": getattr(teacher, "errors", None),
-            },
-        )
+        g = create_group(tmp, {"teacher": teacher.name, "clip": clip, "low_res_factor": f, **about})
         arrays = {n: frames_array(g, n, (total, height, width), np.float32) for n in ("depth", "uncertainty", "rank")}
         k_prompt, k_pred, gt_err = _predict_frames(
             teacher, dec, arrays, acc, segment, f"{teacher.name} {clip}", progress
         )
-        source = "ground truth |relative error|"
-        if not has_gt and still_frames >= 3:  # no GT: the temporal std of a still segment ranks the error
-            rel_std, keep = segment.rel_std()
-            for t in range(still_frames):
-                acc.add(np.asarray(arrays["uncertainty"][t]), rel_std, keep)
-            source = "temporal std on the still-camera segment"
-        elif not has_gt:
-            source = "none"
+        source = _calibration_source("depth_gt" in dec, still_frames, arrays, acc, segment)
         g.attrs["calibration_sums"] = {"source": source, **acc.state()}
         small_array(g, "low_mapping", low_mapping(f))
         small_array(g, "K_prompt", k_prompt)
         small_array(g, "K_predicted", k_pred)
     return {
         "clip": clip,
-        "teacher": teacher.name,
-        "synthetic_stand_in": teacher.name == "simulated",
+        **about,
         "frames": int(total),
-        "error_model": getattr(teacher, "errors", None),
         "calibration_source": source,
         "corr_uncertainty_error": acc.correlation(),
         "absrel_vs_gt": float(np.nanmean(gt_err)) if gt_err else None,

@@ -1,0 +1,113 @@
+"""A clip and its refined depth, read span by span with the baseline filters computed on the fly.
+
+Scoring reads a clip in spans of a few windows, so memory is flat in clip length. Each span after the
+first begins with the previous span's last frame (``skip`` = 1), so every consecutive frame pair lies in
+exactly one span; the EMA baseline continues from that frame, and the bilateral filter reads
+``radius`` more frames on each side, so span-wise results equal whole-clip ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from refiner.baselines import ema, temporal_bilateral
+from refiner.clip import Clip, full
+from refiner.config import EvaluateParams
+from refiner.memory import release_free_memory
+from refiner.store import check_finite, open_group
+
+
+@dataclass
+class Span:
+    """Frames ``lo .. lo + len − 1`` of a clip as tensors; the frames it adds start at ``lo + skip``."""
+
+    lo: int
+    skip: int  # 1 when the span begins with the previous span's last frame, else 0
+    depths: dict[str, torch.Tensor]  # method (and "gt" when the clip has GT) -> (t, H, W)
+    rgb: torch.Tensor  # (t, 3, H, W) in [0, 1]
+    K: torch.Tensor  # (t, 3, 3)
+    gt: torch.Tensor | None  # (t, H, W)
+    poses: torch.Tensor | None  # (t, 4, 4) camera-to-world
+    moving: torch.Tensor | None  # (t, H, W) bool
+    conf: torch.Tensor  # (t, H, W) teacher confidence
+
+    @property
+    def first_new(self) -> int:
+        """Clip index of the first frame this span adds."""
+        return self.lo + self.skip
+
+
+class ClipSpans:
+    """Reads one clip (and its refined store) span by span; ``static``/``n_static`` describe its still segment."""
+
+    def __init__(self, clip: Clip, refined: str, p: EvaluateParams) -> None:
+        self.clip, self.p, self.refined_path = clip, p, refined
+        self.refined = open_group(refined, ("depth",), "refined depth store")["depth"]
+        if self.refined.shape != (clip.frames, clip.height, clip.width):
+            raise ValueError(
+                f"{refined}: shape {self.refined.shape} differs from the teacher's "
+                f"{(clip.frames, clip.height, clip.width)}; re-run infer"
+            )
+        poses = clip.poses()
+        self.poses = None if poses is None else torch.from_numpy(poses)
+        self.K = torch.from_numpy(clip.K())
+        self.static, self.n_static = clip.still_static()
+        self.baseline = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
+
+    def method_depths(self, lo: int, hi: int, ema_previous: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Depth (t, H, W) of frames lo..hi−1 for every scored method: the teacher, its EMA (continuing from
+        ``ema_previous``, the EMA of frame lo − 1) and bilateral filters, and the refiner."""
+        r = self.p.bilateral_radius
+        a, b = max(0, lo - r), min(self.clip.frames, hi + r)
+        tea = self.clip.teacher_depth(full(slice(a, b)))
+        bilateral = temporal_bilateral(
+            tea, self.clip.rgb(full(slice(a, b))), r, self.p.sigma_depth_rel, self.p.sigma_colour, range(lo - a, hi - a)
+        )
+        teacher = tea[lo - a : hi - a]
+        refined = np.asarray(self.refined[lo:hi], dtype=np.float32)
+        check_finite(refined, f"{self.refined_path}/depth frames {lo}..{hi}")
+        return {
+            "teacher": teacher,
+            "ema": ema(teacher, self.p.ema_alpha, ema_previous),
+            "bilateral": bilateral,
+            "refiner": refined,
+        }
+
+    def span(self, lo: int, hi: int, skip: int, ema_previous: np.ndarray | None = None) -> Span:
+        """Everything scoring reads of frames lo..hi−1."""
+        win = full(slice(lo, hi))
+        depths = {k: torch.from_numpy(v) for k, v in self.method_depths(lo, hi, ema_previous).items()}
+        gt = torch.from_numpy(self.clip.gt(win)) if self.clip.has_gt else None
+        if gt is not None:
+            depths["gt"] = gt
+        moving = self.clip.moving(win)
+        return Span(
+            lo=lo,
+            skip=skip,
+            depths=depths,
+            rgb=torch.from_numpy(self.clip.rgb(win)).permute(0, 3, 1, 2).float() / 255,
+            K=self.K[lo:hi],
+            gt=gt,
+            poses=None if self.poses is None else self.poses[lo:hi],
+            moving=None if moving is None else torch.from_numpy(moving),
+            conf=torch.from_numpy(self.clip.confidence(win)),
+        )
+
+    def spans(self, step: int) -> Iterator[Span]:
+        """Spans adding ``step`` frames each (the last may add fewer), each after the first led by one shared frame."""
+        ema_previous = None
+        for start in range(0, self.clip.frames, step):
+            lo = max(0, start - 1)
+            s = self.span(lo, min(self.clip.frames, start + step), start - lo, ema_previous)
+            ema_previous = s.depths["ema"][-2].numpy() if len(s.depths["ema"]) > 1 else None  # frame next lo − 1
+            yield s
+            release_free_memory()  # flat resident memory over long clips (see refiner/memory.py)
+
+
+def method_depths(clip: Clip, refined: str, p: EvaluateParams) -> dict[str, np.ndarray]:
+    """Depth (T, H, W) of every scored method over the whole clip (the stereo stage's input)."""
+    return ClipSpans(clip, refined, p).method_depths(0, clip.frames)
