@@ -11,6 +11,7 @@ different machines compare by their ratios:
   the same frames and vs the same model with a frozen copy of the Mamba block's old forward;
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
+- train_step: one optimiser step at training's shape (batch 2 x 12 x crop²), vs the frozen former Mamba block;
 - infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows;
 - memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
   fresh process (flat: both are bounded by a window or a span, and the still segment is 16 frames in both);
@@ -295,6 +296,32 @@ def bench_refiner(tmp: Path) -> dict:
     return result
 
 
+def bench_train_step(tmp: Path) -> dict:
+    """One optimiser step at training's shape (batch 2 x 12 frames x train.crop², RGB given): forward, a loss,
+    backward and AdamW, vs the same step with the frozen former Mamba block (``_mamba_forward_baseline``)."""
+    crop = load_params(ROOT / "params.yaml").train.crop
+    model = _make_refiner(_model_params(), 4).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    depth = torch.rand(2, 12, 1, crop, crop) * 5 + 1
+    conf, rgb = torch.rand_like(depth), torch.rand(2, 12, 3, crop, crop)
+
+    def step() -> None:
+        loss = model(depth, conf, rgb).delta_full.square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    t_base, t_step = _timed_pair(_with_baseline_mamba(step), step, 5)
+    return {
+        "crop": crop,
+        "step_s": t_step,
+        "step_s_baseline_mamba": t_base,
+        "speedup_vs_baseline_mamba": t_base / t_step,
+        "loadavg_1min": _load(),
+    }
+
+
 class _PartTimer:
     """Wall time per part of a forward pass: module hooks, plus wrappers of module-level functions."""
 
@@ -452,6 +479,7 @@ BENCHES = {
     "scan": bench_scan,
     "refiner": bench_refiner,
     "breakdown": bench_breakdown,
+    "train_step": bench_train_step,
     "infer": bench_infer,
     "memory": bench_memory,
     "repro": bench_repro,
