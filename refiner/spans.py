@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from refiner.baselines import ema, temporal_bilateral
 from refiner.clip import Clip, full
 from refiner.config import EvaluateParams
 from refiner.memory import release_free_memory
-from refiner.store import check_finite, open_group
+from refiner.store import check_finite, create_group, frames_array, open_group
 
 
 @dataclass
@@ -108,6 +109,14 @@ class ClipSpans:
             release_free_memory()  # flat resident memory over long clips (see refiner/memory.py)
 
 
-def method_depths(clip: Clip, refined: str, p: EvaluateParams) -> dict[str, np.ndarray]:
-    """Depth (T, H, W) of every scored method over the whole clip (the stereo stage's input)."""
-    return ClipSpans(clip, refined, p).method_depths(0, clip.frames)
+def write_method_depths(clip: Clip, refined: str, p: EvaluateParams, out: str | Path, step: int = 24) -> dict:
+    """Every scored method's depth of the whole clip into the Zarr store ``out``, span by span (flat memory);
+    returns {method: its array}, readable frame range by frame range (the stereo stage's input)."""
+    spans = ClipSpans(clip, refined, p)
+    group = create_group(out)
+    shape = (clip.frames, clip.height, clip.width)
+    arrays = {name: frames_array(group, name, shape, np.float32) for name in ("teacher", "ema", "bilateral", "refiner")}
+    for span in spans.spans(step):
+        for name, arr in arrays.items():
+            arr[span.first_new : span.lo + len(span.conf)] = span.depths[name][span.skip :].numpy()
+    return arrays

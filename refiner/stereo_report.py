@@ -16,6 +16,7 @@ pixel errors are scaled to display pixels):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,9 @@ def right_eye_store(clip: Clip, out: str | Path) -> bool:
         out, {k: v for k, v in dec.attrs.items()} | {"scene_id": f"{clip.dec.attrs.get('scene_id')}_right"}
     )
     for src, dst in (("rgb_right", "rgb"), ("depth_gt_right", "depth_gt")):
-        frames_array(g, dst, dec[src].shape, dec[src].dtype)[...] = dec[src][...]
+        arr = frames_array(g, dst, dec[src].shape, dec[src].dtype)
+        for lo in range(0, arr.shape[0], STEP):  # a few frames at a time: flat memory
+            arr[lo : lo + STEP] = dec[src][lo : lo + STEP]
     small_array(g, "K", np.asarray(dec["K"][...]))
     if "mapping" in dec:  # the same canonical map: display pixels and source-resolution outputs match the left eye
         small_array(g, "mapping", np.asarray(dec["mapping"][...]))
@@ -56,50 +59,79 @@ def right_eye_store(clip: Clip, out: str | Path) -> bool:
     return True
 
 
-def _pair_metrics(left: torch.Tensor, right: torch.Tensor | None, clip: Clip, fx: torch.Tensor, b: float) -> dict:
-    """Both-eye checks of one source, means over frames (see the module docstring)."""
-    gt_l, gt_r = (
-        torch.from_numpy(np.asarray(clip.dec[k][...], dtype=np.float32)) for k in ("depth_gt", "depth_gt_right")
-    )
-    rgb_r = torch.from_numpy(np.asarray(clip.dec["rgb_right"][...])).permute(0, 3, 1, 2).float() / 255
-    rgb_l = torch.from_numpy(np.asarray(clip.dec["rgb"][...])).permute(0, 3, 1, 2).float() / 255
-    l2r, _ = lr_reprojection_error(left, gt_r, fx, b)
-    photo = []
+STEP = 24  # frames read at a time: memory is flat in clip length
+
+
+def _frames(array, lo: int, hi: int, dtype=np.float32) -> torch.Tensor:
+    """Frames lo..hi−1 of a NumPy or Zarr array as a tensor."""
+    return torch.from_numpy(np.asarray(array[lo:hi], dtype=dtype))
+
+
+def _both_eyes(clip: Clip, lo: int, hi: int) -> dict[str, torch.Tensor]:
+    """GT depth and RGB (0–1) of both eyes for frames lo..hi−1."""
+    dec = clip.dec
+    rgb = {k: _frames(dec[k], lo, hi, np.uint8).permute(0, 3, 1, 2).float() / 255 for k in ("rgb", "rgb_right")}
+    return {"gt_l": _frames(dec["depth_gt"], lo, hi), "gt_r": _frames(dec["depth_gt_right"], lo, hi), **rgb}
+
+
+def _add_pair_chunk(acc: dict, left: torch.Tensor, right: torch.Tensor | None, eyes: dict, fx: torch.Tensor, b: float):
+    """One chunk of a source's both-eye checks into its running values (see the module docstring)."""
+    l2r, _ = lr_reprojection_error(left, eyes["gt_r"], fx, b)
+    acc["l2r"] += l2r.tolist()
     for t in range(left.shape[0]):
-        warped, holes = forward_warp(rgb_l[t], disparity_from_depth(left[t], float(fx[t]), b), left[t])
-        photo.append(float((warped - rgb_r[t]).abs().mean(0)[~holes].mean()))
-    px = float(clip.display_fx()[0] / fx[0])  # canonical -> display pixels
-    m = {"disparity_error_l2r_px": px * float(np.nanmean(l2r.numpy())), "photometric_l2r": float(np.mean(photo))}
+        warped, holes = forward_warp(eyes["rgb"][t], disparity_from_depth(left[t], float(fx[t]), b), left[t])
+        acc["photo"].append(float((warped - eyes["rgb_right"][t]).abs().mean(0)[~holes].mean()))
     if right is not None:
-        _, r2l = lr_reprojection_error(gt_l, right, fx, b)
+        _, r2l = lr_reprojection_error(eyes["gt_l"], right, fx, b)
         err, valid = lr_inverse_consistency(left, right, fx, b)
-        m["disparity_error_r2l_px"] = px * float(np.nanmean(r2l.numpy()))
-        m["lr_consistency_px"] = px * float(err.sum() / valid.sum().clamp_min(1))
+        acc["r2l"] += r2l.tolist()
+        acc["lr"] = (acc["lr"][0] + float(err.sum()), acc["lr"][1] + int(valid.sum()))
+
+
+def _pair_figures(acc: dict, px: float) -> dict[str, float]:
+    """Means over frames of a source's running both-eye values, in display pixels."""
+    m = {"disparity_error_l2r_px": px * float(np.nanmean(acc["l2r"])), "photometric_l2r": float(np.mean(acc["photo"]))}
+    if acc["r2l"]:
+        m["disparity_error_r2l_px"] = px * float(np.nanmean(acc["r2l"]))
+        m["lr_consistency_px"] = px * acc["lr"][0] / max(acc["lr"][1], 1)
     return m
 
 
-def stereo_metrics(clip: Clip, left: dict[str, np.ndarray], right: dict[str, np.ndarray], p: StereoParams) -> tuple:
-    """(metrics per source, per-frame rows of median disparity) for left-eye depths and, where given,
-    the same sources' right-eye depths."""
+def _still_figures(depth: torch.Tensor, fx: torch.Tensor, b: float, static: torch.Tensor, p: StereoParams) -> dict:
+    """Disparity jitter and temporal pops on the still-camera segment (depth (n, H, W))."""
+    jit = disparity_jitter(depth, fx, b, static)
+    return {"disparity_jitter_px": float(jit.mean()), "temporal_pops": temporal_pops(jit, p.pop_threshold_px)}
+
+
+def stereo_metrics(clip: Clip, left: Mapping, right: Mapping, p: StereoParams, step: int = STEP) -> tuple:
+    """(metrics per source, per-frame rows of median disparity) for left-eye depths and, where given, the same
+    sources' right-eye depths. Depths are (T, H, W) NumPy or Zarr arrays, read ``step`` frames at a time."""
     fx, fx_display = torch.from_numpy(clip.K()[:, 0, 0]), torch.from_numpy(clip.display_fx())
     b = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
     static, n = clip.still_static()
     has_right = clip.has_gt and "depth_gt_right" in clip.dec
+    acc = {name: {"l2r": [], "photo": [], "r2l": [], "lr": (0.0, 0), "med": []} for name in left}
+    for lo in range(0, clip.frames, step):
+        hi = min(clip.frames, lo + step)
+        eyes = _both_eyes(clip, lo, hi) if has_right else None
+        for name, array in left.items():
+            d = _frames(array, lo, hi)
+            acc[name]["med"] += [float((fx_display[lo + i] * b / x[x > 0]).median()) for i, x in enumerate(d)]
+            if eyes is not None:
+                r = _frames(right[name], lo, hi) if name in right else None
+                _add_pair_chunk(acc[name], d, r, eyes, fx[lo:hi], b)
     metrics: dict = {"baseline_m": b}
-    rows = [{"frame": t} for t in range(clip.frames)]
-    for name, depth_np in left.items():
-        depth = torch.from_numpy(depth_np)
-        r = torch.from_numpy(right[name]) if name in right else None
-        m = _pair_metrics(depth, r, clip, fx, b) if has_right else {}
+    px = float(clip.display_fx()[0] / fx[0])  # canonical -> display pixels
+    for name, array in left.items():
+        m = _pair_figures(acc[name], px) if has_right else {}
         if n:
-            jit = disparity_jitter(depth[:n], fx_display[:n], b, static)
-            m.update(disparity_jitter_px=float(jit.mean()), temporal_pops=temporal_pops(jit, p.pop_threshold_px))
-        med = [float((fx_display[t] * b / depth[t][depth[t] > 0]).median()) for t in range(clip.frames)]
-        if n:
-            m["static_median_disparity_range_px"] = float(np.ptp(med[:n]))
+            m.update(_still_figures(_frames(array, 0, n), fx_display[:n], b, static, p))
+            m["static_median_disparity_range_px"] = float(np.ptp(acc[name]["med"][:n]))
         metrics[name] = m
-        for row, v in zip(rows, med, strict=True):
-            row[f"{name}_median_disparity_px"] = v
+    rows = [
+        {"frame": t, **{f"{name}_median_disparity_px": acc[name]["med"][t] for name in left}}
+        for t in range(clip.frames)
+    ]
     return metrics, rows
 
 

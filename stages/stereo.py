@@ -7,7 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from refiner.checkpoint import load_refiner
@@ -16,14 +15,14 @@ from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.infer import refine_clip
 from refiner.manifest import open_clip
-from refiner.spans import method_depths
+from refiner.spans import write_method_depths
 from refiner.stereo_report import right_eye_store, sbs_video, stereo_metrics
-from refiner.store import write_csv, write_json
+from refiner.store import open_group, write_csv, write_json
 from refiner.teachers.cache import write_teacher_store
 
 
-def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path) -> dict[str, np.ndarray]:
-    """Every method's depth of the right eye (empty when the clip has none)."""
+def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path) -> dict:
+    """Every method's depth of the right eye as Zarr arrays under ``work`` (empty when the clip has none)."""
     if not right_eye_store(clip, work / "decoded.zarr"):
         return {}
     write_teacher_store(
@@ -44,24 +43,24 @@ def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path)
         next(model.parameters()).device,
         progress=False,
     )
-    return method_depths(right, str(work / "refined.zarr"), params.evaluate)
+    return write_method_depths(right, str(work / "refined.zarr"), params.evaluate, work / "methods.zarr")
 
 
 def main() -> None:
     name, manifest, refined, model_path, out = sys.argv[1:6]
     params = load_params()
     clip, _ = open_clip(manifest, name)
-    left = method_depths(clip, refined, params.evaluate)
-    with tempfile.TemporaryDirectory() as work:
-        right = right_eye_depths(clip, name, model_path, params, Path(work))
-    if clip.has_gt:
-        left["gt"] = np.asarray(clip.dec["depth_gt"][...], dtype=np.float32)
-    if right and "depth_gt_right" in clip.dec:
-        right["gt"] = np.asarray(clip.dec["depth_gt_right"][...], dtype=np.float32)
-    metrics, rows = stereo_metrics(clip, left, right, params.stereo)
+    with tempfile.TemporaryDirectory() as work:  # every method's depth of both eyes, on disk: flat memory
+        left = write_method_depths(clip, refined, params.evaluate, Path(work) / "left.zarr")
+        right = right_eye_depths(clip, name, model_path, params, Path(work) / "right")
+        if clip.has_gt:
+            left["gt"] = clip.dec["depth_gt"]
+        if right and "depth_gt_right" in clip.dec:
+            right["gt"] = clip.dec["depth_gt_right"]
+        metrics, rows = stereo_metrics(clip, left, right, params.stereo)
     write_json(f"{out}/metrics.json", metrics)
     write_csv(f"{out}/disparity.csv", rows)
-    sbs_video(clip, left["refiner"], f"{out}/stereo_sbs.mp4", params.stereo)
+    sbs_video(clip, open_group(refined)["depth"], f"{out}/stereo_sbs.mp4", params.stereo)
     for src, m in metrics.items():
         if isinstance(m, dict):
             print(f"{name} {src:10s} " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))

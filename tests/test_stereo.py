@@ -14,6 +14,7 @@ from refiner.stereo import (
     round_trip_error,
 )
 from refiner.stereo_report import sbs_video, stereo_metrics
+from refiner.store import create_group, frames_array
 from refiner.video import decode_frames
 
 from .clip_fixtures import make_clip, open_entry
@@ -77,6 +78,29 @@ def test_gt_depth_of_both_eyes_is_consistent_and_a_wrong_scale_is_not(clip):
     assert good["gt"]["lr_consistency_px"] < 0.6  # rounding to whole pixels only
     assert good["gt"]["photometric_l2r"] < 0.7 * wrong["gt"]["photometric_l2r"]
     assert wrong["gt"]["disparity_error_l2r_px"] > 10 * good["gt"]["disparity_error_l2r_px"]
+
+
+def test_stereo_checks_read_a_few_frames_at_a_time_with_the_same_result(clip, tmp_path):
+    """Zarr arrays read 2 frames at a time give the figures and rows of one read of the whole clip."""
+    teacher = clip.teacher_depth((slice(None), slice(None), slice(None)))
+    left = {"gt": np.asarray(clip.dec["depth_gt"][...]), "teacher": teacher}
+    right = {"gt": np.asarray(clip.dec["depth_gt_right"][...]), "teacher": 1.02 * right_teacher(clip)}
+    whole = stereo_metrics(clip, left, right, P, step=100)
+    stored = create_group(tmp_path / "d.zarr")
+    for side, arrays in (("l", left), ("r", right)):
+        for k, v in arrays.items():
+            frames_array(stored, f"{side}_{k}", v.shape, np.float32)[...] = v
+    chunked = stereo_metrics(clip, {k: stored[f"l_{k}"] for k in left}, {k: stored[f"r_{k}"] for k in right}, P, step=2)
+    assert all(a == pytest.approx(b) for a, b in zip(whole[1], chunked[1], strict=True))
+    for src in ("gt", "teacher"):
+        assert whole[0][src] == pytest.approx(chunked[0][src], rel=1e-9)
+    assert "lr_consistency_px" in chunked[0]["teacher"]
+
+
+def right_teacher(clip) -> np.ndarray:
+    """A stand-in right-eye depth: the right GT with a little structure of its own."""
+    gt_r = np.asarray(clip.dec["depth_gt_right"][...], dtype=np.float32)
+    return gt_r * (1 + 0.01 * np.sin(np.arange(gt_r.shape[-1]) / 3.0)).astype(np.float32)
 
 
 def test_report_and_video_on_a_tiny_clip(clip, tmp_path):
