@@ -23,7 +23,7 @@ from annotated_types import Ge, Gt, Le, Lt, MultipleOf
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from refiner.choices import CAMERA_PATHS, CLIP_KINDS, SOURCE_KINDS, TEACHER_NAMES
-from refiner.config_messages import Problem, bad, join, message, place, problem
+from refiner.config_messages import Problem, bad, join, message, place, problem, yaml_number
 
 SPLITS = ("train", "val", "test")
 CLIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -31,14 +31,6 @@ CLIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 class ConfigError(ValueError):
     """A value in params.yaml is missing, unknown or out of range."""
-
-
-def _yaml_number(v: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string: take numeric strings as numbers."""
-    try:
-        return float(v) if isinstance(v, str) else v
-    except ValueError:
-        return v
 
 
 def _int_only(v: Any) -> Any:
@@ -58,7 +50,7 @@ def _as_tuple(v: Any) -> Any:
 
 
 T = TypeVar("T")
-Num = Annotated[float, BeforeValidator(_yaml_number)]
+Num = Annotated[float, BeforeValidator(yaml_number)]
 NonNeg = Annotated[Num, Ge(0)]
 Pos = Annotated[Num, Gt(0)]
 Frac = Annotated[Num, Ge(0), Le(1)]

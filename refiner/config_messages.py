@@ -2,7 +2,8 @@
 
 :class:`Problem` is raised by validators with the key relative to the model raising it; :func:`message` turns a
 pydantic ValidationError into ``params.yaml: train.lr = 'abc' is invalid; allowed: number in (0, 1)``, reading
-the allowed values off the field's type and constraints (:func:`describe`).
+the allowed values off the field's type and constraints (:func:`describe`). :func:`yaml_number` (numeric text
+read as a number) lives here because both the validators and the hints for integers need it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from annotated_types import MultipleOf
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+
+
+def yaml_number(v: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string: a numeric string as its float, anything else as it is."""
+    try:
+        return float(v) if isinstance(v, str) else v
+    except ValueError:
+        return v
 
 
 class Problem(ValueError):
@@ -115,7 +124,7 @@ def describe(tp: Any, md: list[Any]) -> str:
 def hint(value: Any, allowed: str) -> str:
     if isinstance(value, bool) and ("number" in allowed or "integer" in allowed):
         return " (true/false is not a number)"
-    if isinstance(value, str) and "integer" in allowed and _numeric(value):
+    if isinstance(value, str) and "integer" in allowed and yaml_number(value) is not value:
         return " (write a plain integer, e.g. 1000 rather than 1e3)"
     return ""
 
@@ -145,11 +154,3 @@ def message(e: ValidationError, cls: type[BaseModel], prefix: str, source: str =
     p = problem(errors[0], cls)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{source}: {p.text.replace('{key}', join(prefix, p.key))}{more}"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
