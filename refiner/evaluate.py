@@ -49,30 +49,32 @@ def score_pass(spans: ClipSpans, tallies: dict[str, Tally], edges, window: int, 
     for span in spans.spans(step):
         for name, tally in tallies.items():
             tally.add(span.depths[name], span, edges, window)
-        for t in snap & set(range(span.first_new, span.lo + len(span.conf))):
+        for t in snap & set(range(span.first_new, span.hi)):
             snapshots[t] = {
                 k: span.depths[k][t - span.lo].clone() for k in ("teacher", "refiner", "gt") if k in span.depths
             }
     return snapshots
 
 
-def still_figures(spans: ClipSpans, edges: tuple[float, float]) -> dict[str, dict]:
-    """Flicker, disparity jitter and per-tercile temporal variance of every method on the still segment."""
-    n = spans.n_static
+def still_figures(spans: ClipSpans, still: tuple[torch.Tensor, int], edges: tuple[float, float]) -> dict[str, dict]:
+    """Flicker, disparity jitter and per-tercile temporal variance of every method on the still segment
+    (``still``: its static-pixel mask and length, :meth:`refiner.clip.Clip.still_static`)."""
+    static, n = still
     if n < 2:
         return {name: {} for name in METHODS}
-    depths = spans.method_depths(0, n)
-    conf = torch.from_numpy(spans.clip.confidence(full(slice(0, n))))
-    fx = torch.from_numpy(spans.clip.display_fx()[:n])
+    clip = spans.clip
+    conf = torch.from_numpy(clip.confidence(full(slice(0, n))))
+    fx = torch.from_numpy(clip.display_fx()[:n])
+    baseline = float(clip.dec.attrs.get("baseline_m") or spans.p.baseline_m)
     out = {}
-    for name, d in depths.items():
+    for name, d in spans.method_depths(0, n).items():
         d = torch.from_numpy(d)
-        f = flicker(d, spans.static)
+        f = flicker(d, static)
         out[name] = {
             "flicker_std_rel": f["std_rel"],
             "flicker_mad_rel": f["mad_rel"],
-            "disparity_jitter_px": float(disparity_jitter(d, fx, spans.baseline, spans.static).mean()),
-            "temporal_var_rel": still_temporal_var(d, spans.static, conf, edges),
+            "disparity_jitter_px": float(disparity_jitter(d, fx, baseline, static).mean()),
+            "temporal_var_rel": still_temporal_var(d, static, conf, edges),
         }
     return out
 
@@ -146,7 +148,8 @@ def evaluate_clip(
     edges = fit_pass(spans, tallies, step)
     snap = {0, clip.frames // 2, clip.frames - 1} if clip.has_gt else set()
     snapshots = score_pass(spans, tallies, edges, window, step, snap)
-    still = still_figures(spans, edges)
+    static, n_static = clip.still_static()
+    still = still_figures(spans, (static, n_static), edges)
     metrics: dict = {"methods": method_figures(tallies, still, clip.frames)}
     metrics["ratios"] = ratios(metrics["methods"])
     if clip.has_gt:
@@ -154,12 +157,12 @@ def evaluate_clip(
         metrics["gt_floor"] = {
             k: v for k, v in tallies["gt"].figures(clip.frames).items() if k.startswith(("tae", "opw"))
         }
-    metrics["skipped"] = skipped_metrics(clip, spans.n_static, lpips[1])
+    metrics["skipped"] = skipped_metrics(clip, n_static, lpips[1])
     drift = zip(tallies["teacher"].medians, tallies["refiner"].medians, strict=True)
     return {
         "metrics": metrics,
         "per_frame": per_frame_rows(tallies, clip.frames),
         "drift": [{"window": i, "teacher_median_m": a, "refiner_median_m": b} for i, (a, b) in enumerate(drift)],
         "snapshots": dict(sorted(snapshots.items())),
-        "static_frames": spans.n_static,
+        "static_frames": n_static,
     }

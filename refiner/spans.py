@@ -41,9 +41,14 @@ class Span:
         """Clip index of the first frame this span adds."""
         return self.lo + self.skip
 
+    @property
+    def hi(self) -> int:
+        """Clip index one past the span's last frame."""
+        return self.lo + len(self.conf)
+
 
 class ClipSpans:
-    """Reads one clip (and its refined store) span by span; ``static``/``n_static`` describe its still segment."""
+    """Reads one clip (and its refined store) span by span."""
 
     def __init__(self, clip: Clip, refined: str, p: EvaluateParams) -> None:
         self.clip, self.p, self.refined_path = clip, p, refined
@@ -56,8 +61,6 @@ class ClipSpans:
         poses = clip.poses()
         self.poses = None if poses is None else torch.from_numpy(poses)
         self.K = torch.from_numpy(clip.K())
-        self.static, self.n_static = clip.still_static()
-        self.baseline = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
 
     def method_depths(self, lo: int, hi: int, ema_previous: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Depth (t, H, W) of frames lo..hi−1 for every scored method: the teacher, its EMA (continuing from
@@ -118,5 +121,5 @@ def write_method_depths(clip: Clip, refined: str, p: EvaluateParams, out: str | 
     arrays = {name: frames_array(group, name, shape, np.float32) for name in ("teacher", "ema", "bilateral", "refiner")}
     for span in spans.spans(step):
         for name, arr in arrays.items():
-            arr[span.first_new : span.lo + len(span.conf)] = span.depths[name][span.skip :].numpy()
+            arr[span.first_new : span.hi] = span.depths[name][span.skip :].numpy()
     return arrays
