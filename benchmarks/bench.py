@@ -429,9 +429,9 @@ def _memory_child(stage: str, root: str) -> None:
     """In a fresh process: print the peak RSS (MiB) and its growth over infer or evaluate of the clip under ``root``."""
     params = load_params(ROOT / "params.yaml")
     clip, root = Clip(Path(root) / "decoded.zarr", Path(root) / "teacher.zarr", None), Path(root)
-    model = Refiner(params.model.replace(channels=16, ssm_hidden=16), 4).eval()
+    model = Refiner(params.model.replace(channels=16, ssm_hidden=16), 4).eval() if stage == "infer" else None
     before = _peak_rss_mb()
-    if stage == "infer":
+    if model is not None:
         refine_clip(model, clip, root / "refined.zarr", params.windows, params.infer, progress=False)
     else:
         evaluate_clip(clip, str(root / "refined.zarr"), params.evaluate, params.windows.length)
