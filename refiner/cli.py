@@ -234,7 +234,7 @@ def export_outputs(args, clip: Clip, s: Settings, out: Path) -> dict[str, Path]:
     write_intrinsics(out / "intrinsics.json", K[0], m.src_width, m.src_height)
     paths = {"depth_zarr": out / "depth.zarr", "intrinsics": out / "intrinsics.json"}
     if args.stereo:
-        baseline = args.baseline_m or float(clip.dec.attrs.get("baseline_m") or s.stereo.baseline_m)
+        baseline = args.baseline_m or clip.baseline_m(s.stereo.baseline_m)
         rgb = source_rgb(clip.dec)
         stereo_video(
             rgb,

@@ -74,6 +74,10 @@ class Clip:
     def K(self, frames: slice = slice(None)) -> np.ndarray:
         return np.asarray(self.dec["K"][frames], dtype=np.float64)
 
+    def baseline_m(self, default: float) -> float:
+        """The eye separation the clip states (attr ``baseline_m``), else ``default`` (params.yaml's)."""
+        return float(self.dec.attrs.get("baseline_m") or default)
+
     def display_fx(self) -> np.ndarray:
         """(T,) the SOURCE camera's fx (the canonical fx over the map's scale_x): fx·b/z with it is a disparity
         in display pixels of the source video."""

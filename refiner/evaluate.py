@@ -65,7 +65,7 @@ def still_figures(spans: ClipSpans, still: tuple[torch.Tensor, int], edges: tupl
     clip = spans.clip
     conf = torch.from_numpy(clip.confidence(full(slice(0, n))))
     fx = torch.from_numpy(clip.display_fx()[:n])
-    baseline = float(clip.dec.attrs.get("baseline_m") or spans.p.baseline_m)
+    baseline = clip.baseline_m(spans.p.baseline_m)
     out = {}
     for name, d in spans.method_depths(0, n).items():
         d = torch.from_numpy(d)

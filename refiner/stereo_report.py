@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from refiner.clip import Clip
+from refiner.clip import Clip, full
 from refiner.config import StereoParams
 from refiner.metrics import disparity_jitter
 from refiner.source_res import SourceFrames, source_K, source_rgb, stereo_video, store_map
@@ -62,16 +62,17 @@ def right_eye_store(clip: Clip, out: str | Path) -> bool:
 STEP = 24  # frames read at a time: memory is flat in clip length
 
 
-def _frames(array, lo: int, hi: int, dtype=np.float32) -> torch.Tensor:
-    """Frames lo..hi−1 of a NumPy or Zarr array as a tensor."""
-    return torch.from_numpy(np.asarray(array[lo:hi], dtype=dtype))
+def _frames(array, lo: int, hi: int) -> torch.Tensor:
+    """Frames lo..hi−1 of a NumPy or Zarr depth array as a float32 tensor."""
+    return torch.from_numpy(np.asarray(array[lo:hi], dtype=np.float32))
 
 
 def _both_eyes(clip: Clip, lo: int, hi: int) -> dict[str, torch.Tensor]:
-    """GT depth and RGB (0–1) of both eyes for frames lo..hi−1."""
-    dec = clip.dec
-    rgb = {k: _frames(dec[k], lo, hi, np.uint8).permute(0, 3, 1, 2).float() / 255 for k in ("rgb", "rgb_right")}
-    return {"gt_l": _frames(dec["depth_gt"], lo, hi), "gt_r": _frames(dec["depth_gt_right"], lo, hi), **rgb}
+    """GT depth and RGB (0–1) of both eyes for frames lo..hi−1 (the left eye through the clip's checked getters)."""
+    win = full(slice(lo, hi))
+    rgb = [torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 for x in (clip.rgb(win), clip.dec["rgb_right"][lo:hi])]
+    gt_r = _frames(clip.dec["depth_gt_right"], lo, hi)
+    return {"gt_l": torch.from_numpy(clip.gt(win)), "gt_r": gt_r, "rgb": rgb[0], "rgb_right": rgb[1]}
 
 
 def _add_pair_chunk(acc: dict, left: torch.Tensor, right: torch.Tensor | None, eyes: dict, fx: torch.Tensor, b: float):
@@ -107,7 +108,7 @@ def stereo_metrics(clip: Clip, left: Mapping, right: Mapping, p: StereoParams, s
     """(metrics per source, per-frame rows of median disparity) for left-eye depths and, where given, the same
     sources' right-eye depths. Depths are (T, H, W) NumPy or Zarr arrays, read ``step`` frames at a time."""
     fx, fx_display = torch.from_numpy(clip.K()[:, 0, 0]), torch.from_numpy(clip.display_fx())
-    b = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
+    b = clip.baseline_m(p.baseline_m)
     static, n = clip.still_static()
     has_right = clip.has_gt and "depth_gt_right" in clip.dec
     acc = {name: {"l2r": [], "photo": [], "r2l": [], "lr": (0.0, 0), "med": []} for name in left}
@@ -140,7 +141,7 @@ def sbs_video(clip: Clip, depth: np.ndarray, out: str | Path, p: StereoParams) -
     the source video's resolution (d = fx_source·b/z display pixels) when the decoded store names its video, else
     on the canonical grid."""
     K = clip.K()
-    baseline = float(clip.dec.attrs.get("baseline_m") or p.baseline_m)
+    baseline = clip.baseline_m(p.baseline_m)
     rgb = source_rgb(clip.dec)
     if rgb is not None:
         src = SourceFrames(depth, store_map(clip.dec))
