@@ -4,6 +4,7 @@ Confidence c(x) is not stored: it is the teacher's per-image uncertainty rank ma
 calibration fitted on the train split (``data/manifest/calibration.json``), by
 :func:`refiner.teachers.confidence.rank_to_confidence`, so a test clip's input never depends on its own GT.
 Every read of depth or confidence is checked for NaN/inf and fails naming the store, array and frames.
+With a :class:`refiner.frame_cache.FrameCache`, whole frames are kept in memory between reads (training).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from refiner.frame_cache import FrameCache
 from refiner.masks import still_static_mask
 from refiner.store import check_finite, open_group
 from refiner.teachers.confidence import rank_to_confidence
@@ -24,11 +26,17 @@ class Clip:
     """One clip's stores, opened read-only; every getter takes a window (t, y, x slices) and returns NumPy."""
 
     def __init__(
-        self, decoded: str | Path, teacher: str | Path, calibration: dict | None, guidance: str | Path | None = None
+        self,
+        decoded: str | Path,
+        teacher: str | Path,
+        calibration: dict | None,
+        guidance: str | Path | None = None,
+        cache: FrameCache | None = None,
     ) -> None:
-        self.decoded_path, self.teacher_path = str(decoded), str(teacher)
+        self.decoded_path, self.teacher_path, self.cache = str(decoded), str(teacher), cache
         self.dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
         self.tea = open_group(teacher, ("depth", "uncertainty", "rank", "low_mapping"), "teacher store")
+        self.guidance_path = None if guidance is None else str(guidance)
         self.guide = open_group(guidance, ("G",), "guidance store") if guidance is not None else None
         self.calibration = calibration
         self.frames, self.height, self.width = self.dec["rgb"].shape[:3]
@@ -42,9 +50,27 @@ class Clip:
         self.has_poses = "poses" in self.dec
         self.static_frames = min(int(self.dec.attrs.get("static_frames", 0)), self.frames)
         self.fps = int(self.dec.attrs.get("fps", 24))
+        self._K: np.ndarray | None = None
+        self._arrays: dict[tuple[str, str], object] = {}
+
+    def _array(self, group, store: str, name: str):
+        """The Zarr array, opened once (each opening reads its metadata from disk)."""
+        key = (store, name)
+        if key not in self._arrays:
+            self._arrays[key] = group[name]
+        return self._arrays[key]
+
+    def _read(self, group, store: str, name: str, win: Window) -> np.ndarray:
+        """``win`` of array ``name``, through the frame cache when there is one."""
+        array = self._array(group, store, name)
+        if self.cache is None:
+            return np.asarray(array[win])
+        t = win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
+        frames = self.cache.read(store, name, array, t, tuple(win[1:]))
+        return frames if isinstance(win[0], slice) else frames[0]
 
     def _checked(self, group, store: str, name: str, win: Window) -> np.ndarray:
-        values = np.asarray(group[name][win], dtype=np.float32)
+        values = np.asarray(self._read(group, store, name, win), dtype=np.float32)
         t = win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
         check_finite(values, f"{store}/{name} frames {t.start}..{t.stop}")
         return values
@@ -59,20 +85,22 @@ class Clip:
 
     def edges(self, win: Window) -> np.ndarray | None:
         """The guidance stage's G_t in [0, 1] (colour or depth edge), None without a guidance store."""
-        return None if self.guide is None else self._checked(self.guide, "guidance store", "G", win)
+        return None if self.guide is None else self._checked(self.guide, self.guidance_path, "G", win)
 
     def rgb(self, win: Window) -> np.ndarray:
         """uint8 (..., 3)."""
-        return np.asarray(self.dec["rgb"][win])
+        return self._read(self.dec, self.decoded_path, "rgb", win)
 
     def gt(self, win: Window) -> np.ndarray:
         return self._checked(self.dec, self.decoded_path, "depth_gt", win)
 
     def moving(self, win: Window) -> np.ndarray | None:
-        return np.asarray(self.dec["moving_mask"][win]) > 0 if "moving_mask" in self.dec else None
+        return self._read(self.dec, self.decoded_path, "moving_mask", win) > 0 if "moving_mask" in self.dec else None
 
     def K(self, frames: slice = slice(None)) -> np.ndarray:
-        return np.asarray(self.dec["K"][frames], dtype=np.float64)
+        if self._K is None:  # (T, 3, 3): small, read once
+            self._K = np.asarray(self.dec["K"][...], dtype=np.float64)
+        return self._K[frames].copy()
 
     def baseline_m(self, default: float) -> float:
         """The eye separation the clip states (attr ``baseline_m``), else ``default`` (params.yaml's)."""

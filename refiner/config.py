@@ -336,6 +336,7 @@ class TrainParams(_Model):
     gt_fraction: Frac
     guard_absrel: NonNeg
     num_workers: int = Field(ge=0)
+    frame_cache_mb: int = Field(ge=0)
 
 
 class InferParams(_Model):

@@ -33,6 +33,7 @@ from refiner.checkpoint import load_refiner, load_training_state, save_refiner, 
 from refiner.clip import Clip
 from refiner.config import Params
 from refiner.dataset import Augment, ClipWindows, RandomWindows
+from refiner.frame_cache import FrameCache
 from refiner.losses import compute_losses
 from refiner.manifest import calibration_for, load_calibration, load_split
 from refiner.metrics import flicker
@@ -94,7 +95,7 @@ def carried_window(model: torch.nn.Module, batch: dict[str, torch.Tensor], lengt
         return batch, None
     with torch.no_grad():
         prev = {k: v[:, :length] for k, v in batch.items() if k in TIMED}
-        state = model(prev["depth"], prev["conf"], prev["rgb"], prev["keyframes"], state_index=stride - 1).state
+        state = model.carried_state(prev["depth"], prev["conf"], prev["rgb"], prev["keyframes"], stride - 1)
     window = {k: (v[:, stride:] if k in TIMED else v) for k, v in batch.items()}
     window["keyframes"] = batch["keyframes"][:, :length]
     return window, state
@@ -102,9 +103,10 @@ def carried_window(model: torch.nn.Module, batch: dict[str, torch.Tensor], lengt
 
 def run_fingerprint(params: Params, clips: list[dict]) -> str:
     """Identifies a training run for resuming: every section it depends on except ``train.steps`` (so a run
-    can be extended), and the content digests of the train and val clips."""
+    can be extended) and the loader's speed settings, and the content digests of the train and val clips."""
     sections = {k: getattr(params, k).model_dump() for k in ("windows", "loss", "train", "model")}
-    sections["train"].pop("steps")
+    for key in ("steps", "num_workers", "frame_cache_mb"):  # how long and how fast, not what is learned
+        sections["train"].pop(key)
     sections["clips"] = [c["digest"] for c in clips]
     return hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -164,8 +166,11 @@ def _data(params: Params, manifest: str | Path, world: int, rank: int):
     calibration = load_calibration(manifest)
     train_entries, val_entries = load_split(manifest, "train"), load_split(manifest, "val")
 
+    cache = FrameCache(tp.frame_cache_mb << 20) if tp.frame_cache_mb else None  # training revisits every frame
+
     def clip(e: dict) -> Clip:
-        return Clip(e["decoded"], e["teacher"], calibration_for(calibration, e["teacher_name"]), e["guidance"])
+        table = calibration_for(calibration, e["teacher_name"])
+        return Clip(e["decoded"], e["teacher"], table, e["guidance"], cache)
 
     augment = Augment(
         crop=tp.crop,

@@ -3,7 +3,9 @@ import pytest
 import torch
 import zarr
 
-from refiner.dataset import Augment, ClipWindows, RandomWindows
+from refiner.clip import Clip
+from refiner.dataset import Augment, ClipWindows, RandomWindows, read_window
+from refiner.frame_cache import FrameCache
 
 from .clip_fixtures import make_clip, open_entry
 
@@ -28,6 +30,15 @@ def test_fixed_windows_shapes_and_values(clip):
     assert s["keyframes"].tolist() == [True, False, False, False, True, False]
     # static pixels: only frames inside the still-camera segment (0..4), never on moving objects
     assert not s["static"][2:].any() and s["static"][:2].any()
+
+
+def test_a_frame_cache_changes_no_value(clip):
+    cached = Clip(clip.decoded_path, clip.teacher_path, None, clip.guidance_path, FrameCache(1 << 24))
+    for start, y0, x0, size, gt in [(0, 0, 0, None, True), (2, 4, 8, (16, 12), False), (3, 8, 0, (24, 32), True)]:
+        a, b = read_window(clip, start, 6, y0, x0, size, gt), read_window(cached, start, 6, y0, x0, size, gt)
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert 0 < cached.cache.bytes <= 1 << 24
 
 
 def test_a_clip_shorter_than_a_window_is_one_short_window(clip):

@@ -161,7 +161,9 @@ def test_fast_scan_state_matches_the_recurrence_and_checks_its_index():
             selective_scan(x, delta, A, B, C, D, state_index=bad)
 
 
-def test_fast_scan_gradients_match_the_reference():
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30])  # states recomputed in backward / kept from forward
+def test_fast_scan_gradients_match_the_reference(monkeypatch, keep_bytes):
+    monkeypatch.setattr(mamba_mod, "KEEP_STATES_BYTES", keep_bytes)
     args = _scan_inputs(5, 3, 4, 6)
     ours = [t.clone().requires_grad_(True) for t in args]
     ref = [t.clone().requires_grad_(True) for t in args]
@@ -172,7 +174,9 @@ def test_fast_scan_gradients_match_the_reference():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_fast_scan_gradients_flow_through_the_carried_state():
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30])
+def test_fast_scan_gradients_flow_through_the_carried_state(monkeypatch, keep_bytes):
+    monkeypatch.setattr(mamba_mod, "KEEP_STATES_BYTES", keep_bytes)
     args = _scan_inputs(4, 3, 2, 8)
     g = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(2))
     one = [t.clone().requires_grad_(True) for t in args]

@@ -144,6 +144,18 @@ def test_carried_state_makes_a_window_depend_on_the_previous_one():
     assert not torch.allclose(nxt, alone)
 
 
+@pytest.mark.parametrize("flags", [{}, {"depth_aware_mixing": True, "use_rgb_edges": True}])
+def test_carried_state_alone_equals_the_full_forwards_state(flags):
+    model = _randomise(Refiner(SMALL.replace(carry_state=True, **flags), 4), scale=0.3)
+    d, c, rgb = _inputs(b=2, n=8)
+    keys = torch.tensor([[True, False] * 4] * 2)
+    with torch.no_grad():
+        full = model(d, c, rgb, keys, state_index=3).state
+        alone = model.carried_state(d, c, rgb, keys, state_index=3)
+    for a, b in zip(alone, full, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_bf16_autocast_runs_and_returns_float32():
     d, c, _ = _inputs()
     model = _randomise(Refiner(SMALL, 4), scale=0.1)

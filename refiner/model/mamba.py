@@ -161,7 +161,10 @@ def selective_scan_bld(
     block: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`selective_scan` in time-major layout: x, delta [b, L, d]; A [d, n]; B, C [b, L, n]; h0 [b, n, d]
-    → (y [b, L, d] float32, h [b, n, d] after step ``state_index`` or None)."""
+    → (y [b, L, d] float32, h [b, n, d] after step ``state_index`` or None).
+
+    With autograd, the gradients come from :class:`_ScanFn`'s hand-written backward (or from autograd through
+    the compiled block when ``REFINER_SCAN_COMPILE`` is on)."""
     with torch.autocast(x.device.type, enabled=False):
         x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
         h0 = None if h0 is None else h0.float()
@@ -171,16 +174,133 @@ def selective_scan_bld(
         At = A.t().contiguous()  # [n, d]
         blk = _block_size(b, length, At.shape[0], d, x.device, block)
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, delta, A, B, C, D, h0))
-        if grad or _Compiled.get() is not None:
+        if _Compiled.get() is not None:
             return _scan_functional(x, delta, At, B, C, D, h0, state_index, blk)
-        y = x.new_empty(b, length, d)
-        h_out = None if state_index is None else x.new_empty(b, *At.shape)
-        buf_a, buf_h = x.new_empty(blk, length, *At.shape), x.new_empty(blk, length, *At.shape)
-        for s in range(0, b, blk):
-            sl = slice(s, s + blk)
-            h0_part, h_part = (None if t is None else t[sl] for t in (h0, h_out))
-            _scan_block_into(x[sl], delta[sl], At, B[sl], C[sl], D, h0_part, state_index, y[sl], h_part, buf_a, buf_h)
-        return y, h_out
+        if grad:
+            y, h = _ScanFn.apply(x, delta, At, B, C, D, h0, state_index, blk)
+            return y, (None if state_index is None else h)
+        return _scan_nograd(x, delta, At, B, C, D, h0, state_index, blk)
+
+
+def _scan_nograd(
+    x: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    h0: Tensor | None,
+    state_index: int | None,
+    blk: int,
+    keep: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The blocked scan without autograd, through buffers reused from block to block, or written into ``keep``
+    (exp(ΔA) and the states h, each [b, L, n, d]) for a backward pass to reuse."""
+    b, length, d = x.shape
+    y = x.new_empty(b, length, d)
+    h_out = None if state_index is None else x.new_empty(b, *At.shape)
+    if keep is None:
+        buf_a, buf_h = x.new_empty(min(blk, b), length, *At.shape), x.new_empty(min(blk, b), length, *At.shape)
+    for s in range(0, b, blk):
+        sl = slice(s, s + blk)
+        if keep is not None:
+            buf_a, buf_h = keep[0][sl], keep[1][sl]
+        h0_part, h_part = (None if t is None else t[sl] for t in (h0, h_out))
+        _scan_block_into(x[sl], delta[sl], At, B[sl], C[sl], D, h0_part, state_index, y[sl], h_part, buf_a, buf_h)
+    return y, h_out
+
+
+def _block_states(x: Tensor, delta: Tensor, At: Tensor, B: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(exp(ΔA), states h) of one block, [bb, L, n, d] each, recomputed as the forward pass computes them."""
+    dA = torch.exp(delta.unsqueeze(2) * At)
+    hs = (delta * x).unsqueeze(2) * B.unsqueeze(3)
+    if h0 is not None:
+        hs[:, 0].addcmul_(dA[:, 0], h0)
+    for t in range(1, x.shape[1]):
+        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
+    return dA, hs
+
+
+def _scan_block_grads(
+    x: Tensor,
+    delta: Tensor,
+    At: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    h0: Tensor | None,
+    states: tuple[Tensor, Tensor],
+    gy: Tensor,
+    g_state: tuple[Tensor, int] | None,
+) -> tuple[Tensor, ...]:
+    """Gradients of one block (shapes as :func:`_scan_block`; ``states`` from :func:`_block_states`):
+    (gx, gdelta, gAt, gB, gC, gD, gh0 or None).
+
+    With a_t = exp(Δ_t·A) and λ_t = ∂L/∂h_t = C_t·gy_t + a_{t+1} ⊙ λ_{t+1} (plus the carried state's gradient
+    at its step): ∂L/∂(Δ_t·A) = λ_t ⊙ h_{t−1} ⊙ a_t, ∂L/∂(Δ_t·x_t·B_t) = λ_t, ∂L/∂C_t = Σ_d gy_t·h_t."""
+    bb, length, d = x.shape
+    n = At.shape[0]
+    dA, hs = states
+    lam = C.unsqueeze(3) * gy.unsqueeze(2)  # [bb, L, n, d]
+    if g_state is not None:
+        lam[:, g_state[1]] += g_state[0]
+    for t in range(length - 2, -1, -1):
+        lam[:, t].addcmul_(dA[:, t + 1], lam[:, t + 1])
+    flat = (bb * length, n, d)
+    dx = delta * x
+    gC = torch.bmm(hs.view(flat), gy.reshape(bb * length, d, 1)).view(bb, length, n)
+    gB = torch.bmm(lam.view(flat), dx.view(bb * length, d, 1)).view(bb, length, n)
+    lam_B = torch.bmm(B.reshape(bb * length, 1, n), lam.view(flat)).view(bb, length, d)  # Σ_n B·λ
+    gh0 = None if h0 is None else lam[:, 0] * dA[:, 0]
+    g_exp = lam.mul_(dA)  # ∂L/∂(Δ·A) = λ ⊙ a ⊙ h_{t−1}, in λ's buffer
+    g_exp[:, 1:].mul_(hs[:, :-1])
+    if h0 is None:
+        g_exp[:, 0].zero_()
+    else:
+        g_exp[:, 0].mul_(h0)
+    gdelta = (g_exp * At).sum(2).addcmul_(lam_B, x)
+    gAt = (g_exp * delta.unsqueeze(2)).sum((0, 1))
+    gx = torch.addcmul(gy * D, lam_B, delta)
+    gD = (gy * x).sum((0, 1))
+    return gx, gdelta, gAt, gB, gC, gD, gh0
+
+
+KEEP_STATES_BYTES = 256 << 20  # the forward pass keeps exp(ΔA) and h for backward up to this size, else recomputes
+
+
+class _ScanFn(torch.autograd.Function):
+    """The blocked scan with a hand-written backward instead of autograd's graph of per-step ops. The forward
+    keeps exp(ΔA) and the states for the backward when they fit ``KEEP_STATES_BYTES``; otherwise the backward
+    recomputes them block by block (memory O(block))."""
+
+    @staticmethod
+    def forward(ctx, x, delta, At, B, C, D, h0, state_index, blk):  # noqa: ANN001, ANN205
+        size = (x.shape[0], x.shape[1], *At.shape)
+        keep = None
+        if 2 * math.prod(size) * 4 <= KEEP_STATES_BYTES:
+            keep = (x.new_empty(size), x.new_empty(size))
+        y, h = _scan_nograd(x, delta, At, B, C, D, h0, state_index, blk, keep)
+        ctx.save_for_backward(x, delta, At, B, C, D, h0, *(keep or ()))
+        ctx.state_index, ctx.blk = state_index, blk
+        return y, (x.new_zeros(0) if h is None else h)
+
+    @staticmethod
+    def backward(ctx, gy, g_state):  # noqa: ANN001, ANN205
+        x, delta, At, B, C, D, h0, *keep = ctx.saved_tensors
+        use_state = ctx.state_index is not None and g_state is not None and g_state.numel() > 0
+        parts = []
+        for s in range(0, x.shape[0], ctx.blk):
+            sl = slice(s, s + ctx.blk)
+            xs, ds, Bs = x[sl].contiguous(), delta[sl].contiguous(), B[sl].contiguous()
+            h0s = None if h0 is None else h0[sl]
+            states = (keep[0][sl], keep[1][sl]) if keep else _block_states(xs, ds, At, Bs, h0s)
+            gs = (g_state[sl], ctx.state_index) if use_state else None
+            parts.append(_scan_block_grads(xs, ds, At, Bs, C[sl].contiguous(), D, h0s, states, gy[sl].contiguous(), gs))
+        gx, gdelta, gAt, gB, gC, gD, gh0 = (
+            None if p[0] is None else (torch.cat(p) if i not in (2, 5) else sum(p))
+            for i, p in enumerate(zip(*parts, strict=True))
+        )
+        return gx, gdelta, gAt, gB, gC, gD, gh0, None, None
 
 
 def _scan_functional(

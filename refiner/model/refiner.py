@@ -41,12 +41,12 @@ from torch import nn
 from refiner.config import ModelParams
 from refiner.filters import sobel_magnitude
 from refiner.lowres import downsample, downsample_depth, guided_upsample, low_mapping, upsample
+from refiner.model.blend import TemporalBlend
 from refiner.model.mamba import make_mamba
 
 _EPS = 1e-6
 GUIDE_SIGMA_LOG_DEPTH = 0.05  # guided upsampling: a 5% depth difference halves a neighbour's weight (approx.)
 NEAR_BOUND = 0.9  # a soft-clamped residual beyond this share of its bound counts as a clamp hit
-BLEND_GAIN_SCALE = 20.0  # TemporalBlend's gain g = 20·γ: γ learns at the optimiser's step size, g 20× faster
 
 
 @dataclass
@@ -150,46 +150,6 @@ class DepthAwareMixing(nn.Module):
         return feat + self.gate(torch.cat([log_depth, feat], 1)) * self.mix(feat)
 
 
-class TemporalBlend(nn.Module):
-    """Full-resolution temporal aggregation with a learned gate: each pixel moves toward a weighted mean of
-    the window's (already scale-corrected) depths at the same pixel,
-
-        A_t = Σ_s w_ts·D_s / Σ_s w_ts,  w_ts = exp(−½((D_s − D_t)/(σ_d·D_t))² − ½‖I_s − I_t‖²/σ_c² − ½((s − t)/τ)²),
-        D'_t = D_t + m_t·(A_t − D_t),  m_t = g·sigmoid(z_t),  g = BLEND_GAIN_SCALE·γ,
-
-    with σ_d, σ_c, τ learned scalars (initialised like the bilateral baseline) and the gate z predicted by the
-    low-res decoder, upsampled. The scalar γ starts at 0 (ReZero style: the refiner starts as the identity and
-    γ still gets a gradient); the residual clamp after it bounds the result. Frames whose depth or colour
-    differ at the pixel (motion, occlusion) get little weight. This averages the per-pixel noise that the
-    low-res residual cannot reach, over the whole window; one frame t at a time, so memory stays O(N·H·W).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_sigma_depth = nn.Parameter(torch.tensor(math.log(0.05)))
-        self.log_sigma_colour = nn.Parameter(torch.tensor(math.log(0.1)))
-        self.log_tau = nn.Parameter(torch.tensor(math.log(3.0)))
-        self.gain = nn.Parameter(torch.zeros(()))
-
-    def forward(self, depth: torch.Tensor, rgb: torch.Tensor | None, gate_logit: torch.Tensor) -> torch.Tensor:
-        """depth [B, N, 1, H, W] (> 0 valid), rgb [B, N, 3, H, W] or None, gate_logit [B, N, 1, H, W] → depth."""
-        n = depth.shape[1]
-        valid = depth > 0
-        steps = torch.arange(n, device=depth.device, dtype=depth.dtype)
-        inv_sd, inv_sc, inv_tau = (torch.exp(-v) for v in (self.log_sigma_depth, self.log_sigma_colour, self.log_tau))
-        means = []
-        for t in range(n):
-            d_t = depth[:, t : t + 1]
-            logw = -0.5 * ((depth - d_t) * inv_sd / d_t.clamp_min(_EPS)).square()
-            if rgb is not None:
-                logw = logw - 0.5 * (rgb - rgb[:, t : t + 1]).square().sum(2, keepdim=True) * inv_sc.square()
-            logw = logw - 0.5 * ((steps - t) * inv_tau).square()[None, :, None, None, None]
-            w = torch.exp(logw) * valid
-            means.append((w * depth).sum(1) / w.sum(1).clamp_min(_EPS))
-        m = BLEND_GAIN_SCALE * self.gain * torch.sigmoid(gate_logit)
-        return torch.where(valid, depth + m * (torch.stack(means, 1) - depth), depth)
-
-
 class ResidualBranch(nn.Module):
     """Encoder (per frame) → Mamba over time at every pixel → decoder with a skip: a relative residual r
     (and, with ``outputs`` 2, the temporal-blend gate logit z)."""
@@ -208,14 +168,26 @@ class ResidualBranch(nn.Module):
         """x [B, N, C_in, h, w], log_rel [B, N, 1, h, w] → (r and gate [B, N, outputs, h, w], features
         [B·N, C, h, w], state)."""
         b, n, _, h, w = x.shape
-        feat = self.encoder(rearrange(x, "b n c h w -> (b n) c h w"))
-        if self.mixing is not None:
-            feat = self.mixing(feat, rearrange(log_rel, "b n c h w -> (b n) c h w"))
-        seq = rearrange(feat, "(b n) c h w -> (b h w) n c", b=b, n=n)
-        mixed, state = self.temporal(self.to_ssm(seq), state, state_index)
+        feat, seq = self._encode(x, log_rel)
+        mixed, state = self.temporal(seq, state, state_index)
         temporal = rearrange(self.from_ssm(mixed), "(b h w) n c -> (b n) c h w", b=b, h=h, w=w)
         r = self.decoder(torch.cat([feat, temporal], 1)).float()
         return rearrange(r, "(b n) c h w -> b n c h w", b=b), feat, state
+
+    def _encode(self, x: torch.Tensor, log_rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-frame features [B·N, C, h, w], the temporal core's input sequences [B·h·w, N, ssm_hidden])."""
+        b, n = x.shape[:2]
+        feat = self.encoder(rearrange(x, "b n c h w -> (b n) c h w"))
+        if self.mixing is not None:
+            feat = self.mixing(feat, rearrange(log_rel, "b n c h w -> (b n) c h w"))
+        return feat, self.to_ssm(rearrange(feat, "(b n) c h w -> (b h w) n c", b=b, n=n))
+
+    def carried_state(self, x: torch.Tensor, log_rel: torch.Tensor, state_index: int):
+        """The forward scan's state after frame ``state_index``, from a zero state: only the encoder and the
+        forward scan run (the backward scan, decoder and everything after cannot change it)."""
+        _, seq = self._encode(x, log_rel)
+        mixer = self.temporal
+        return mixer.forward_ssm(mixer.norm(seq), state=None, state_index=state_index)[1]
 
 
 class Refiner(nn.Module):
@@ -289,6 +261,14 @@ class Refiner(nn.Module):
         hr_in = torch.cat([(log_t - mean) * valid, (log_r - mean) * valid, conf, edges], 2)
         correction = self.highres(rearrange(hr_in, "b n c h w -> (b n) c h w")).float()
         return delta + rearrange(correction, "(b n) c h w -> b n c h w", b=depth.shape[0]) * depth
+
+    def carried_state(self, depth, conf, rgb=None, keyframes=None, state_index: int = 0):
+        """What ``forward(..., state_index=state_index).state`` returns, at a fraction of the cost: the state
+        the temporal core carries into the next window (training's carried prefix needs only that)."""
+        depth, conf = depth.float(), conf.float()
+        depth_low, conf_low = downsample_depth(depth, self.factor), downsample(conf, self.factor)
+        x, log_rel = self._features(depth_low, conf_low, rgb, keyframes)
+        return self.low.carried_state(x, log_rel, state_index)
 
     def forward(self, depth, conf, rgb=None, keyframes=None, hard_clamp=False, state=None, state_index=None):
         """depth, conf [B, N, 1, H, W] (rgb [B, N, 3, H, W] in [0, 1], keyframes [B, N] bool, optional)."""
