@@ -52,7 +52,8 @@ from refiner.config import ModelParams, load_params  # noqa: E402
 from refiner.evaluate import evaluate_clip  # noqa: E402
 from refiner.infer import refine_clip  # noqa: E402
 from refiner.ingest import ingest_video  # noqa: E402
-from refiner.lowres import downsample, low_mapping  # noqa: E402
+from refiner.lowres import downsample  # noqa: E402
+from refiner.mapping import low_mapping  # noqa: E402
 from refiner.model import Refiner  # noqa: E402
 from refiner.store import create_group, frames_array, open_group  # noqa: E402
 from refiner.synth import render_clip, write_clip  # noqa: E402

@@ -237,9 +237,3 @@ def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def relative_pose(pose_from: torch.Tensor, pose_to: torch.Tensor) -> torch.Tensor:
     """Camera-to-world poses (B, 4, 4) -> transform taking points in camera 'from' to camera 'to'."""
     return torch.linalg.inv(pose_to.double()) @ pose_from.double()
-
-
-def intrinsics_from_fov(width: int, height: int, hfov_deg: float) -> np.ndarray:
-    """Square-pixel pinhole K for a horizontal field of view, principal point at the image centre."""
-    fx = 0.5 * width / np.tan(np.deg2rad(hfov_deg) / 2)
-    return np.array([[fx, 0, (width - 1) / 2], [0, fx, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)

@@ -22,14 +22,8 @@ import yaml
 import zarr
 from tqdm import tqdm
 
-from refiner.camera import (
-    CanonicalMap,
-    canonical_map,
-    intrinsics_from_fov,
-    resize_depth,
-    resize_image,
-    transform_intrinsics,
-)
+from refiner.camera import CanonicalMap, canonical_map, resize_depth, resize_image, transform_intrinsics
+from refiner.intrinsics import intrinsics_from_fov
 from refiner.store import StoreError, atomic_path, create_group, frames_array, open_group, small_array
 from refiner.video import decode_frames, video_info
 

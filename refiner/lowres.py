@@ -1,10 +1,7 @@
-"""The low-resolution grid of the temporal (SSM) path and its mapping M to the full grid.
+"""Sampling between the low-resolution grid of the temporal (SSM) path and the full grid.
 
-A low-res pixel i covers full-res pixels [f·i, f·i + f) for an integer factor f, so its centre
-sits at full-res coordinate u = f·(i + 0.5) − 0.5. M is stored as [scale_x, scale_y, offset_x,
-offset_y] with u_full = scale·(u_low + 0.5) − 0.5 + offset, the same form as the canonical map.
-Downsampling is an f×f area mean; upsampling is bilinear with ``align_corners=False``, which
-samples exactly that mapping.
+The grid and its mapping M are defined in :mod:`refiner.mapping`. Downsampling is an f×f area mean;
+upsampling is bilinear with ``align_corners=False``, which samples exactly that mapping.
 """
 
 from __future__ import annotations
@@ -12,13 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def low_mapping(factor: int) -> np.ndarray:
-    """M for an integer factor: [f, f, 0, 0] (low-res pixel i centres on full-res f·(i + 0.5) − 0.5)."""
-    if factor < 1:
-        raise ValueError(f"low-res factor must be >= 1, got {factor}")
-    return np.array([factor, factor, 0.0, 0.0], dtype=np.float64)
 
 
 def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refiner.camera import intrinsics_from_fov
 from refiner.choices import CAMERA_PATHS
+from refiner.intrinsics import intrinsics_from_fov
 from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
 from refiner.video import encode_mp4
 

@@ -1,6 +1,7 @@
 """Look at a clip: a PNG grid of RGB / teacher depth / uncertainty (/ GT) for chosen frames, with colour bars.
 
-    python -m refiner.viewer --frames 0 16 32 --out reports/teacher/view.png [--video reports/teacher/view.mp4]
+    python -m refiner.viewer --decoded data/clips/room_a/decoded.zarr --teacher data/clips/room_a/teacher.zarr \
+        --frames 0 16 32 --out view.png [--video view.mp4]
 
 Depth panels share one log-scaled colour range (near = red) so teacher and GT compare directly.
 """
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from refiner.export import colorize, log_depth_range  # noqa: E402
 from refiner.store import atomic_path, open_group  # noqa: E402
@@ -48,9 +50,12 @@ def view_grid(decoded: str | Path, teacher: str | Path, frames: list[int], out: 
                 im = ax.imshow(masked, cmap="magma", norm=LogNorm(*np.percentile(img[img > 0], [2, 98])))
             else:
                 im = ax.imshow(masked, cmap="turbo_r", norm=LogNorm(lo, hi))
-            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 3, 0.01: not 2x10^0
+            if "uncertainty" not in title:  # depth spans about a decade: label the minor ticks too
+                bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     fig.suptitle("synthetic stand-in teacher" if tea.attrs.get("synthetic_stand_in") else str(tea.attrs.get("teacher")))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.9, wspace=0.3, hspace=0.25)  # tight_layout: 1 s more
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
@@ -73,8 +78,8 @@ def view_video(decoded: str | Path, teacher: str | Path, out: str | Path, fps: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PNG grid (and optional mp4) of RGB, teacher depth, uncertainty, GT")
-    parser.add_argument("--decoded", default="data/decoded/clip.zarr")
-    parser.add_argument("--teacher", default="data/teacher/clip.zarr")
+    parser.add_argument("--decoded", required=True, help="e.g. data/clips/room_a/decoded.zarr")
+    parser.add_argument("--teacher", required=True, help="e.g. data/clips/room_a/teacher.zarr")
     parser.add_argument("--frames", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="reports/teacher/view.png")
     parser.add_argument("--video", default=None, help="also write this mp4")

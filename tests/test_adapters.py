@@ -9,8 +9,9 @@ from refiner.adapters import KINDS, ingest, options_of
 from refiner.adapters.hypersim import distance_to_depth, tonemap
 from refiner.adapters.images import read_hdf5
 from refiner.adapters.tum import associate, freiburg_intrinsics, pose_from_tum
-from refiner.camera import canonical_map, intrinsics_from_fov, resize_depth, transform_intrinsics, unproject
+from refiner.camera import canonical_map, resize_depth, transform_intrinsics, unproject
 from refiner.ingest import ingest_video
+from refiner.intrinsics import intrinsics_from_fov
 from refiner.synth import render_clip, write_clip
 from tests.adapter_fixtures import write_hypersim, write_tum
 

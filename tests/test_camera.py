@@ -6,7 +6,6 @@ from refiner.camera import (
     CanonicalMap,
     canonical_map,
     depth_to_source,
-    intrinsics_from_fov,
     project,
     relative_pose,
     resize_depth,
@@ -16,6 +15,7 @@ from refiner.camera import (
     transform_points,
     unproject,
 )
+from refiner.intrinsics import intrinsics_from_fov
 
 
 @pytest.mark.parametrize("crop", [False, True])

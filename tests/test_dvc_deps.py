@@ -70,6 +70,16 @@ def test_every_imported_module_is_a_dep(name, script, deps):
     assert missing_deps(script, deps) == [], f"stage {name}: add these to its deps in dvc.yaml"
 
 
+@pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])
+def test_no_refiner_dep_is_unused(name, script, deps):
+    """A module the stage no longer imports only makes it re-run for nothing."""
+    files = closure(script)
+    unused = [
+        d for d in deps if d.startswith("refiner") and not any(f == ROOT / d or ROOT / d in f.parents for f in files)
+    ]
+    assert unused == [], f"stage {name}: remove these from its deps in dvc.yaml"
+
+
 def test_the_check_catches_a_new_import(tmp_path):
     script = tmp_path / "stage.py"
     script.write_text("from refiner.metrics import flicker\n")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from refiner.lowres import downsample, guided_upsample, low_mapping, upsample
+from refiner.lowres import downsample, guided_upsample, upsample
+from refiner.mapping import low_mapping
 
 
 @pytest.mark.parametrize("f", [2, 4])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from refiner.camera import intrinsics_from_fov
+from refiner.intrinsics import intrinsics_from_fov
 from refiner.metrics import (
     depth_errors,
     disparity_jitter,

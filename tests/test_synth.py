@@ -3,7 +3,8 @@ import pytest
 import torch
 import zarr
 
-from refiner.camera import intrinsics_from_fov, unproject
+from refiner.camera import unproject
+from refiner.intrinsics import intrinsics_from_fov
 from refiner.synth import (
     CAMERA_PATHS,
     Box,

@@ -127,6 +127,21 @@ def test_uncertainty_ranks_the_error_only_loosely(rendered_pairs):
     assert 0.25 < high < low < 0.75
 
 
+def test_uncertainty_rank_equals_its_definition_with_ties_and_invalid_pixels():
+    rng = np.random.default_rng(4)
+    u = rng.integers(0, 6, (7, 9)).astype(np.float32)  # long runs of ties
+    u[0, 0], u[1, 1] = np.nan, np.inf
+    valid = rng.random((7, 9)) > 0.2
+    ok = valid & np.isfinite(u)
+    v = u[ok]
+    below = (v[None, :] < v[:, None]).sum(1)
+    at_or_below = (v[None, :] <= v[:, None]).sum(1)
+    expected = np.ones(u.shape)
+    expected[ok] = (below + at_or_below - 1) / 2 / (v.size - 1)  # mean 0-based position of the value's run
+    np.testing.assert_allclose(uncertainty_rank(u, valid), expected, rtol=1e-6)
+    assert uncertainty_rank(u, np.zeros_like(valid)).min() == 1  # nothing valid: all least certain
+
+
 def test_confidence_is_in_unit_range_and_decreases_with_uncertainty():
     u = np.array([[0.1, 0.5], [0.2, 0.5]], np.float32)
     c = uncertainty_to_confidence(u)

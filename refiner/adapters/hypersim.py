@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from refiner.adapters.images import read_hdf5, read_image, require_file
-from refiner.camera import intrinsics_from_fov, pixel_grid
+from refiner.camera import pixel_grid
 from refiner.ingest import Frame, resolve_intrinsics, write_clip_store
+from refiner.intrinsics import intrinsics_from_fov
 
 HFOV_DEG = 60.0  # the standard Hypersim camera
 GAMMA = 1 / 2.2

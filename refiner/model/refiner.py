@@ -40,7 +40,8 @@ from torch import nn
 
 from refiner.config import ModelParams
 from refiner.filters import sobel_magnitude
-from refiner.lowres import downsample, downsample_depth, guided_upsample, low_mapping, upsample
+from refiner.lowres import downsample, downsample_depth, guided_upsample, upsample
+from refiner.mapping import low_mapping
 from refiner.model.blend import TemporalBlend
 from refiner.model.mamba import make_mamba
 

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from refiner.config import TeacherParams
-from refiner.lowres import low_mapping
+from refiner.mapping import low_mapping
 from refiner.store import atomic_path, create_group, frames_array, open_group, small_array
 from refiner.teachers import make_teacher
 from refiner.teachers.calibration import CalibrationAccumulator

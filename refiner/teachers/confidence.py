@@ -17,18 +17,29 @@ import numpy as np
 
 
 def uncertainty_rank(uncertainty: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """Per-image rank p in [0, 1] of each pixel's uncertainty (H, W); ties share their mean rank; invalid → 1."""
-    u = np.asarray(uncertainty, dtype=np.float64)
+    """Per-image rank p in [0, 1] of each pixel's uncertainty (H, W); ties share their mean rank; invalid → 1.
+
+    One sort: in sorted order, a run of equal values [lo, hi) gets (lo + hi − 1) / 2 / (n − 1)."""
+    u = np.asarray(uncertainty)
+    u = u if u.dtype.kind == "f" else u.astype(np.float64)  # float32 sorts as float64 would, faster
     ok = np.isfinite(u) if valid is None else (np.asarray(valid, bool) & np.isfinite(u))
-    p = np.ones(u.shape, dtype=np.float64)
+    p = np.ones(u.shape, dtype=np.float32)
     values = u[ok]
-    if values.size == 0:
-        return p.astype(np.float32)
-    order = np.sort(values)
-    lo = np.searchsorted(order, values, side="left")
-    hi = np.searchsorted(order, values, side="right")
-    p[ok] = (lo + hi - 1) / 2 / max(values.size - 1, 1)
-    return p.astype(np.float32)
+    n = values.size
+    if n == 0:
+        return p
+    order = np.argsort(values)
+    ordered = values[order]
+    first = np.empty(n, bool)  # the first value of each run of equal values
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    lo = np.flatnonzero(first)
+    hi = np.append(lo[1:], n)
+    run = np.cumsum(first) - 1
+    ranks = np.empty(n, np.float64)
+    ranks[order] = (lo[run] + hi[run] - 1) / 2 / max(n - 1, 1)
+    p[ok] = ranks
+    return p
 
 
 def rank_to_confidence(rank: np.ndarray, valid: np.ndarray, calibration: dict | None = None) -> np.ndarray:
