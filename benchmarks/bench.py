@@ -11,8 +11,10 @@ different machines compare by their ratios:
   the same frames and vs the same model with a frozen copy of the Mamba block's old forward;
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
-- train_step: one optimiser step at training's shape (batch 2 x 12 x crop²), vs the frozen former Mamba block;
-- infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows;
+- train_step: the trainer's step (data loader, carried prefix, forward, losses, backward, AdamW, EMA) at
+  params.yaml's batch and crop, vs the same step with the code paths of commit cd49fa4 swapped in;
+- infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows, and with
+  ``refiner-video --fast``'s window overlap;
 - memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
   fresh process (flat: both are bounded by a window or a span, and the still segment is 16 frames in both);
 - repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it.
@@ -23,7 +25,9 @@ Results are also written to ``reports/bench.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
+import itertools
 import json
 import os
 import platform
@@ -40,16 +44,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import refiner.model.blend as blend_mod  # noqa: E402
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
+import refiner.train as train_mod  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
+from refiner.cli import FAST_OVERLAP  # noqa: E402
 from refiner.clip import Clip  # noqa: E402
 from refiner.config import ModelParams, load_params  # noqa: E402
+from refiner.dataset import Augment, RandomWindows  # noqa: E402
 from refiner.evaluate import evaluate_clip  # noqa: E402
+from refiner.frame_cache import FrameCache  # noqa: E402
 from refiner.infer import refine_clip  # noqa: E402
 from refiner.ingest import ingest_video  # noqa: E402
 from refiner.lowres import downsample  # noqa: E402
@@ -297,28 +307,92 @@ def bench_refiner(tmp: Path) -> dict:
     return result
 
 
+def _blend_forward_baseline(self, depth: torch.Tensor, rgb: torch.Tensor | None, gate_logit: torch.Tensor):
+    """Frozen copy of ``TemporalBlend.forward`` (commit cd49fa4: autograd through every per-frame op)."""
+    n, valid = depth.shape[1], depth > 0
+    steps = torch.arange(n, device=depth.device, dtype=depth.dtype)
+    inv_sd, inv_sc, inv_tau = (torch.exp(-v) for v in (self.log_sigma_depth, self.log_sigma_colour, self.log_tau))
+    means = []
+    for t in range(n):
+        d_t = depth[:, t : t + 1]
+        logw = -0.5 * ((depth - d_t) * inv_sd / d_t.clamp_min(1e-6)).square()
+        if rgb is not None:
+            logw = logw - 0.5 * (rgb - rgb[:, t : t + 1]).square().sum(2, keepdim=True) * inv_sc.square()
+        logw = logw - 0.5 * ((steps - t) * inv_tau).square()[None, :, None, None, None]
+        w = torch.exp(logw) * valid
+        means.append((w * depth).sum(1) / w.sum(1).clamp_min(1e-6))
+    m = 20.0 * self.gain * torch.sigmoid(gate_logit)
+    return torch.where(valid, depth + m * (torch.stack(means, 1) - depth), depth)
+
+
+def _scan_bld_baseline(x, delta, A, B, C, D, h0=None, state_index=None, block=None):  # noqa: ANN001, ANN201
+    """``selective_scan_bld`` as of commit cd49fa4: with autograd, autograd through each block's per-step ops
+    (``_scan_block``); without, the same buffered scan as today."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
+        h0 = None if h0 is None else h0.float()
+        At = A.t().contiguous()
+        blk = mamba_mod._block_size(x.shape[0], x.shape[1], At.shape[0], x.shape[2], x.device, block)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, delta, A, B, C, D, h0)):
+            return mamba_mod._scan_functional(x, delta, At, B, C, D, h0, state_index, blk)
+        return mamba_mod._scan_nograd(x, delta, At, B, C, D, h0, state_index, blk)
+
+
+def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[], object]:
+    """``fn`` with the training step's code paths of commit cd49fa4 swapped in: the scan and the blend under
+    autograd, the carried prefix through the whole model, and window reads that reopen every Zarr array and
+    bypass the frame cache."""
+    swaps = [
+        (mamba_mod, "selective_scan_bld", _scan_bld_baseline),
+        (blend_mod.TemporalBlend, "forward", _blend_forward_baseline),
+        (Refiner, "carried_state", lambda self, d, c, rgb, k, i: self(d, c, rgb, k, state_index=i).state),
+        (Clip, "_array", lambda self, group, store, name: group[name]),
+        (clip, "cache", None),
+    ]
+
+    def run() -> object:
+        saved = [(owner, name, vars(owner)[name]) for owner, name, _ in swaps]
+        for owner, name, value in swaps:
+            setattr(owner, name, value)
+        try:
+            return fn()
+        finally:
+            for owner, name, value in saved:
+                setattr(owner, name, value)
+
+    return run
+
+
 def bench_train_step(tmp: Path) -> dict:
-    """One optimiser step at training's shape (batch 2 x 12 frames x train.crop², RGB given): forward, a loss,
-    backward and AdamW, vs the same step with the frozen former Mamba block (``_mamba_forward_baseline``)."""
-    crop = load_params(ROOT / "params.yaml").train.crop
-    model = _make_refiner(_model_params(), 4).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    depth = torch.rand(2, 12, 1, crop, crop) * 5 + 1
-    conf, rgb = torch.rand_like(depth), torch.rand(2, 12, 3, crop, crop)
+    """The trainer's optimiser step (``refiner.train._step``: carried prefix, forward, losses, backward, AdamW,
+    EMA) on windows drawn by the data loader from a rendered 48-frame clip (batch, crop and window length as
+    params.yaml), vs the same step with the code paths of commit cd49fa4 (``_with_baseline_training``)."""
+    params = load_params(ROOT / "params.yaml")
+    tp, win = params.train, params.windows
+    clip = _clip(tmp, 48, 256)
+    clip.cache = FrameCache(tp.frame_cache_mb << 20)
+    length = win.length + (win.length - win.overlap if params.model.carry_state else 0)
+    augment = Augment(crop=tp.crop, reverse_prob=tp.reverse_prob, jitter_prob=tp.jitter_prob)
+    windows = RandomWindows([clip], length, win.keyframes, augment, 10_000, tp.seed)
+    batches = itertools.chain.from_iterable(itertools.repeat(DataLoader(windows, tp.batch_size)))
+    model = Refiner(params.model, clip.factor)
+    opt = train_mod.make_optimizer(model, tp)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    run = train_mod._Run(model, copy.deepcopy(model).eval(), model, opt, scaler, tmp / "state.pt", "bench")
+    device = torch.device("cpu")
 
-    def step() -> None:
-        loss = model(depth, conf, rgb).delta_full.square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def steps(k: int = 4) -> None:
+        for i in range(k):
+            train_mod._step(run, train_mod._to(next(batches), device), params, clip.factor, 20 + i, device)
 
-    step()
-    t_base, t_step = _timed_pair(_with_baseline_mamba(step), step, 5)
+    steps(12)  # past the warm-up learning rates; every frame of the clip in the cache
+    t_base, t_step = _timed_pair(_with_baseline_training(steps, clip), steps, 5)
     return {
-        "crop": crop,
-        "step_s": t_step,
-        "step_s_baseline_mamba": t_base,
-        "speedup_vs_baseline_mamba": t_base / t_step,
+        "crop": tp.crop,
+        "batch": tp.batch_size,
+        "step_s": t_step / 4,
+        "step_s_baseline": t_base / 4,
+        "speedup": t_base / t_step,
         "loadavg_1min": _load(),
     }
 
@@ -423,7 +497,16 @@ def bench_infer(tmp: Path) -> dict:
             model(x, x.clamp(0, 1))
 
     t_bare = _timed(bare)
-    return {"frames": 48, "fps_infer": 48 / t_infer, "fps_bare_model": 48 / t_bare, "ratio": t_bare / t_infer}
+    fast = params.windows.replace(overlap=min(FAST_OVERLAP, params.windows.overlap))  # refiner-video --fast
+    t_fast = _timed(lambda: refine_clip(model, clip, tmp / "f.zarr", fast, params.infer, progress=False))
+    return {
+        "frames": 48,
+        "fps_infer": 48 / t_infer,
+        "fps_bare_model": 48 / t_bare,
+        "ratio": t_bare / t_infer,
+        "fps_infer_fast": 48 / t_fast,
+        "fast_speedup": t_infer / t_fast,
+    }
 
 
 def _memory_child(stage: str, root: str) -> None:

@@ -3,7 +3,7 @@
     refiner-video VIDEO (--intrinsics cam.json | --hfov-deg 70) --model model.safetensors --out DIR
                   [--teacher simulated|unidepth] [--gt GT.zarr] [--unidepth-weights DIR] [--stereo]
                   [--size S] [--crop] [--stride K] [--params params.yaml] [--calibration calibration.json]
-                  [--baseline-m B] [--cache DIR]
+                  [--baseline-m B] [--cache DIR] [--fast]
 
 It runs the DVC pipeline's own code, never editing params.yaml: decode (:func:`refiner.adapters.ingest`, the
 whole frame with its aspect ratio) → teacher cache (:func:`refiner.teachers.cache.write_teacher_store`) →
@@ -14,6 +14,8 @@ own params and low-res factor come from the checkpoint. The decoded and teacher 
 ``--cache`` (default ``$REFINER_CACHE`` or ``~/.cache/refiner``) in a folder keyed by the video's SHA-256 and every
 setting that changes them, so a second run of the same video skips decoding and the teacher. Without a
 train-split calibration (``--calibration data/manifest/calibration.json``) confidence is c = 1 − rank.
+``--fast`` overlaps consecutive windows by ``FAST_OVERLAP`` frames instead of ``windows.overlap``: fewer windows
+per clip for a little more temporal error (README, "Fast mode").
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from refiner.video import video_info
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 DEFAULTS = Path(__file__).with_name("defaults.yaml")
+FAST_OVERLAP = 2  # --fast: frames shared by consecutive windows (12-frame windows: 5 instead of 7 per 48 frames)
 SECTIONS = {
     "decode": DecodeParams,
     "windows": WindowParams,
@@ -102,6 +105,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--cache", type=Path, help="teacher cache folder (default: $REFINER_CACHE or ~/.cache/refiner)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument(
+        "--fast", action="store_true", help=f"windows overlap by {FAST_OVERLAP} frames (fewer windows, more TAE)"
+    )
     return ap.parse_args(argv)
 
 
@@ -119,7 +125,8 @@ def with_overrides(s: Settings, args: argparse.Namespace) -> Settings:
     """The command line's decode options, and every per-frame export on."""
     decode = s.decode.replace(size=args.size or s.decode.size, crop=args.crop or s.decode.crop)
     infer = s.infer.replace(export_npy=True, export_png16=True)
-    return Settings(decode, s.windows, infer, s.teacher, s.stereo, s.source)
+    windows = s.windows.replace(overlap=min(FAST_OVERLAP, s.windows.overlap)) if args.fast else s.windows
+    return Settings(decode, windows, infer, s.teacher, s.stereo, s.source)
 
 
 def check_inputs(args: argparse.Namespace) -> dict | Path:

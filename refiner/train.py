@@ -63,6 +63,11 @@ def lr_at(step: int, steps: int, warmup: int, base: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def make_optimizer(model: torch.nn.Module, tp) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`, multi-tensor (one op per update kind, not one per parameter)."""
+    return torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr, foreach=True)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices and conv kernels only: not on norms, biases, or parameters tagged
     ``_no_weight_decay`` (Mamba's A_log and D, as mamba_ssm tags them)."""
@@ -224,8 +229,7 @@ def _step(run: _Run, batch, params: Params, factor: int, step: int, device) -> d
     scaler.step(opt)
     scaler.update()
     with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-            pe.lerp_(pm, 1 - tp.ema_decay)
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - tp.ema_decay)
     row = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
     row.update(out.stats(batch["teacher"]), grad_norm=float(grad_norm), lr=opt.param_groups[0]["lr"])
     return row
@@ -250,7 +254,7 @@ def _start(params: Params, factor: int, device, world: int, state_dir, entries) 
     model = _init_model(params, factor, device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     net = DistributedDataParallel(model) if world > 1 else model
-    opt = torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr)
+    opt = make_optimizer(model, tp)
     scaler = torch.amp.GradScaler(device.type, enabled=tp.amp == "fp16")
     run = _Run(model, ema, net, opt, scaler, Path(state_dir) / "last.pt", run_fingerprint(params, entries))
     resumed = None

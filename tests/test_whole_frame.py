@@ -9,7 +9,7 @@ import zarr
 
 from refiner.camera import CanonicalMap, canonical_map
 from refiner.checkpoint import load_refiner, save_refiner
-from refiner.cli import DEFAULTS, SECTIONS, main
+from refiner.cli import DEFAULTS, FAST_OVERLAP, SECTIONS, load_settings, main, parse_args, with_overrides
 from refiner.config import ModelParams, StereoParams
 from refiner.evaluate import evaluate_clip
 from refiner.export import png16_precision, read_png16, write_png16
@@ -22,6 +22,7 @@ from refiner.stereo_report import stereo_metrics
 from refiner.synth import render_clip, write_clip
 from refiner.train import train
 from refiner.video import decode_frames
+from refiner.windows import window_starts
 
 from .clip_fixtures import ROOT, make_clip, make_corpus, open_entry, tiny_params
 
@@ -185,6 +186,17 @@ def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsy
     err = _error(capsys, [*no_gt, "--teacher", "unidepth"])
     assert "unidepth teacher cannot run" in err and "pip install -e UniDepth" in err
     assert not out.exists()
+
+
+def test_fast_mode_overlaps_windows_less_and_changes_nothing_else():
+    base = ["clip.mp4", "--hfov-deg", "70", "--out", "out"]
+    settings = load_settings(DEFAULTS)
+    plain, fast = (with_overrides(settings, parse_args(base + extra)) for extra in ([], ["--fast"]))
+    assert plain.windows.overlap == settings.windows.overlap > FAST_OVERLAP == fast.windows.overlap
+    assert fast.windows.replace(overlap=plain.windows.overlap) == plain.windows
+    assert (fast.decode, fast.infer, fast.teacher) == (plain.decode, plain.infer, plain.teacher)
+    n = plain.windows.length
+    assert len(window_starts(48, n, FAST_OVERLAP)) < len(window_starts(48, n, plain.windows.overlap))
 
 
 def test_packaged_defaults_validate_and_match_params_yaml_keys():

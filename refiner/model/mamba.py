@@ -93,10 +93,11 @@ def _scan_block_into(
     bb, length = x.shape[:2]
     dA = torch.mul(delta.unsqueeze(2), At, out=buf_a[:bb]).exp_()
     hs = torch.mul(torch.mul(delta, x).unsqueeze(2), B.unsqueeze(3), out=buf_h[:bb])
+    hs_t, dA_t = hs.unbind(1), dA.unbind(1)  # views, made once
     if h0 is not None:
-        hs[:, 0].addcmul_(dA[:, 0], h0)
+        hs_t[0].addcmul_(dA_t[0], h0)
     for t in range(1, length):
-        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
+        hs_t[t].addcmul_(dA_t[t], hs_t[t - 1])
     n, d = hs.shape[2:]
     torch.bmm(C.reshape(bb * length, 1, n), hs.view(bb * length, n, d), out=y.view(bb * length, 1, d))
     y.addcmul_(x, D)
@@ -244,8 +245,9 @@ def _scan_block_grads(
     lam = C.unsqueeze(3) * gy.unsqueeze(2)  # [bb, L, n, d]
     if g_state is not None:
         lam[:, g_state[1]] += g_state[0]
+    lams, dAs = lam.unbind(1), dA.unbind(1)  # views, made once
     for t in range(length - 2, -1, -1):
-        lam[:, t].addcmul_(dA[:, t + 1], lam[:, t + 1])
+        lams[t].addcmul_(dAs[t + 1], lams[t + 1])
     flat = (bb * length, n, d)
     dx = delta * x
     gC = torch.bmm(hs.view(flat), gy.reshape(bb * length, d, 1)).view(bb, length, n)

@@ -62,13 +62,14 @@ class RefinerOutput:
     def stats(self, teacher: torch.Tensor) -> dict[str, float]:
         """Residual statistics on valid pixels: mean |ΔD| (m), mean |ΔD|/D, share with |ΔD|/D < 1%, clamp hits."""
         valid = teacher > 0
-        delta = self.delta_full.float()[valid]
-        rel = delta.abs() / teacher[valid]
-        empty = delta.numel() == 0
+        count = int(valid.sum())
+        delta = self.delta_full.float().abs() * valid  # masked sums: no boolean indexing (a copy and a sync)
+        rel = delta / teacher.clamp_min(_EPS)
+        empty = count == 0
         return {
-            "mean_abs_delta_m": 0.0 if empty else float(delta.abs().mean()),
-            "mean_rel_delta": 0.0 if empty else float(rel.mean()),
-            "frac_rel_delta_below_1pct": 1.0 if empty else float((rel < 0.01).float().mean()),
+            "mean_abs_delta_m": 0.0 if empty else float(delta.sum()) / count,
+            "mean_rel_delta": 0.0 if empty else float(rel.sum()) / count,
+            "frac_rel_delta_below_1pct": 1.0 if empty else float(((rel < 0.01) & valid).sum()) / count,
             **{f"clamp_hit_rate_{k}": float(v) for k, v in self.clamp_hit_rate.items()},
         }
 
