@@ -84,7 +84,7 @@ def augment_window(sample: dict, rng: np.random.Generator, a: Augment) -> tuple[
     teacher = sample["teacher"]
     if rng.random() < a.jitter_prob:
         s = torch.from_numpy(rng.uniform(1 - a.jitter_scale, 1 + a.jitter_scale, (teacher.shape[0], 1, 1, 1)))
-        eps = torch.from_numpy(rng.standard_normal(teacher.shape)) * a.jitter_noise_rel
+        eps = torch.from_numpy(rng.standard_normal(teacher.shape, dtype=np.float32)) * a.jitter_noise_rel
         sample["depth"] = ((teacher * (s + eps).float()).clamp_min(0) * (teacher > 0)).float()
     reverse = bool(rng.random() < a.reverse_prob)
     return ({k: v.flip(0) for k, v in sample.items()} if reverse else sample), reverse

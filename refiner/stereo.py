@@ -129,8 +129,10 @@ def _splat_to_right(
     ok = (z > 0) & (ur >= 0) & (ur < w)
     rows = torch.arange(z[..., 0].numel()).reshape(z.shape[:-1])[..., None]  # flat row index over (..., H)
     target = torch.where(ok, rows * w + ur, -1)
-    zbuf = torch.full((z.numel(),), float("inf"), dtype=torch.float64)
-    zbuf.scatter_reduce_(0, target[ok], z[ok], reduce="amin")
+    # every pixel scatters; the ones that land nowhere go to one spare slot at the end (no boolean indexing)
+    zbuf = torch.full((z.numel() + 1,), float("inf"), dtype=torch.float64)
+    zbuf.scatter_reduce_(0, torch.where(ok, target, z.numel()).flatten(), z.flatten(), reduce="amin")
+    zbuf = zbuf[:-1]
     return zbuf.reshape(z.shape), target, zbuf
 
 

@@ -34,6 +34,15 @@ def _colour_sq(rgb: Tensor | None, t: int) -> Tensor | None:
     return None if rgb is None else (rgb - rgb[:, t : t + 1]).square().sum(2, keepdim=True)
 
 
+def _colour_sq_kept(rgb: Tensor, t: int, keep: list) -> Tensor:
+    """:func:`_colour_sq` reusing the symmetric pairs s < t from the frames already kept (half the work)."""
+    colour = rgb.new_empty(rgb.shape[0], rgb.shape[1], 1, *rgb.shape[3:])
+    for s, (_, kept, _) in enumerate(keep[:t]):
+        colour[:, s] = kept[:, t]
+    colour[:, t:] = (rgb[:, t:] - rgb[:, t : t + 1]).square().sum(2, keepdim=True)
+    return colour
+
+
 def _frame_weights(
     depth: Tensor, valid: Tensor, colour: Tensor | None, t: int, inv: tuple[float, float, float]
 ) -> tuple[Tensor, Tensor]:
@@ -53,7 +62,7 @@ def _means(depth: Tensor, rgb: Tensor | None, inv: tuple[float, float, float], k
     """A_t for every t, [B, N, 1, H, W]; with ``keep``, each frame's (weights, colour term, Σw) appended to it."""
     means, valid = [], depth > 0
     for t in range(depth.shape[1]):
-        colour = _colour_sq(rgb, t)
+        colour = _colour_sq(rgb, t) if keep is None or rgb is None else _colour_sq_kept(rgb, t, keep)
         w, _ = _frame_weights(depth, valid, colour, t, inv)
         total = w.sum(1)
         means.append((w * depth).sum(1) / total.clamp_min(_EPS))
