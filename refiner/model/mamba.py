@@ -11,11 +11,12 @@ The scan always runs in float32, also under autocast.
 
 :func:`selective_scan` is the fast scan: it works on the batch in blocks small enough to stay in cache,
 with time-major [b, L, n, d] tiles (d innermost, so every op is a long contiguous loop), exp(ΔA) and
-ΔB·x built per block in one op each, and ⟨C, h⟩ as a batched matmul; without autograd it writes into
-reused buffers. It can start from a state h0 and return the state after step ``state_index``:
-:class:`Mamba` uses that (with the conv1d's input history, :class:`MambaState`) to carry context from
-window to window at constant memory. On CPU, :class:`Mamba` also runs the whole block on slices of the
-batch, so its activations stay in cache too.
+ΔB·x built per block in one op each, and ⟨C, h⟩ as a batched matmul, written into reused buffers. Under
+autograd it is :class:`_ScanFn`, whose hand-written backward runs the adjoint recurrence backwards in
+time instead of autograd's graph of per-step ops. It can start from a state h0 and return the state
+after step ``state_index``: :class:`Mamba` uses that (with the conv1d's input history,
+:class:`MambaState`) to carry context from window to window at constant memory. On CPU, :class:`Mamba`
+also runs the whole block on slices of the batch, so its activations stay in cache too.
 
 ``REFINER_SCAN_COMPILE=1`` runs each scan block through ``torch.compile``. It is opt-in: on 2 CPU cores
 it made the block about 10% faster after 5–7 s of compilation per new shape (with or without autograd);
