@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from refiner.checkpoint import load_refiner, load_training_state, save_refiner, save_training_state
 from refiner.clip import Clip
-from refiner.config import Params
+from refiner.config import Params, TrainParams
 from refiner.dataset import Augment, ClipWindows, RandomWindows
 from refiner.frame_cache import FrameCache
 from refiner.losses import compute_losses
@@ -63,7 +63,7 @@ def lr_at(step: int, steps: int, warmup: int, base: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def make_optimizer(model: torch.nn.Module, tp) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, tp: TrainParams) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`, multi-tensor (one op per update kind, not one per parameter)."""
     return torch.optim.AdamW(param_groups(model, tp.weight_decay), lr=tp.lr, foreach=True)
 

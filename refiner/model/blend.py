@@ -39,23 +39,27 @@ def _colour_sq_kept(rgb: Tensor, t: int, keep: list) -> Tensor:
     colour = rgb.new_empty(rgb.shape[0], rgb.shape[1], 1, *rgb.shape[3:])
     for s, (_, kept, _) in enumerate(keep[:t]):
         colour[:, s] = kept[:, t]
-    colour[:, t:] = (rgb[:, t:] - rgb[:, t : t + 1]).square().sum(2, keepdim=True)
+    colour[:, t:] = _colour_sq(rgb[:, t:], 0)
     return colour
+
+
+def _depth_term(depth: Tensor, t: int, inv_sd: float) -> Tensor:
+    """r_ts = (D_s − D_t)/(σ_d·max(D_t, ε)) for every s, [B, N, 1, H, W]."""
+    return (depth - depth[:, t : t + 1]).mul_(inv_sd / depth[:, t : t + 1].clamp_min(_EPS))
 
 
 def _frame_weights(
     depth: Tensor, valid: Tensor, colour: Tensor | None, t: int, inv: tuple[float, float, float]
-) -> tuple[Tensor, Tensor]:
-    """(w_ts over s [B, N, 1, H, W], r_ts) for frame t; ``inv`` = (1/σ_d, 1/σ_c, 1/τ) as floats."""
+) -> Tensor:
+    """w_ts over s [B, N, 1, H, W] for frame t; ``inv`` = (1/σ_d, 1/σ_c, 1/τ) as floats."""
     inv_sd, inv_sc, inv_tau = inv
-    r = (depth - depth[:, t : t + 1]).mul_(inv_sd / depth[:, t : t + 1].clamp_min(_EPS))
-    logw = r.square().mul_(-0.5)
+    logw = _depth_term(depth, t, inv_sd).square_().mul_(-0.5)
     if colour is not None:
         logw.add_(colour, alpha=-0.5 * inv_sc**2)
     for s in range(depth.shape[1]):  # the time term: one scalar per frame s
         if s != t:
             logw[:, s].sub_(0.5 * ((s - t) * inv_tau) ** 2)
-    return logw.exp_().mul_(valid), r
+    return logw.exp_().mul_(valid)
 
 
 def _means(depth: Tensor, rgb: Tensor | None, inv: tuple[float, float, float], keep: list | None = None) -> Tensor:
@@ -63,7 +67,7 @@ def _means(depth: Tensor, rgb: Tensor | None, inv: tuple[float, float, float], k
     means, valid = [], depth > 0
     for t in range(depth.shape[1]):
         colour = _colour_sq(rgb, t) if keep is None or rgb is None else _colour_sq_kept(rgb, t, keep)
-        w, _ = _frame_weights(depth, valid, colour, t, inv)
+        w = _frame_weights(depth, valid, colour, t, inv)
         total = w.sum(1)
         means.append((w * depth).sum(1) / total.clamp_min(_EPS))
         if keep is not None:
@@ -80,7 +84,7 @@ def _frame_grads(depth: Tensor, means: Tensor, grad: Tensor, kept: tuple, t: int
     a_t = means[:, t : t + 1] * (total >= _EPS).unsqueeze(1)  # ∂A/∂w_s = (D_s − A)/Σw unless Σw was clamped
     lam = grad[:, t : t + 1] / total.clamp_min(_EPS).unsqueeze(1)
     g_l = (depth - a_t).mul_(lam).mul_(w)  # ∂L/∂l_ts
-    r = (depth - d_t).mul_(inv_sd / d_c)
+    r = _depth_term(depth, t, inv_sd)
     g_r = g_l * r  # −∂L/∂r_ts
     g_s = torch.addcmul(lam * w, g_r, inv_sd / d_c, value=-1.0)  # through Σ w·D and through r's D_s
     # ∂r_ts/∂D_t = −(1/σ_d)·(D_c + (D_s − D_t)·[D_t > ε]) / D_c², D_c = max(D_t, ε)

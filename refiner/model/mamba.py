@@ -76,6 +76,21 @@ def _scan_block(
     return torch.addcmul(y, x, D), (None if state_index is None else hs[state_index])
 
 
+def _block_states(
+    x: Tensor, delta: Tensor, At: Tensor, B: Tensor, h0: Tensor | None, buf_a: Tensor, buf_h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(exp(ΔA), states h) of one block x, delta [bb, L, d], B [bb, L, n], written into buf_a / buf_h
+    [bb, L, n, d]: h_t = exp(Δ_t·A) ⊙ h_{t−1} + Δ_t·x_t·B_t from h0 (None: zeros)."""
+    dA = torch.mul(delta.unsqueeze(2), At, out=buf_a).exp_()
+    hs = torch.mul(torch.mul(delta, x).unsqueeze(2), B.unsqueeze(3), out=buf_h)
+    hs_t, dA_t = hs.unbind(1), dA.unbind(1)  # views, made once
+    if h0 is not None:
+        hs_t[0].addcmul_(dA_t[0], h0)
+    for t in range(1, x.shape[1]):
+        hs_t[t].addcmul_(dA_t[t], hs_t[t - 1])
+    return dA, hs
+
+
 def _scan_block_into(
     x: Tensor,
     delta: Tensor,
@@ -92,13 +107,7 @@ def _scan_block_into(
 ) -> None:
     """The same as :func:`_scan_block` without autograd, written into y / h_out through reused buffers."""
     bb, length = x.shape[:2]
-    dA = torch.mul(delta.unsqueeze(2), At, out=buf_a[:bb]).exp_()
-    hs = torch.mul(torch.mul(delta, x).unsqueeze(2), B.unsqueeze(3), out=buf_h[:bb])
-    hs_t, dA_t = hs.unbind(1), dA.unbind(1)  # views, made once
-    if h0 is not None:
-        hs_t[0].addcmul_(dA_t[0], h0)
-    for t in range(1, length):
-        hs_t[t].addcmul_(dA_t[t], hs_t[t - 1])
+    _, hs = _block_states(x, delta, At, B, h0, buf_a[:bb], buf_h[:bb])
     n, d = hs.shape[2:]
     torch.bmm(C.reshape(bb * length, 1, n), hs.view(bb * length, n, d), out=y.view(bb * length, 1, d))
     y.addcmul_(x, D)
@@ -212,17 +221,6 @@ def _scan_nograd(
     return y, h_out
 
 
-def _block_states(x: Tensor, delta: Tensor, At: Tensor, B: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(exp(ΔA), states h) of one block, [bb, L, n, d] each, recomputed as the forward pass computes them."""
-    dA = torch.exp(delta.unsqueeze(2) * At)
-    hs = (delta * x).unsqueeze(2) * B.unsqueeze(3)
-    if h0 is not None:
-        hs[:, 0].addcmul_(dA[:, 0], h0)
-    for t in range(1, x.shape[1]):
-        hs[:, t].addcmul_(dA[:, t], hs[:, t - 1])
-    return dA, hs
-
-
 def _scan_block_grads(
     x: Tensor,
     delta: Tensor,
@@ -296,7 +294,11 @@ class _ScanFn(torch.autograd.Function):
             sl = slice(s, s + ctx.blk)
             xs, ds, Bs = x[sl].contiguous(), delta[sl].contiguous(), B[sl].contiguous()
             h0s = None if h0 is None else h0[sl]
-            states = (keep[0][sl], keep[1][sl]) if keep else _block_states(xs, ds, At, Bs, h0s)
+            if keep:
+                states = keep[0][sl], keep[1][sl]
+            else:  # recomputed as the forward pass computed them
+                size = (*xs.shape[:2], *At.shape)
+                states = _block_states(xs, ds, At, Bs, h0s, xs.new_empty(size), xs.new_empty(size))
             gs = (g_state[sl], ctx.state_index) if use_state else None
             parts.append(_scan_block_grads(xs, ds, At, Bs, C[sl].contiguous(), D, h0s, states, gy[sl].contiguous(), gs))
         gx, gdelta, gAt, gB, gC, gD, gh0 = (
