@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from refiner.camera import project, relative_pose, transform_points, unproject
+from refiner.scatter import scatter_kept
 
 _EPS = 1e-6
 
@@ -127,10 +128,8 @@ def reproject_batch(
     uv, z = project(pts, K_dst.float())
     u, v, z = uv[:, 0].round().long().flatten(1), uv[:, 1].round().long().flatten(1), z.flatten(1)
     keep = valid.flatten(1) & (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    spare = p * h * w  # points that land nowhere go to one spare slot past the end (no boolean indexing)
-    target = torch.where(keep, v * w + u + torch.arange(p)[:, None] * (h * w), spare).flatten()
-    zbuf = torch.full((spare + 1,), float("inf"), dtype=torch.float64)
-    zbuf = zbuf.scatter_reduce_(0, target, z.double().flatten(), reduce="amin")[:-1]
+    target = v * w + u + torch.arange(p)[:, None] * (h * w)
+    zbuf = scatter_kept(z.double(), target, keep, p * h * w, "amin", float("inf"))
     hit = torch.isfinite(zbuf)
     return torch.where(hit, zbuf, 0.0).reshape(p, h, w), hit.reshape(p, h, w)
 
@@ -240,10 +239,9 @@ def splat_last_write(z: torch.Tensor, uv: torch.Tensor, height: int, width: int)
     v = torch.where(ok, uv[:, 1], -1.0).round().long()
     ok &= (u >= 0) & (u < width) & (v >= 0) & (v < height)
     base = torch.arange(p)[:, None]
-    spare = p * height * width  # the dropped points land in one spare slot past the end (no boolean indexing)
-    target = torch.where(ok, v * width + u + base * (height * width), spare).flatten()
-    source = (torch.arange(n).expand(p, n) + base * n).flatten()  # global index, increasing in raster order
-    last = torch.full((spare + 1,), -1, dtype=torch.long).scatter_reduce_(0, target, source, reduce="amax")[:-1]
+    target = v * width + u + base * (height * width)
+    source = torch.arange(n).expand(p, n) + base * n  # global index, increasing in raster order
+    last = scatter_kept(source, target, ok, p * height * width, "amax", -1)
     out = torch.where(last >= 0, z.flatten()[last.clamp_min(0)], 0.0)
     return out.reshape(p, height, width)
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refiner.scatter import scatter_kept
+
 _EPS = 1e-6
 
 
@@ -129,10 +131,7 @@ def _splat_to_right(
     ok = (z > 0) & (ur >= 0) & (ur < w)
     rows = torch.arange(z[..., 0].numel()).reshape(z.shape[:-1])[..., None]  # flat row index over (..., H)
     target = torch.where(ok, rows * w + ur, -1)
-    # every pixel scatters; the ones that land nowhere go to one spare slot at the end (no boolean indexing)
-    zbuf = torch.full((z.numel() + 1,), float("inf"), dtype=torch.float64)
-    zbuf.scatter_reduce_(0, torch.where(ok, target, z.numel()).flatten(), z.flatten(), reduce="amin")
-    zbuf = zbuf[:-1]
+    zbuf = scatter_kept(z, target, ok, z.numel(), "amin", float("inf"))
     return zbuf.reshape(z.shape), target, zbuf
 
 

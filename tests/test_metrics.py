@@ -17,6 +17,7 @@ from refiner.metrics import (
     static_region_mask,
     tae,
 )
+from refiner.scatter import scatter_kept
 
 K1 = torch.tensor(intrinsics_from_fov(16, 16, 60.0), dtype=torch.float32)
 
@@ -121,3 +122,13 @@ def test_opw_metric_is_zero_for_exact_depth_under_camera_motion():
     K = K1.expand(2, 3, 3)
     assert opw_metric(gt, rgb, K, poses, gt) == pytest.approx(0.0, abs=1e-5)
     assert opw_metric(gt * torch.tensor([1.0, 1.1])[:, None, None], rgb, K, poses, gt) > 0.05
+
+
+def test_scatter_kept_reduces_kept_points_only():
+    values = torch.tensor([5.0, 2.0, 7.0, 1.0, 3.0])
+    index = torch.tensor([0, 0, 2, 2, 1])
+    keep = torch.tensor([True, True, True, False, True])  # the 1.0 at slot 2 is not kept
+    out = scatter_kept(values, index, keep, 4, "amin", float("inf"))
+    assert out.tolist() == [2.0, 3.0, 7.0, float("inf")]
+    last = scatter_kept(torch.arange(5), index, keep, 4, "amax", -1)
+    assert last.tolist() == [1, 4, 2, -1]
