@@ -57,11 +57,13 @@ def stages() -> list[tuple[str, Path, list[str]]]:
     return out
 
 
+def covers(dep: Path, file: Path) -> bool:
+    """A dep covers a file that is itself or lies in it."""
+    return file == dep or dep in file.parents
+
+
 def missing_deps(script: Path, deps: list[str]) -> list[str]:
-    covered = [ROOT / d for d in deps]
-    return sorted(
-        str(f.relative_to(ROOT)) for f in closure(script) if not any(f == c or c in f.parents for c in covered)
-    )
+    return sorted(str(f.relative_to(ROOT)) for f in closure(script) if not any(covers(ROOT / d, f) for d in deps))
 
 
 @pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])
@@ -74,9 +76,7 @@ def test_every_imported_module_is_a_dep(name, script, deps):
 def test_no_refiner_dep_is_unused(name, script, deps):
     """A module the stage no longer imports only makes it re-run for nothing."""
     files = closure(script)
-    unused = [
-        d for d in deps if d.startswith("refiner") and not any(f == ROOT / d or ROOT / d in f.parents for f in files)
-    ]
+    unused = [d for d in deps if d.startswith("refiner") and not any(covers(ROOT / d, f) for f in files)]
     assert unused == [], f"stage {name}: remove these from its deps in dvc.yaml"
 
 
