@@ -65,13 +65,12 @@ class Clip:
         array = self._array(group, store, name)
         if self.cache is None:
             return np.asarray(array[win])
-        t = win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
-        frames = self.cache.read(store, name, array, t, tuple(win[1:]))
+        frames = self.cache.read(store, name, array, _frame_slice(win), tuple(win[1:]))
         return frames if isinstance(win[0], slice) else frames[0]
 
     def _checked(self, group, store: str, name: str, win: Window) -> np.ndarray:
         values = np.asarray(self._read(group, store, name, win), dtype=np.float32)
-        t = win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
+        t = _frame_slice(win)
         check_finite(values, f"{store}/{name} frames {t.start}..{t.stop}")
         return values
 
@@ -126,6 +125,11 @@ class Clip:
 
     def poses(self) -> np.ndarray | None:
         return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None
+
+
+def _frame_slice(win: Window) -> slice:
+    """The window's frames as a slice (a single frame index t → t..t+1)."""
+    return win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
 
 
 def full(t: slice | int) -> Window:
