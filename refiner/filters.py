@@ -1,4 +1,5 @@
-"""Small image filters shared by the model and the guidance maps (torch, batched over leading dims)."""
+"""Small image filters of the model (torch, batched over leading dims); the guidance stage has a NumPy twin of
+:func:`sobel_magnitude` (:func:`refiner.guidance.sobel_magnitude_np`) so that it runs without torch."""
 
 from __future__ import annotations
 

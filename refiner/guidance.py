@@ -11,25 +11,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from refiner.filters import sobel_magnitude
 from refiner.store import atomic_path, create_group, frames_array, open_group
+
+
+def sobel_magnitude_np(x: np.ndarray) -> np.ndarray:
+    """|∇x| of (H, W) by the unit-step 3×3 Sobel operator with replicate padding: the NumPy twin of
+    :func:`refiner.filters.sobel_magnitude`, so this stage runs without importing torch (a test holds them equal)."""
+    p = np.pad(x, 1, mode="edge")
+    smooth_rows = p[:-2] + 2 * p[1:-1] + p[2:]  # vertical [1, 2, 1] smoothing, (H, W + 2)
+    smooth_cols = p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]  # horizontal, (H + 2, W)
+    gx = (smooth_rows[:, 2:] - smooth_rows[:, :-2]) / 8
+    gy = (smooth_cols[2:] - smooth_cols[:-2]) / 8
+    return np.sqrt(gx * gx + gy * gy)
 
 
 def edge_map(rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
     """G of one frame from RGB (H, W, 3) uint8 and teacher depth (H, W)."""
-    grey = torch.from_numpy(rgb.astype(np.float32).mean(-1) / 255.0)
-    valid = torch.from_numpy(depth > 0)
-    log_d = torch.log(torch.from_numpy(depth).clamp_min(1e-6))
-    rgb_edges = sobel_magnitude(grey)
-    depth_edges = torch.where(valid, sobel_magnitude(log_d), 0.0)
+    grey = rgb.astype(np.float32).mean(-1) / np.float32(255.0)
+    log_d = np.log(np.maximum(depth, np.float32(1e-6)))
+    rgb_edges = sobel_magnitude_np(grey)
+    depth_edges = np.where(depth > 0, sobel_magnitude_np(log_d), np.float32(0.0))
 
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return x / torch.quantile(x.flatten(), 0.95).clamp_min(1e-6)
+    def norm(x: np.ndarray) -> np.ndarray:
+        return x / max(np.quantile(x, 0.95), 1e-6)
 
-    return torch.maximum(norm(rgb_edges), norm(depth_edges)).clamp(0, 1).numpy().astype(np.float32)
+    return np.clip(np.maximum(norm(rgb_edges), norm(depth_edges)), 0, 1).astype(np.float32)
 
 
 def write_guidance(decoded: str | Path, teacher: str | Path, out: str | Path, progress: bool = True) -> int:

@@ -36,14 +36,14 @@ def forward_warp(
     v, u = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     ur = torch.round(u - disparity).long()
     ok = (depth > 0) & (ur >= 0) & (ur < w)
-    target = (v * w + ur)[ok]
-    z = depth[ok].double()
-    zbuf = torch.full((h * w,), float("inf"), dtype=torch.float64).scatter_reduce(0, target, z, reduce="amin")
-    winner = z <= zbuf[target]  # the nearest surface at each target pixel
-    out = torch.zeros(c, h * w, dtype=image.dtype)
-    out[:, target[winner]] = image.reshape(c, -1)[:, ok.flatten()][:, winner]
+    target = torch.where(ok, v * w + ur, 0)
+    z = depth.double()
+    zbuf = scatter_kept(z, target, ok, h * w, "amin", float("inf"))
+    winner = ok & (z <= zbuf[target])  # the nearest surface at each target pixel
+    out = image.new_zeros(c, h * w + 1)  # the last slot takes every point that is not a winner
+    out[:, torch.where(winner, target, h * w).flatten()] = image.reshape(c, -1)
     holes = ~torch.isfinite(zbuf)
-    return out.reshape(c, h, w), holes.reshape(h, w)
+    return out[:, :-1].reshape(c, h, w), holes.reshape(h, w)
 
 
 def backward_warp(image: torch.Tensor, disparity: torch.Tensor, sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
