@@ -1,9 +1,9 @@
 """Bring frames (a video, or a data set through refiner.adapters) into a canonical clip store.
 
 The clip store is a Zarr v3 group holding ``rgb`` (T, H, W, 3) uint8 chunked per frame on the canonical grid
-(:func:`refiner.camera.canonical_map`: short side S, aspect ratio kept, or S x S with ``crop``),
+(:func:`refiner.canonical.canonical_map`: short side S, aspect ratio kept, or S x S with ``crop``),
 ``K`` (T, 3, 3) canonical intrinsics, ``mapping`` [scale_x, scale_y, offset_x, offset_y] (with the attribute
-``canonical_map`` it inverts: :meth:`refiner.camera.CanonicalMap.from_dict`)
+``canonical_map`` it inverts: :meth:`refiner.canonical.CanonicalMap.from_dict`)
 and, when ground truth is given, ``depth_gt``, ``depth_gt_right``, ``rgb_right``,
 ``moving_mask``, ``poses`` and ``poses_right`` transformed the same way. :func:`write_clip_store`
 is the one writer: it takes an iterator of :class:`Frame` and is shared by every adapter.
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 import zarr
 from tqdm import tqdm
 
-from refiner.camera import CanonicalMap, canonical_map, resize_depth, resize_image, transform_intrinsics
+from refiner.canonical import CanonicalMap, canonical_map, transform_intrinsics
 from refiner.intrinsics import intrinsics_from_fov
 from refiner.store import StoreError, atomic_path, create_group, frames_array, open_group, small_array
 from refiner.video import decode_frames, video_info
@@ -146,6 +145,22 @@ class Frame:
     where: str = ""  # the source file(s), for error messages
 
 
+def to_grid(frames: np.ndarray, m: CanonicalMap) -> np.ndarray:
+    """Images (T, H, W, C) or depth/label maps (T, H, W) onto the canonical grid (:func:`refiner.camera.resize_image`:
+    antialiased bilinear; :func:`refiner.camera.resize_depth`: nearest), or as they are when the grid is the source
+    grid. torch is imported here, only to resample: importing it is most of a decode stage's start-up otherwise."""
+    if m.is_identity:
+        return frames
+    import torch
+
+    from refiner.camera import resize_depth, resize_image
+
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    if frames.ndim == 4:
+        return resize_image(x.permute(0, 3, 1, 2), m).permute(0, 2, 3, 1).numpy()
+    return resize_depth(x, m).numpy()
+
+
 class ClipWriter:
     """Resize frames onto the canonical grid and append them to a clip store group, in batches."""
 
@@ -185,13 +200,11 @@ class ClipWriter:
         if not self.pending:
             return
         m, start, k = self.m, self.n, len(self.pending)
-        rgb = torch.from_numpy(np.stack([f.rgb for f in self.pending])).permute(0, 3, 1, 2)
-        _append(self.group, "rgb", resize_image(rgb, m).permute(0, 2, 3, 1).numpy(), start)
+        _append(self.group, "rgb", to_grid(np.stack([f.rgb for f in self.pending]), m), start)
         if self.has_depth:
-            depth = torch.from_numpy(np.stack([f.depth for f in self.pending]).astype(np.float32))
-            _append(self.group, "depth_gt", resize_depth(depth, m).numpy(), start)
-        K = torch.from_numpy(np.stack([f.K for f in self.pending]).astype(np.float64))
-        self.K.extend(transform_intrinsics(K, m).numpy())
+            depth = np.stack([f.depth for f in self.pending]).astype(np.float32)
+            _append(self.group, "depth_gt", to_grid(depth, m), start)
+        self.K.extend(transform_intrinsics(np.stack([f.K for f in self.pending]), m))
         self.poses.extend(f.pose for f in self.pending if f.pose is not None)
         self.n += k
         self.pending = []
@@ -315,11 +328,10 @@ def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> No
         shape = (n, m.height, m.width, *arr.shape[3:])
         out = frames_array(dst, out_name, shape, arr.dtype)
         for j, i in enumerate(idx):
-            x = torch.from_numpy(np.asarray(arr[i]))
+            x = np.asarray(arr[i])
             if name.startswith("depth"):
-                check_depth(x.numpy(), f"{where}/{name}[{i}]")
-            y = resize_image(x.permute(2, 0, 1), m).permute(1, 2, 0) if x.ndim == 3 else resize_depth(x, m)
-            out[j] = y.numpy()
+                check_depth(x, f"{where}/{name}[{i}]")
+            out[j] = to_grid(x[None], m)[0]
     for name in ("poses", "poses_right"):
         if name in src:
             small_array(dst, name, np.asarray(src[name][...])[idx])

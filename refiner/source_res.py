@@ -2,7 +2,7 @@
 
 Depth goes back with :func:`refiner.camera.depth_to_source` (edge-aware: bilinear only inside flat 2x2
 neighbourhoods, nearest across depth edges, so metric values are never blended across an edge; invalid stays
-0; pixels cropped away by a ``crop`` grid are 0) and intrinsics with :func:`refiner.camera.source_intrinsics`,
+0; pixels cropped away by a ``crop`` grid are 0) and intrinsics with :func:`refiner.canonical.source_intrinsics`,
 so every output is in the source camera's pixels: the exported K is the source camera's and stereo disparity
 is d = fx_source·b/z in display pixels.
 """
@@ -18,7 +18,8 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from refiner.camera import CanonicalMap, depth_to_source, identity_map, source_intrinsics
+from refiner.camera import depth_to_source
+from refiner.canonical import CanonicalMap, identity_map, source_intrinsics
 from refiner.stereo import sbs_frame
 from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
 from refiner.video import decode_frames, encode_mp4
@@ -57,7 +58,7 @@ class SourceFrames:
 
 def source_K(group: zarr.Group) -> np.ndarray:
     """(T, 3, 3) float64 intrinsics of the source frames (the inverse map applied to the store's canonical K)."""
-    return source_intrinsics(torch.from_numpy(np.asarray(group["K"][...], dtype=np.float64)), store_map(group)).numpy()
+    return source_intrinsics(group["K"][...], store_map(group))
 
 
 def write_depth_store(depth: SourceFrames, K: np.ndarray, out: str | Path, attrs: dict, progress: bool = True) -> int:

@@ -33,7 +33,9 @@ def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: int, crf: in
                         raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
                     stream = container.add_stream("libx264", rate=Fraction(fps))
                     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "medium"}
+                    # mbtree off: its AVX-512 code gives different bytes for the same frames from run to run
+                    # (seen on an AVX-512 CPU), which would break DVC's content hashes of every downstream stage
+                    stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
                 count += 1
             if stream is None:

@@ -9,7 +9,8 @@ from refiner.adapters import KINDS, ingest, options_of
 from refiner.adapters.hypersim import distance_to_depth, tonemap
 from refiner.adapters.images import read_hdf5
 from refiner.adapters.tum import associate, freiburg_intrinsics, pose_from_tum
-from refiner.camera import canonical_map, resize_depth, transform_intrinsics, unproject
+from refiner.camera import resize_depth, unproject
+from refiner.canonical import canonical_map, transform_intrinsics
 from refiner.ingest import ingest_video
 from refiner.intrinsics import intrinsics_from_fov
 from refiner.synth import render_clip, write_clip
@@ -59,7 +60,7 @@ def test_tum_sequence_depth_metric_poses_and_dropped_frames(tmp_path):
     np.testing.assert_array_equal(g["depth_gt"][...], _canonical(truth["raw"].astype(np.float32) / 5000, 16))
     assert (g["depth_gt"][...] == 0).any()
     K = np.array([[CAM["fx"], 0, CAM["cx"]], [0, CAM["fy"], CAM["cy"]], [0, 0, 1]])
-    K_can = transform_intrinsics(torch.from_numpy(K), canonical_map(24, 32, 16)).numpy()
+    K_can = transform_intrinsics(K, canonical_map(24, 32, 16))
     np.testing.assert_allclose(g["K"][...], np.repeat(K_can[None], 5, axis=0))
     np.testing.assert_allclose(g["poses"][...], truth["poses"], atol=1e-6)
     assert g["rgb"].shape == (5, 16, 21, 3)  # 24x32 -> the whole frame at short side 16
@@ -102,7 +103,7 @@ def test_hypersim_scene_z_depth_standard_camera_and_poses(tmp_path):
     z = np.stack([distance_to_depth(np.nan_to_num(d), K) for d in dist])
     np.testing.assert_allclose(g["depth_gt"][...], _canonical(z, 16), rtol=1e-6)
     assert (z <= np.nan_to_num(dist) + 1e-6).all() and (g["depth_gt"][...] == 0).any()  # NaN -> 0 (invalid)
-    K_can = transform_intrinsics(torch.from_numpy(K), canonical_map(24, 32, 16)).numpy()
+    K_can = transform_intrinsics(K, canonical_map(24, 32, 16))
     np.testing.assert_allclose(g["K"][0], K_can)
     poses = g["poses"][...]
     np.testing.assert_allclose(poses[:, :3, 3], truth["pos"][:3] * 0.0254)
@@ -118,7 +119,7 @@ def test_hypersim_camera_file_and_hdr_colour(tmp_path):
     assert ingest("hypersim", scene, tmp_path / "c.zarr", 16, progress=False) == 2
     g = _open(tmp_path / "c.zarr")
     K = np.array([[CAM["fx"], 0, CAM["cx"]], [0, CAM["fy"], CAM["cy"]], [0, 0, 1]])
-    np.testing.assert_allclose(g["K"][1], transform_intrinsics(torch.from_numpy(K), canonical_map(24, 32, 16)))
+    np.testing.assert_allclose(g["K"][1], transform_intrinsics(K, canonical_map(24, 32, 16)))
     assert "poses" not in g and g.attrs["rgb_source"].startswith("color.hdf5")
     # one exposure for the clip: frame 1 holds twice the radiance of frame 0's scale, so it is brighter
     _, scale = tonemap(truth["hdr"][0])

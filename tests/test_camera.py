@@ -3,18 +3,15 @@ import pytest
 import torch
 
 from refiner.camera import (
-    CanonicalMap,
-    canonical_map,
     depth_to_source,
     project,
     relative_pose,
     resize_depth,
     resize_image,
-    source_intrinsics,
-    transform_intrinsics,
     transform_points,
     unproject,
 )
+from refiner.canonical import CanonicalMap, canonical_map, identity_map, source_intrinsics, transform_intrinsics
 from refiner.intrinsics import intrinsics_from_fov
 
 
@@ -23,10 +20,10 @@ from refiner.intrinsics import intrinsics_from_fov
     ("h", "w", "size"), [(256, 320, 256), (240, 320, 128), (480, 360, 96), (100, 100, 64), (1080, 1920, 256)]
 )
 def test_point_projects_to_same_content_after_canonical_map(h, w, size, crop):
-    K = torch.tensor([[300.0, 0, 0.45 * w], [0, 310.0, 0.55 * h], [0, 0, 1]], dtype=torch.float64)
+    K = np.array([[300.0, 0, 0.45 * w], [0, 310.0, 0.55 * h], [0, 0, 1]])
     m = canonical_map(h, w, size, multiple=4, crop=crop)
-    torch.testing.assert_close(source_intrinsics(transform_intrinsics(K, m), m), K)  # the exact inverse
-    Kc = transform_intrinsics(K, m)
+    np.testing.assert_allclose(source_intrinsics(transform_intrinsics(K, m), m), K, rtol=1e-12)  # the exact inverse
+    K, Kc = torch.from_numpy(K), torch.from_numpy(transform_intrinsics(K, m))
     pts = torch.tensor([[[0.3], [-0.2], [2.0]], [[-0.5], [0.4], [3.5]]], dtype=torch.float64)
     uv, _ = project(pts.float(), K.expand(2, 3, 3))
     uvc, _ = project(pts.float(), Kc.expand(2, 3, 3))
@@ -51,9 +48,24 @@ def test_canonical_map_keeps_the_aspect_ratio_by_default():
 def test_canonical_map_crop_hand_case():
     m = canonical_map(240, 320, 120, crop=True)  # scale 0.5 -> 160 x 120, crop 20 px left and right
     assert (m.scaled_height, m.scaled_width, m.offset_x, m.offset_y) == (120, 160, -20, 0)
-    K = torch.tensor([[200.0, 0, 159.5], [0, 200.0, 119.5], [0, 0, 1]])
+    K = np.array([[200.0, 0, 159.5], [0, 200.0, 119.5], [0, 0, 1]])
     Kc = transform_intrinsics(K, m)
-    torch.testing.assert_close(Kc, torch.tensor([[100.0, 0, 59.5], [0, 100.0, 59.5], [0, 0, 1]]))
+    assert Kc.dtype == np.float64
+    np.testing.assert_array_equal(Kc, [[100.0, 0, 59.5], [0, 100.0, 59.5], [0, 0, 1]])
+
+
+def test_resampling_onto_an_identity_grid_changes_nothing():
+    """ingest.to_grid skips the resamplers (and torch) when the grid is the source grid: they would be a no-op."""
+    m = canonical_map(48, 64, 48, multiple=4)
+    assert m.is_identity and identity_map(48, 64).is_identity
+    assert not canonical_map(48, 64, 32).is_identity and not canonical_map(48, 64, 48, crop=True).is_identity
+    rng = np.random.default_rng(0)
+    rgb = torch.from_numpy(rng.integers(0, 256, (2, 3, 48, 64), dtype=np.uint8))
+    depth = torch.from_numpy(rng.uniform(0.5, 9.0, (2, 48, 64)).astype(np.float32))
+    assert torch.equal(resize_image(rgb, m), rgb)
+    assert torch.equal(resize_image(rgb.float() / 255, m), rgb.float() / 255)
+    assert torch.equal(resize_depth(depth, m), depth)
+    assert torch.equal(resize_depth(depth > 4, m), depth > 4)
 
 
 def test_resize_depth_keeps_metric_values_and_does_not_smear():

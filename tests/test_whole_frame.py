@@ -7,7 +7,7 @@ import pytest
 import yaml
 import zarr
 
-from refiner.camera import CanonicalMap, canonical_map
+from refiner.canonical import CanonicalMap, canonical_map
 from refiner.checkpoint import load_refiner, save_refiner
 from refiner.cli import DEFAULTS, FAST_OVERLAP, SECTIONS, load_settings, main, parse_args, with_overrides
 from refiner.config import ModelParams, StereoParams

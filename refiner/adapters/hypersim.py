@@ -24,10 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from refiner.adapters.images import read_hdf5, read_image, require_file
-from refiner.camera import pixel_grid
 from refiner.ingest import Frame, resolve_intrinsics, write_clip_store
 from refiner.intrinsics import intrinsics_from_fov
 
@@ -42,8 +40,9 @@ GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 def distance_to_depth(distance: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Per-pixel distance to the camera centre (H, W) -> z-depth: z = d / |K^-1 (u, v, 1)|."""
     h, w = distance.shape
-    rays = torch.linalg.inv(torch.from_numpy(K)) @ pixel_grid(h, w).double().reshape(3, -1)
-    return (distance / torch.linalg.norm(rays, dim=0).reshape(h, w).numpy()).astype(np.float32)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(h * w)])
+    return (distance / np.linalg.norm(rays, axis=0).reshape(h, w)).astype(np.float32)
 
 
 def tonemap(hdr: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
