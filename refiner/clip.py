@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from refiner.frame_cache import FrameCache
+from refiner.manifest import calibration_for, find_clip, load_calibration
 from refiner.masks import still_static_mask
 from refiner.store import check_finite, open_group
 from refiner.teachers.confidence import rank_to_confidence
@@ -135,3 +136,15 @@ def _frame_slice(win: Window) -> slice:
 def full(t: slice | int) -> Window:
     """The whole frame(s) ``t``."""
     return (t, slice(None), slice(None))
+
+
+def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
+    """Clip ``name`` with the train-split calibration of its teacher, and its entry (plus its ``split``)."""
+    entry, split = find_clip(manifest_dir, name)
+    if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
+        raise FileNotFoundError(
+            f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
+            f"build it with `dvc repro teacher@{name}`"
+        )
+    table = calibration_for(load_calibration(manifest_dir), entry["teacher_name"])
+    return Clip(entry["decoded"], entry["teacher"], table), {**entry, "split": split}

@@ -15,7 +15,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from refiner.clip import Clip
 from refiner.store import StoreError, atomic_path, open_group, read_json, write_json
 from refiner.teachers.calibration import CalibrationAccumulator, identity_calibration
 
@@ -139,15 +138,3 @@ def find_clip(manifest_dir: str | Path, name: str) -> tuple[dict, str]:
         raise ValueError(f"{path}: no clip named {name!r}; add it to corpus.clips and a split in params.yaml")
     entry = read_json(path, "manifest clip entry")
     return validate_manifest({"version": VERSION, "clips": [entry]}, str(path))["clips"][0], entry["split"]
-
-
-def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
-    """Clip ``name`` with the train-split calibration of its teacher, and its entry (plus its ``split``)."""
-    entry, split = find_clip(manifest_dir, name)
-    if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
-        raise FileNotFoundError(
-            f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
-            f"build it with `dvc repro teacher@{name}`"
-        )
-    table = calibration_for(load_calibration(manifest_dir), entry["teacher_name"])
-    return Clip(entry["decoded"], entry["teacher"], table), {**entry, "split": split}

@@ -43,6 +43,8 @@ frames. Nothing is scale-aligned unless a function says so (metric depth is scor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -309,6 +311,40 @@ def _sample(img: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return out, inside
 
 
+@dataclass(frozen=True)
+class OpwPair:
+    """The depth-independent part of :func:`opw_metric` for the pair (t − 1, t): the GT flow target x' of each
+    pixel (2, H, W) and whether it lies inside frame t − 1, the photometric weight map w (H, W), the rays
+    K_{t−1}⁻¹[x', 1] (3, H, W) and the pose from camera t − 1 to camera t (1, 4, 4)."""
+
+    uv: torch.Tensor
+    inside: torch.Tensor
+    weight: torch.Tensor
+    rays: torch.Tensor
+    prev_to_t: torch.Tensor
+
+
+def opw_geometry(
+    rgb: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, gt: torch.Tensor, weight: float = 50.0
+) -> list[OpwPair]:
+    """:class:`OpwPair` of every pair (t − 1, t) of the frames given: the same for every method scored on them."""
+    out = []
+    for t in range(1, gt.shape[0]):
+        uv = _flow_targets(gt[t], K[t], K[t - 1], relative_pose(poses[t][None], poses[t - 1][None])[0])
+        i_prev, inside = _sample(rgb[t - 1], uv)
+        homog = torch.cat([uv.double(), torch.ones_like(uv[:1]).double()])  # (3, H, W)
+        out.append(
+            OpwPair(
+                uv=uv,
+                inside=inside,
+                weight=torch.exp(-weight * (rgb[t].float() - i_prev).square().mean(0)),
+                rays=torch.einsum("ij,jhw->ihw", torch.linalg.inv(K[t - 1].double()), homog),
+                prev_to_t=relative_pose(poses[t - 1][None], poses[t][None]),
+            )
+        )
+    return out
+
+
 def opw_metric_pairs(
     depth: torch.Tensor,
     rgb: torch.Tensor,
@@ -317,25 +353,21 @@ def opw_metric_pairs(
     gt: torch.Tensor,
     moving: torch.Tensor | None = None,
     weight: float = 50.0,
+    geometry: list[OpwPair] | None = None,
 ) -> list[float]:
-    """:func:`opw_metric`'s error of each pair (t − 1, t) that has a counted pixel."""
+    """:func:`opw_metric`'s error of each pair (t − 1, t) that has a counted pixel; ``geometry``: the clip's
+    :func:`opw_geometry` when several methods are scored on the same frames (None: computed here)."""
     errs = []
-    for t in range(1, depth.shape[0]):
-        uv = _flow_targets(gt[t], K[t], K[t - 1], relative_pose(poses[t][None], poses[t - 1][None])[0])
-        d_prev, inside = _sample(depth[t - 1][None], uv)
-        i_prev, _ = _sample(rgb[t - 1], uv)
-        ok = inside & (gt[t] > 0) & (depth[t] > 0) & (d_prev[0] > 0)
+    for t, pair in enumerate(opw_geometry(rgb, K, poses, gt, weight) if geometry is None else geometry, 1):
+        d_prev, _ = _sample(depth[t - 1][None], pair.uv)
+        ok = pair.inside & (gt[t] > 0) & (depth[t] > 0) & (d_prev[0] > 0)
         if moving is not None:
             ok &= ~moving[t].bool() & ~moving[t - 1].bool()
         if not ok.any():
             continue
-        w = torch.exp(-weight * (rgb[t].float() - i_prev).square().mean(0))[ok]
+        w = pair.weight[ok]
         # the previous frame's depth at x', as a 3D point moved into camera t: its z is what D_t should be
-        homog = torch.cat([uv.double(), torch.ones_like(uv[:1]).double()])  # (3, H, W)
-        rays = torch.einsum("ij,jhw->ihw", torch.linalg.inv(K[t - 1].double()), homog)
-        pts = transform_points(
-            relative_pose(poses[t - 1][None], poses[t][None]), (rays * d_prev.double()).float()[None]
-        )
+        pts = transform_points(pair.prev_to_t, (pair.rays * d_prev.double()).float()[None])
         z_prev = pts[0, 2].float()
         rel = (depth[t][ok] - z_prev[ok]).abs() / depth[t][ok]
         errs.append(float((w * rel).sum() / w.sum().clamp_min(_EPS)))

@@ -8,9 +8,10 @@ exactly one span; the EMA baseline continues from that frame, and the bilateral 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,13 @@ class Span:
     poses: torch.Tensor | None  # (t, 4, 4) camera-to-world
     moving: torch.Tensor | None  # (t, H, W) bool
     conf: torch.Tensor  # (t, H, W) teacher confidence
+    derived: dict[str, Any] = field(default_factory=dict, repr=False)  # see :meth:`memo`
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value derived from the span's GT, poses and RGB only (the same for every method): made once."""
+        if key not in self.derived:
+            self.derived[key] = make()
+        return self.derived[key]
 
     @property
     def first_new(self) -> int:

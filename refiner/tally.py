@@ -12,8 +12,10 @@ import torch
 
 from refiner.config import EvaluateParams
 from refiner.metrics import (
+    flow_to_previous,
     mean_errors,
     motion_sums,
+    opw_geometry,
     opw_metric_pairs,
     opw_nvds,
     per_frame_errors,
@@ -83,9 +85,12 @@ class Tally:
         self.tae_counts.append(n)
         aligned = vda_apply(depth, vda_scale_shift(self.vda_sums), self.p.tae_max_depth_m)
         self.vda_total += tae_vda_pair_sum(aligned, span.K, span.poses)
-        self.opw += opw_metric_pairs(depth, span.rgb, span.K, span.poses, span.gt, span.moving, self.p.opw_weight)
+        w = self.p.opw_weight
+        geometry = span.memo(f"opw_geometry_{w}", lambda: opw_geometry(span.rgb, span.K, span.poses, span.gt, w))
+        self.opw += opw_metric_pairs(depth, span.rgb, span.K, span.poses, span.gt, span.moving, w, geometry)
         if len(depth) > 1:  # NVDS divides its sum over pairs by the frame count: undo it for the span's sum
-            self.nvds_total += opw_nvds(depth, span.rgb, span.K, span.poses, span.gt) * len(depth)
+            flow = span.memo("gt_flow", lambda: _gt_flow(span))
+            self.nvds_total += opw_nvds(depth, span.rgb, span.K, span.poses, span.gt, flow) * len(depth)
 
     def figures(self, frames: int) -> dict[str, float]:
         """The clip's figures from the sums (the still-segment ones, flicker and jitter, come separately)."""
@@ -114,3 +119,8 @@ class Tally:
                     "mean_abs_delta_m": float(delta / count),
                 }
         return out
+
+
+def _gt_flow(span: Span) -> torch.Tensor:
+    """GT flow t → t − 1 (:func:`refiner.metrics.flow_to_previous`) of every frame of the span after its first."""
+    return flow_to_previous(span.gt[1:], span.K[1:], span.K[:-1], span.poses[1:], span.poses[:-1])

@@ -2,10 +2,10 @@
 
 import sys
 
+from refiner.clip import open_clip
 from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.evaluate import evaluate_clip
-from refiner.manifest import open_clip
 from refiner.perceptual import load_lpips
 from refiner.reports import write_clip_report
 

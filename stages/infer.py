@@ -5,10 +5,10 @@ import sys
 import torch
 
 from refiner.checkpoint import load_refiner
+from refiner.clip import open_clip
 from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.infer import run_infer
-from refiner.manifest import open_clip
 
 
 def main() -> None:

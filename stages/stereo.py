@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 
 from refiner.checkpoint import load_refiner
-from refiner.clip import Clip
+from refiner.clip import Clip, open_clip
 from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.infer import refine_clip
-from refiner.manifest import open_clip
 from refiner.spans import write_method_depths
 from refiner.stereo_report import right_eye_store, sbs_video, stereo_metrics
 from refiner.store import open_group, write_csv, write_json

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.clip import full
+from refiner.clip import full, open_clip
 from refiner.config import EvaluateParams
 from refiner.evaluate import evaluate_clip
-from refiner.manifest import open_clip
 from refiner.perceptual import lpips_random_backbone
 from refiner.reports import aggregate, write_aggregate, write_clip_report
 from refiner.store import create_group, frames_array

@@ -7,9 +7,9 @@ import pytest
 import torch
 import zarr
 
+from refiner.clip import open_clip
 from refiner.config import InferParams, ModelParams, WindowParams
 from refiner.infer import drift_trend, occlusion_weights, refine_clip, run_infer
-from refiner.manifest import open_clip
 from refiner.model import Refiner
 
 from .clip_fixtures import make_clip, make_corpus, open_entry, tiny_params

@@ -10,11 +10,11 @@ import zarr
 from refiner.canonical import CanonicalMap, canonical_map
 from refiner.checkpoint import load_refiner, save_refiner
 from refiner.cli import DEFAULTS, FAST_OVERLAP, SECTIONS, load_settings, main, parse_args, with_overrides
+from refiner.clip import open_clip
 from refiner.config import ModelParams, StereoParams
 from refiner.evaluate import evaluate_clip
 from refiner.export import png16_precision, read_png16, write_png16
 from refiner.infer import run_infer
-from refiner.manifest import open_clip
 from refiner.model import Refiner
 from refiner.source_res import SourceFrames, stereo_video
 from refiner.stereo import sbs_frame
