@@ -70,6 +70,8 @@ def depth_to_source(depth: torch.Tensor, m: CanonicalMap, edge_rel: float | None
     metric depth is never blended across a depth edge or with invalid pixels. ``edge_rel=None``: nearest only.
     Source pixels outside the canonical grid (cropped away) and invalid ones are 0.
     """
+    if m.is_identity:  # what the gathers below give on an identity map (zero-weight neighbours), without them
+        return torch.where(depth > 0, depth.float(), 0.0).to(depth.dtype)
     ny, y0, y1, fy, in_y = _source_axis(m.src_height, m.scale_y, m.offset_y, m.height)
     nx, x0, x1, fx, in_x = _source_axis(m.src_width, m.scale_x, m.offset_x, m.width)
     d = depth.float()

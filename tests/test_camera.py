@@ -115,6 +115,18 @@ def test_intrinsics_from_fov_hand_case():
     assert np.allclose(K[2], [0, 0, 1])
 
 
+def test_depth_to_source_on_an_identity_map_takes_the_short_cut_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(1)
+    depth = torch.from_numpy(rng.uniform(0.5, 9.0, (2, 24, 40)).astype(np.float32))
+    depth[:, :3] = 0  # invalid pixels
+    depth[:, :, 20:] *= 3  # a depth edge
+    m = canonical_map(24, 40, 24, multiple=4)
+    fast = depth_to_source(depth, m)
+    monkeypatch.setattr(CanonicalMap, "is_identity", property(lambda self: False))
+    general = depth_to_source(depth, m)
+    assert m.src_height == m.height and torch.equal(fast, general) and torch.equal(fast, depth)
+
+
 def test_depth_to_source_never_blends_across_edges_and_zeroes_what_was_cropped():
     m = canonical_map(90, 160, 36, multiple=4)  # 36 x 64 canonical, back to 90 x 160
     canon = torch.full((36, 64), 2.0)

@@ -13,6 +13,8 @@ The store replaces the old one only when complete.
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +58,15 @@ def _predict_frames(
     teacher, dec, arrays: dict, acc: CalibrationAccumulator, segment: _StillSegment, desc: str, progress: bool
 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
     """Run the teacher on every frame into ``arrays``, feeding the calibration sums and the still segment;
-    returns (K prompts, K predictions, per-frame AbsRel against GT)."""
+    returns (K prompts, K predictions, per-frame AbsRel against GT). The teacher runs the frames in order while
+    one worker thread ranks, scores and writes the frame before (the two overlap: NumPy and Blosc release the
+    GIL); the worker takes the frames in order too, so the sums are the same as in one thread."""
     total, height, width = dec["rgb"].shape[:3]
     has_gt = "depth_gt" in dec
     k_prompt, k_pred, gt_err = np.zeros((total, 3, 3)), np.zeros((total, 3, 3)), []
-    for t in tqdm(range(total), desc=f"teacher {desc}", disable=not progress):
-        gt = np.asarray(dec["depth_gt"][t]) if has_gt else None
-        fr = teacher.predict(t, np.asarray(dec["rgb"][t]), np.asarray(dec["K"][t]), gt)
-        _check_frame(fr.depth, fr.uncertainty, (height, width), teacher.name, t)
+    still = (lambda t: np.asarray(dec["moving_mask"][t]) == 0) if segment.frames else None
+
+    def store(t: int, fr, gt: np.ndarray | None) -> None:
         valid = fr.depth > 0
         arrays["depth"][t], arrays["uncertainty"][t] = fr.depth, fr.uncertainty
         arrays["rank"][t] = uncertainty_rank(fr.uncertainty, valid)
@@ -74,7 +77,19 @@ def _predict_frames(
             acc.add(fr.uncertainty, err, ok)
             gt_err.append(float(err[ok].mean()) if ok.any() else np.nan)
         if t < segment.frames:
-            segment.add(fr.depth, valid & (np.asarray(dec["moving_mask"][t]) == 0))
+            segment.add(fr.depth, valid & still(t))
+
+    with ThreadPoolExecutor(1) as worker:
+        pending: deque = deque()
+        for t in tqdm(range(total), desc=f"teacher {desc}", disable=not progress):
+            gt = np.asarray(dec["depth_gt"][t]) if has_gt else None
+            fr = teacher.predict(t, np.asarray(dec["rgb"][t]), np.asarray(dec["K"][t]), gt)
+            _check_frame(fr.depth, fr.uncertainty, (height, width), teacher.name, t)
+            pending.append(worker.submit(store, t, fr, gt))
+            while len(pending) > 2:  # at most two frames in flight: memory stays a few frames
+                pending.popleft().result()
+        for job in pending:
+            job.result()
     return k_prompt, k_pred, gt_err
 
 
