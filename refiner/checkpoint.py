@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from refiner.config import ConfigError, ModelParams
 from refiner.model import Refiner
@@ -39,7 +39,16 @@ def save_refiner(
         "extra": json.dumps(extra),
     }
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        tmp.write_bytes(_sorted_header(save(state, metadata=meta)))
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors file ``data`` with its JSON header's keys sorted. The writer emits the metadata in a
+    different order on every run, so the same weights would give different bytes (and DVC hashes)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensor data stays 8-byte aligned, as the writer keeps it
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[Refiner, dict]:

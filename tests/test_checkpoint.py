@@ -34,6 +34,18 @@ def test_round_trip_gives_the_same_outputs(tmp_path):
     torch.testing.assert_close(loaded(*args).depth, model.eval()(*args).depth)
 
 
+def test_the_same_weights_give_the_same_file(tmp_path):
+    """DVC hashes the checkpoint: the safetensors writer's metadata order varies from call to call, ours not."""
+    model, path = _saved(tmp_path)
+    copies = [tmp_path / f"copy{i}.safetensors" for i in range(8)]
+    for c in copies:
+        save_refiner(c, model, SMALL, 4, {"step": 7})
+    assert {c.read_bytes() for c in copies} == {path.read_bytes()}
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["extra"] == json.dumps({"step": 7})
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in model.state_dict().items())
+
+
 def test_foreign_architecture_is_refused(tmp_path):
     _, path = _saved(tmp_path)
     with safe_open(str(path), framework="pt") as f:
