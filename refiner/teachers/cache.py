@@ -64,7 +64,6 @@ def _predict_frames(
     total, height, width = dec["rgb"].shape[:3]
     has_gt = "depth_gt" in dec
     k_prompt, k_pred, gt_err = np.zeros((total, 3, 3)), np.zeros((total, 3, 3)), []
-    still = (lambda t: np.asarray(dec["moving_mask"][t]) == 0) if segment.frames else None
 
     def store(t: int, fr, gt: np.ndarray | None) -> None:
         valid = fr.depth > 0
@@ -77,7 +76,7 @@ def _predict_frames(
             acc.add(fr.uncertainty, err, ok)
             gt_err.append(float(err[ok].mean()) if ok.any() else np.nan)
         if t < segment.frames:
-            segment.add(fr.depth, valid & still(t))
+            segment.add(fr.depth, valid & (np.asarray(dec["moving_mask"][t]) == 0))
 
     with ThreadPoolExecutor(1) as worker:
         pending: deque = deque()
