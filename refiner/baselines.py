@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+METHODS = ("teacher", "ema", "bilateral", "refiner")  # every clip is scored on these: the teacher, its filters, ours
+
 
 def ema(depth: np.ndarray, alpha: float, previous: np.ndarray | None = None) -> np.ndarray:
     """Causal per-pixel EMA of depth (T, H, W); ``previous`` (H, W) is the EMA of the frame before the first

@@ -19,13 +19,14 @@ import math
 
 import torch
 
+from refiner.baselines import METHODS
 from refiner.clip import Clip, full
 from refiner.config import EvaluateParams
 from refiner.metrics import STRATA, confidence_terciles, disparity_jitter, flicker, still_temporal_var, strata_table
+from refiner.reports import ratios
 from refiner.spans import ClipSpans
 from refiner.tally import Tally
 
-METHODS = ("teacher", "ema", "bilateral", "refiner")
 SPAN_WINDOWS = 2  # windows per span: memory ~ this many windows of every method
 CONF_BINS = 10_000  # histogram bins of c(x) for the tercile edges
 
@@ -91,15 +92,6 @@ def skipped_metrics(clip: Clip, n_static: int, lpips_note: str | None) -> dict[s
     if n_static < 2:
         out["flicker"] = "the clip has no still-camera segment (static_frames attribute): flicker and jitter need it"
     return out
-
-
-def ratios(methods: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Refiner figure / baseline figure for every figure both have, against the teacher and the bilateral filter."""
-    r = methods["refiner"]
-    return {
-        f"refiner_vs_{base}": {k: r[k] / methods[base][k] for k in r if k in methods[base] and methods[base][k] != 0}
-        for base in ("teacher", "bilateral")
-    }
 
 
 def method_figures(tallies: dict[str, Tally], still: dict[str, dict], frames: int) -> dict[str, dict[str, float]]:

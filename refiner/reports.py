@@ -2,7 +2,8 @@
 over the test split (reports/metrics.json: the mean over test clips per method, ratios, a per-clip table).
 
 Every report states what it scores: each clip's dataset, split and teacher, and whether the teacher is
-the simulated stand-in. Nothing here computes a metric; :mod:`refiner.evaluate` does.
+the simulated stand-in. Nothing here computes a metric (:mod:`refiner.evaluate` does), only the ratios of
+figures already computed (:func:`ratios`, per clip and for the aggregate). No torch: the report stage starts fast.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refiner.evaluate import METHODS, ratios  # noqa: E402
+from refiner.baselines import METHODS  # noqa: E402
 from refiner.export import colorize, log_depth_range  # noqa: E402
 from refiner.store import atomic_path, write_csv, write_json  # noqa: E402
 
@@ -32,6 +33,15 @@ HEADLINE = (
     "disparity_jitter_px",
     "scale_ratio_std",
 )
+
+
+def ratios(methods: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Refiner figure / baseline figure for every figure both have, against the teacher and the bilateral filter."""
+    r = methods["refiner"]
+    return {
+        f"refiner_vs_{base}": {k: r[k] / methods[base][k] for k in r if k in methods[base] and methods[base][k] != 0}
+        for base in ("teacher", "bilateral")
+    }
 
 
 def _fmt(v) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from refiner.baselines import ema, temporal_bilateral
+from refiner.baselines import METHODS, ema, temporal_bilateral
 from refiner.clip import Clip, full
 from refiner.config import EvaluateParams
 from refiner.memory import release_free_memory
@@ -126,7 +126,7 @@ def write_method_depths(clip: Clip, refined: str, p: EvaluateParams, out: str | 
     spans = ClipSpans(clip, refined, p)
     group = create_group(out)
     shape = (clip.frames, clip.height, clip.width)
-    arrays = {name: frames_array(group, name, shape, np.float32) for name in ("teacher", "ema", "bilateral", "refiner")}
+    arrays = {name: frames_array(group, name, shape, np.float32) for name in METHODS}
     for span in spans.spans(step):
         for name, arr in arrays.items():
             arr[span.first_new : span.hi] = span.depths[name][span.skip :].numpy()
