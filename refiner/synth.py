@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from refiner.choices import CAMERA_PATHS
-from refiner.intrinsics import intrinsics_from_fov
+from refiner.intrinsics import intrinsics_from_fov, pixel_rays
 from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
 from refiner.video import encode_mp4
 
@@ -439,11 +439,8 @@ def _texture(p: np.ndarray, m: Material) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _camera_rays(K_bytes: bytes, height: int, width: int) -> np.ndarray:
-    """Ray directions (3, N) in the camera frame through pixel centres, with z = 1 (so ray length = z-depth)."""
-    K = np.frombuffer(K_bytes, dtype=np.float64).reshape(3, 3)
-    v, u = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
-    rays = np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
-    rays[2] = 1.0
+    """:func:`refiner.intrinsics.pixel_rays` of K given as bytes (hashable: a clip's rays are made once), read-only."""
+    rays = pixel_rays(np.frombuffer(K_bytes, dtype=np.float64).reshape(3, 3), height, width)
     rays.setflags(write=False)
     return rays
 

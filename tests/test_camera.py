@@ -12,7 +12,7 @@ from refiner.camera import (
     unproject,
 )
 from refiner.canonical import CanonicalMap, canonical_map, identity_map, source_intrinsics, transform_intrinsics
-from refiner.intrinsics import intrinsics_from_fov
+from refiner.intrinsics import intrinsics_from_fov, pixel_rays
 
 
 @pytest.mark.parametrize("crop", [False, True])
@@ -143,3 +143,12 @@ def test_depth_to_source_never_blends_across_edges_and_zeroes_what_was_cropped()
     back = depth_to_source(torch.full((36, 36), 3.0), cropped)
     assert (back[:, :30] == 0).all() and (back[:, -30:] == 0).all()  # 14 canonical = 35 source px cropped per side
     torch.testing.assert_close(back[:, 40:120], torch.full((90, 80), 3.0))
+
+
+def test_pixel_rays_hand_case():
+    """K⁻¹[u, v, 1] through pixel centres, row-major, z exactly 1: the synthetic renderer's and Hypersim's rays."""
+    K = np.array([[2.0, 0.0, 1.0], [0.0, 4.0, 0.5], [0.0, 0.0, 1.0]])
+    rays = pixel_rays(K, 2, 3)  # pixels (u, v): (0, 0) (1, 0) (2, 0) (0, 1) (1, 1) (2, 1)
+    expected = [[-0.5, 0.0, 0.5, -0.5, 0.0, 0.5], [-0.125] * 3 + [0.125] * 3, [1.0] * 6]
+    np.testing.assert_allclose(rays, expected, rtol=0, atol=1e-15)
+    assert (rays[2] == 1.0).all()

@@ -27,7 +27,7 @@ import numpy as np
 
 from refiner.adapters.images import read_hdf5, read_image, require_file
 from refiner.ingest import Frame, resolve_intrinsics, write_clip_store
-from refiner.intrinsics import intrinsics_from_fov
+from refiner.intrinsics import intrinsics_from_fov, pixel_rays
 
 HFOV_DEG = 60.0  # the standard Hypersim camera
 GAMMA = 1 / 2.2
@@ -40,9 +40,7 @@ GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 def distance_to_depth(distance: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Per-pixel distance to the camera centre (H, W) -> z-depth: z = d / |K^-1 (u, v, 1)|."""
     h, w = distance.shape
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
-    rays = np.linalg.inv(K) @ np.stack([u.ravel(), v.ravel(), np.ones(h * w)])
-    return (distance / np.linalg.norm(rays, axis=0).reshape(h, w)).astype(np.float32)
+    return (distance / np.linalg.norm(pixel_rays(K, h, w), axis=0).reshape(h, w)).astype(np.float32)
 
 
 def tonemap(hdr: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
