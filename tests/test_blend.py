@@ -49,6 +49,19 @@ def test_window_mean_values_and_gradients_match_autograd(with_rgb):
         torch.testing.assert_close(x.grad, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("with_rgb", [True, False])
+def test_window_mean_without_autograd_equals_the_training_path_bit_for_bit(with_rgb):
+    """Inference runs every frame through reused buffers, training keeps fresh per-frame tensors (and reuses
+    the symmetric colour pairs): the same numbers either way, and the formula's."""
+    depth, rgb, logs = _inputs(with_rgb, seed=1)
+    depth, rgb, logs = depth.float(), None if rgb is None else rgb.float(), [v.float() for v in logs]
+    with torch.no_grad():
+        buffered = window_mean(depth, rgb, *logs)
+    kept = window_mean(depth.clone().requires_grad_(True), rgb, *logs).detach()
+    assert torch.equal(buffered, kept)
+    torch.testing.assert_close(buffered, _reference(depth, rgb, *logs))
+
+
 def test_window_mean_of_a_constant_window_is_the_constant():
     depth = torch.full((1, 4, 1, 2, 2), 2.5)
     with torch.no_grad():

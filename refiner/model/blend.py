@@ -29,31 +29,46 @@ _EPS = 1e-6
 BLEND_GAIN_SCALE = 20.0  # TemporalBlend's gain g = 20·γ: γ learns at the optimiser's step size, g 20× faster
 
 
-def _colour_sq(rgb: Tensor | None, t: int) -> Tensor | None:
-    """‖I_s − I_t‖² for every s, [B, N, 1, H, W] (None without RGB)."""
-    return None if rgb is None else (rgb - rgb[:, t : t + 1]).square().sum(2, keepdim=True)
+def _colour_sq(rgb: Tensor | None, t: int, out: Tensor | None = None, tmp: Tensor | None = None) -> Tensor | None:
+    """‖I_s − I_t‖² for every s, [B, N, 1, H, W] (None without RGB), written into ``out`` when given
+    (``tmp``: a scratch buffer of the same shape).
+
+    Summed plane by plane: several times faster than reducing the strided colour axis, with the same
+    additions in the same order."""
+    if rgb is None:
+        return None
+    planes = rgb.unbind(2)
+    out = torch.sub(planes[0], planes[0][:, t : t + 1], out=None if out is None else out[:, :, 0]).square_()
+    for plane in planes[1:]:
+        out.add_(torch.sub(plane, plane[:, t : t + 1], out=None if tmp is None else tmp[:, :, 0]).square_())
+    return out.unsqueeze(2)
 
 
-def _colour_sq_kept(rgb: Tensor, t: int, keep: list) -> Tensor:
+def _colour_sq_kept(rgb: Tensor, t: int, keep: list, tmp: Tensor) -> Tensor:
     """:func:`_colour_sq` reusing the symmetric pairs s < t from the frames already kept (half the work)."""
     colour = rgb.new_empty(rgb.shape[0], rgb.shape[1], 1, *rgb.shape[3:])
     for s, (_, kept, _) in enumerate(keep[:t]):
         colour[:, s] = kept[:, t]
-    colour[:, t:] = _colour_sq(rgb[:, t:], 0)
+    _colour_sq(rgb[:, t:], 0, out=colour[:, t:], tmp=tmp[:, t:])
     return colour
 
 
-def _depth_term(depth: Tensor, t: int, inv_sd: float) -> Tensor:
-    """r_ts = (D_s − D_t)/(σ_d·max(D_t, ε)) for every s, [B, N, 1, H, W]."""
-    return (depth - depth[:, t : t + 1]).mul_(inv_sd / depth[:, t : t + 1].clamp_min(_EPS))
+def _depth_term(depth: Tensor, t: int, inv_sd: float, out: Tensor | None = None) -> Tensor:
+    """r_ts = (D_s − D_t)/(σ_d·max(D_t, ε)) for every s, [B, N, 1, H, W] (into ``out`` when given)."""
+    return torch.sub(depth, depth[:, t : t + 1], out=out).mul_(inv_sd / depth[:, t : t + 1].clamp_min(_EPS))
 
 
 def _frame_weights(
-    depth: Tensor, valid: Tensor, colour: Tensor | None, t: int, inv: tuple[float, float, float]
+    depth: Tensor,
+    valid: Tensor,
+    colour: Tensor | None,
+    t: int,
+    inv: tuple[float, float, float],
+    out: Tensor | None = None,
 ) -> Tensor:
-    """w_ts over s [B, N, 1, H, W] for frame t; ``inv`` = (1/σ_d, 1/σ_c, 1/τ) as floats."""
+    """w_ts over s [B, N, 1, H, W] for frame t (into ``out`` when given); ``inv`` = (1/σ_d, 1/σ_c, 1/τ)."""
     inv_sd, inv_sc, inv_tau = inv
-    logw = _depth_term(depth, t, inv_sd).square_().mul_(-0.5)
+    logw = _depth_term(depth, t, inv_sd, out).square_().mul_(-0.5)
     if colour is not None:
         logw.add_(colour, alpha=-0.5 * inv_sc**2)
     for s in range(depth.shape[1]):  # the time term: one scalar per frame s
@@ -63,13 +78,21 @@ def _frame_weights(
 
 
 def _means(depth: Tensor, rgb: Tensor | None, inv: tuple[float, float, float], keep: list | None = None) -> Tensor:
-    """A_t for every t, [B, N, 1, H, W]; with ``keep``, each frame's (weights, colour term, Σw) appended to it."""
-    means, valid = [], depth > 0
+    """A_t for every t, [B, N, 1, H, W]; with ``keep``, each frame's (weights, colour term, Σw) appended to it.
+
+    What is not kept goes through buffers reused from frame to frame: fresh window-sized tensors per frame
+    cost more in page faults than in arithmetic."""
+    means, valid = [], (depth > 0).to(depth.dtype)  # a float mask: multiplying by it needs no conversion
+    scratch = torch.empty_like(depth)  # the colour planes' differences, then w·D
+    colour_buf, weight_buf = (None, None) if keep is not None else (torch.empty_like(depth), torch.empty_like(depth))
     for t in range(depth.shape[1]):
-        colour = _colour_sq(rgb, t) if keep is None or rgb is None else _colour_sq_kept(rgb, t, keep)
-        w = _frame_weights(depth, valid, colour, t, inv)
+        if keep is not None and rgb is not None:
+            colour = _colour_sq_kept(rgb, t, keep, scratch)
+        else:
+            colour = _colour_sq(rgb, t, colour_buf, scratch)
+        w = _frame_weights(depth, valid, colour, t, inv, weight_buf)
         total = w.sum(1)
-        means.append((w * depth).sum(1) / total.clamp_min(_EPS))
+        means.append(torch.mul(w, depth, out=scratch).sum(1) / total.clamp_min(_EPS))
         if keep is not None:
             keep.append((w, colour, total))
     return torch.stack(means, 1)
