@@ -7,8 +7,9 @@ different machines compare by their ratios:
 - cache: teacher-cache write/read MB/s and compression ratio, vs raw float32 ``.npy``;
 - scan: the selective scan at the refiner's shape (130² sequences for 518²/4, L = 12, d_inner 64, n 8), ms per
   window, frames/s and peak memory, vs a frozen copy of the reference scan (``_scan_baseline``);
-- refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res, vs the EMA baseline filter on
-  the same frames and vs the same model with a frozen copy of the Mamba block's old forward;
+- refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res on a rendered window with its
+  RGB (as inference runs it), vs the EMA baseline filter on the same frames, vs the same model with a frozen copy
+  of the Mamba block's old forward, and vs the same with the temporal blend's old forward too;
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
 - train_step: the trainer's step (data loader, carried prefix, forward, losses, backward, AdamW, EMA) at
@@ -231,25 +232,39 @@ def _make_refiner(p: ModelParams, factor: int) -> Refiner:
     return Refiner(p, factor) if takes_factor else Refiner(p)
 
 
-def _refine(model: Refiner, depth: torch.Tensor, conf: torch.Tensor, factor: int, **state: object) -> object:
+def _refine(
+    model: Refiner, depth: torch.Tensor, conf: torch.Tensor, rgb: torch.Tensor, factor: int, **state: object
+) -> object:
     """One window through the model; the one place to update when its forward signature changes.
     ``state``: ``state``/``state_index`` keywords of a model that carries state from window to window."""
     if "depth_low" in inspect.signature(model.forward).parameters:  # older API: low-res inputs and the mapping
         low_d, low_c = downsample(depth, factor), downsample(conf, factor)
         return model(low_d, low_c, depth, conf, torch.as_tensor(low_mapping(factor)))
-    return model(depth, conf, **state)
+    return model(depth, conf, rgb, **state)
 
 
-def _window(height: int, width: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    depth = torch.rand(1, 12, 1, height, width, device=device) * 5 + 1
-    return depth, torch.rand_like(depth)
+def _window(height: int, width: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One 12-frame window as inference feeds the model: rendered depth (smooth surfaces, edges, a moving
+    object), a confidence map and the RGB frames in [0, 1] (the temporal blend's colour term uses them)."""
+    clip = render_clip(12, height, width, 70.0, 0.063, 4, seed=0)
+    depth = torch.from_numpy(clip.depth)[None, :, None].float().to(device)
+    rgb = torch.from_numpy(clip.rgb).permute(0, 3, 1, 2)[None].float().div(255).to(device)
+    conf = torch.rand(depth.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    return depth, conf, rgb
 
 
 def _mamba_forward_baseline(
-    self: mamba_mod.Mamba, hidden_states: torch.Tensor, state: object = None, state_index: object = None
+    self: mamba_mod.Mamba,
+    hidden_states: torch.Tensor,
+    state: object = None,
+    state_index: object = None,
+    time_reversed: bool = False,
 ) -> torch.Tensor:
-    """Frozen copy of ``Mamba.forward`` (commit 8c4e676: conv1d and the reference scan on the whole batch)."""
+    """Frozen copy of ``Mamba.forward`` (commit 8c4e676: conv1d and the reference scan on the whole batch;
+    the backward direction flipped the whole batch before and after)."""
     assert state is None and state_index is None, "the baseline block carries no state"
+    if time_reversed:
+        return _mamba_forward_baseline(self, hidden_states.flip(1)).flip(1)
     length = hidden_states.shape[1]
     x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)
     x = F.silu(self.conv1d(x)[..., :length])
@@ -261,34 +276,45 @@ def _mamba_forward_baseline(
     return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
 
 
-def _with_baseline_mamba(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` run with every pure-PyTorch Mamba block's forward swapped for the frozen baseline."""
+def _with_swaps(fn: Callable[[], object], swaps: list[tuple[object, str, object]]) -> Callable[[], object]:
+    """``fn`` run with each (owner, attribute, value) of ``swaps`` set, and restored afterwards."""
 
     def run() -> object:
-        fast, mamba_mod.Mamba.forward = mamba_mod.Mamba.forward, _mamba_forward_baseline
+        saved = [(owner, name, vars(owner)[name]) for owner, name, _ in swaps]
+        for owner, name, value in swaps:
+            setattr(owner, name, value)
         try:
             return fn()
         finally:
-            mamba_mod.Mamba.forward = fast
+            for owner, name, value in saved:
+                setattr(owner, name, value)
 
     return run
+
+
+def _with_baseline_mamba(fn: Callable[[], object], blend: bool = False) -> Callable[[], object]:
+    """``fn`` run with every pure-PyTorch Mamba block's forward swapped for the frozen baseline (and with
+    ``blend``, the temporal blend's forward for its frozen copy too)."""
+    swaps = [(mamba_mod.Mamba, "forward", _mamba_forward_baseline)]
+    return _with_swaps(fn, swaps + ([(blend_mod.TemporalBlend, "forward", _blend_forward_baseline)] if blend else []))
 
 
 def bench_refiner(tmp: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n, size, f = 12, 518 // 4 * 4, 4  # 516², the nearest multiple of the low-res factor to 518
     model = _make_refiner(_model_params(), f).to(device).eval()
-    depth, conf = _window(size, size, device)
+    depth, conf, rgb = _window(size, size, device)
 
     @torch.no_grad()
     def forward(**state: object) -> object:
-        out = _refine(model, depth, conf, f, **state)
+        out = _refine(model, depth, conf, rgb, f, **state)
         if device == "cuda":
             torch.cuda.synchronize()
         return out
 
     forward()
     t_base, t_model = _timed_pair(_with_baseline_mamba(forward), forward, 5)
+    t_base_blend = _timed(_with_baseline_mamba(forward, blend=True), 3)
     arr = depth[0, :, 0].cpu().numpy()
     t_ema = _timed(lambda: ema(arr, 0.3), 3)
     result = {
@@ -297,6 +323,8 @@ def bench_refiner(tmp: Path) -> dict:
         "fps_refiner": n / t_model,
         "fps_refiner_baseline_mamba": n / t_base,
         "speedup_vs_baseline_mamba": t_base / t_model,
+        "fps_refiner_baseline_mamba_blend": n / t_base_blend,
+        "speedup_vs_baseline_mamba_blend": t_base_blend / t_model,
         "fps_ema": n / t_ema,
         "ratio": t_ema / t_model,
         "loadavg_1min": _load(),
@@ -349,18 +377,7 @@ def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[]
         (Clip, "_array", lambda self, group, store, name: group[name]),
         (clip, "cache", None),
     ]
-
-    def run() -> object:
-        saved = [(owner, name, vars(owner)[name]) for owner, name, _ in swaps]
-        for owner, name, value in swaps:
-            setattr(owner, name, value)
-        try:
-            return fn()
-        finally:
-            for owner, name, value in saved:
-                setattr(owner, name, value)
-
-    return run
+    return _with_swaps(fn, swaps)
 
 
 def bench_train_step(tmp: Path) -> dict:
@@ -438,7 +455,7 @@ class _PartTimer:
 
 def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
     """ms per part of one window's forward (the run with the best total of 5) at height × width."""
-    depth, conf = _window(height, width)
+    depth, conf, rgb = _window(height, width)
     parts = _PartTimer()
     for name, child in model.low.named_children():  # encoder, to_ssm, temporal, from_ssm, decoder, ...
         parts.module(name, child)
@@ -455,7 +472,7 @@ def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
         with torch.no_grad():
             for _ in range(5):
                 parts.total = {}
-                t = _timed(lambda: _refine(model, depth, conf, f))
+                t = _timed(lambda: _refine(model, depth, conf, rgb, f))
                 if t < best.get("total", float("inf")):
                     best = {**parts.total, "total": t}
     finally:

@@ -311,3 +311,19 @@ def test_mamba_under_bf16_autocast_is_close_to_float32():
     for out in (y, y_state):
         assert torch.isfinite(out).all()
         torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05 * float(ref.abs().max()))
+
+
+def test_mamba_in_place_outputs_and_time_reversal_equal_the_plain_block(batch_slices):
+    """Without autograd the slices write into one output instead of being concatenated, and ``time_reversed``
+    flips each slice instead of the whole batch: both give the plain computation's numbers bit for bit."""
+    torch.manual_seed(0)
+    m = Mamba(d_model=16, d_state=4, d_conv=4, expand=1)
+    x = torch.randn(13, 12, 16)
+    concatenated = m(x).detach()  # with autograd: the slices' outputs are concatenated
+    flipped = m(x.flip(1)).flip(1).detach()
+    with torch.no_grad():
+        assert torch.equal(m(x), concatenated)
+        assert torch.equal(m(x, time_reversed=True), flipped)
+    assert torch.equal(m(x, time_reversed=True).detach(), flipped)
+    with pytest.raises(ValueError, match="carries no state"):
+        m(x, state_index=3, time_reversed=True)

@@ -393,25 +393,36 @@ class Mamba(nn.Module):
         self.D._no_weight_decay = True
 
     def forward(
-        self, hidden_states: torch.Tensor, state: MambaState | None = None, state_index: int | None = None
+        self,
+        hidden_states: torch.Tensor,
+        state: MambaState | None = None,
+        state_index: int | None = None,
+        time_reversed: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, MambaState]:
         """[b, L, d_model] → same shape.
 
         With ``state`` (from the previous chunk; None: zeros) or ``state_index``, the chunk continues a
         longer sequence and (output, state after step ``state_index``, default L − 1) is returned: the
         next chunk, starting at step ``state_index`` + 1 of this one, continues exactly from there.
+        ``time_reversed``: the block over reversed time, ``self(x.flip(1)).flip(1)`` without flipping
+        the whole batch (each slice is flipped in cache); it carries no state.
         """
         b, length = hidden_states.shape[:2]
         if state_index is not None and not 0 <= state_index < length:
             raise ValueError(f"state_index must be in [0, {length}), got {state_index}")
         carry = state is not None or state_index is not None
+        if carry and time_reversed:
+            raise ValueError("a time-reversed Mamba block carries no state (it is the backward direction)")
         index = None if not carry else (length - 1 if state_index is None else state_index)
         step = self._batch_step(hidden_states)
+        out = self._output_buffer(hidden_states, step)
         parts = []
         for s in range(0, b, step):  # on CPU: slices of the batch that keep every intermediate in cache
             part = None if state is None else MambaState(state.h[s : s + step], state.conv[s : s + step])
-            parts.append(self._forward(hidden_states[s : s + step], part, index))
-        out = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+            into = None if out is None else out[s : s + step]
+            parts.append(self._forward(hidden_states[s : s + step], part, index, time_reversed, into))
+        if out is None:
+            out = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         if not carry:
             return out
         if len(parts) == 1:
@@ -425,10 +436,26 @@ class Mamba(nn.Module):
             return max(b, 1)
         return max(1, min(b, CHUNK_BYTES_CPU // (4 * length * self.d_inner)))
 
+    def _output_buffer(self, hidden_states: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Where the slices write their outputs when several run without autograd or autocast (else None: the
+        slices' outputs are concatenated), so the whole output is not copied once more."""
+        device = hidden_states.device.type
+        if step >= hidden_states.shape[0] or torch.is_grad_enabled() or torch.is_autocast_enabled(device):
+            return None
+        return hidden_states.new_empty(*hidden_states.shape[:2], self.d_model)
+
     def _forward(
-        self, hidden_states: torch.Tensor, state: MambaState | None, index: int | None
+        self,
+        hidden_states: torch.Tensor,
+        state: MambaState | None,
+        index: int | None,
+        time_reversed: bool = False,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, MambaState | None]:
-        """The block on one slice of the batch; the state after step ``index`` when it is not None."""
+        """The block on one slice of the batch (written into ``out`` when given); the state after step
+        ``index`` when it is not None."""
+        if time_reversed:
+            hidden_states = hidden_states.flip(1)
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # [b, L, d_inner] each, time-major
         history = None
         if index is not None:  # the conv's inputs before this chunk (zeros at the start of the sequence)
@@ -438,8 +465,13 @@ class Mamba(nn.Module):
         delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
         A = -torch.exp(self.A_log.float())
         y, h = selective_scan_bld(x_conv, delta, A, B, C, self.D, None if state is None else state.h.mT, index)
-        y = y * F.silu(z.float())
-        out = self.out_proj(y.to(hidden_states.dtype))
+        y = (y * F.silu(z.float())).to(hidden_states.dtype)
+        if time_reversed:  # out_proj acts per step: flipping its input flips its output
+            y = y.flip(1)
+        if out is None:
+            out = self.out_proj(y)
+        else:  # out_proj has no bias: the same product, written in place
+            torch.matmul(y, self.out_proj.weight.mT, out=out)
         if index is None:
             return out, None
         keep = self.d_conv - 1  # the conv's inputs at steps index − keep + 1 .. index, from history where < 0

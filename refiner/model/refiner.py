@@ -43,7 +43,7 @@ from refiner.filters import sobel_magnitude
 from refiner.lowres import downsample, downsample_depth, guided_upsample, upsample
 from refiner.mapping import low_mapping
 from refiner.model.blend import TemporalBlend
-from refiner.model.mamba import make_mamba
+from refiner.model.mamba import Mamba, make_mamba
 
 _EPS = 1e-6
 GUIDE_SIGMA_LOG_DEPTH = 0.05  # guided upsampling: a 5% depth difference halves a neighbour's weight (approx.)
@@ -135,8 +135,14 @@ class TemporalMixer(nn.Module):
         else:
             out, new_state = self.forward_ssm(y, state=state, state_index=state_index)
         if self.backward_ssm is not None:
-            out = out + self.backward_ssm(y.flip(1)).flip(1)
+            out = out + self._time_reversed(y)
         return x + out, new_state
+
+    def _time_reversed(self, y: torch.Tensor) -> torch.Tensor:
+        """The backward direction: the backward block over reversed time (ours flips slice by slice, in cache)."""
+        if isinstance(self.backward_ssm, Mamba):
+            return self.backward_ssm(y, time_reversed=True)
+        return self.backward_ssm(y.flip(1)).flip(1)
 
 
 class DepthAwareMixing(nn.Module):
