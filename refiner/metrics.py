@@ -429,6 +429,25 @@ def _warp_back(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(img.to(flow.dtype), norm, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def _nvds_image(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB (T, 3, H, W), uint8 or float in [0, 1], on NVDS's 0–255 scale in float64."""
+    return rgb.double() if rgb.dtype == torch.uint8 else rgb.double() * 255
+
+
+def _nvds_weight(img: torch.Tensor, t: torch.Tensor, flow: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Σ_c exp(−α(I_t − Ĩ_{t−1})²) (P, H, W) for the frames ``t`` of ``img`` and their flows t → t−1."""
+    return torch.exp(-alpha * (img[t] - _warp_back(img[t - 1], flow)).square()).sum(1)
+
+
+def nvds_weights(rgb: torch.Tensor, flow: torch.Tensor, alpha: float = 50.0, chunk: int = 8) -> torch.Tensor:
+    """:func:`opw_nvds`' photometric weights (T − 1, H, W) for t = 1..T−1, from RGB (T, 3, H, W) and the flow
+    (T − 1, 2, H, W) t → t−1. They depend on neither depth nor method: made once, they serve every method."""
+    img = _nvds_image(rgb)
+    return torch.cat(
+        [_nvds_weight(img, t, flow[t - 1].double(), alpha) for t in torch.arange(1, len(rgb)).split(chunk)]
+    )
+
+
 def opw_nvds(
     depth: torch.Tensor,
     rgb: torch.Tensor,
@@ -438,6 +457,7 @@ def opw_nvds(
     flow: torch.Tensor | None = None,
     alpha: float = 50.0,
     chunk: int = 8,
+    weights: torch.Tensor | None = None,
 ) -> float:
     """OPW as in NVDS's evaluation code: Σ_{t≥1} 10 · mean_x[Σ_c exp(−α(I_t − Ĩ_{t−1})²) · |n(D̃_{t−1}) − n(D_t)|] / T.
 
@@ -454,12 +474,13 @@ def opw_nvds(
     computes it from GT depth, K and poses (static scene, :func:`flow_to_previous`). Scale-free: a
     positive per-frame scale of depth (and, where the flow stays inside the image, any per-frame
     positive affine change of disparity) leaves it unchanged. Float64; ``chunk`` pairs at a time.
+    weights: :func:`nvds_weights` of these frames and this flow (None: computed here).
     """
     frames = depth.shape[0]
     if frames < 2:
         return float("nan")
     disp = torch.where(depth > 0, 1 / depth.double().clamp_min(1e-12), 0.0)
-    img = rgb.double() if rgb.dtype == torch.uint8 else rgb.double() * 255
+    img = _nvds_image(rgb) if weights is None else None
     total = 0.0
     for t in torch.arange(1, frames).split(chunk):
         f = (
@@ -468,8 +489,7 @@ def opw_nvds(
             else flow_to_previous(gt[t], K[t], K[t - 1], poses[t], poses[t - 1])
         )
         warped_d = _warp_back(disp[t - 1][:, None], f)[:, 0]
-        warped_i = _warp_back(img[t - 1], f)
-        weight = torch.exp(-alpha * (img[t] - warped_i).square()).sum(1)
+        weight = _nvds_weight(img, t, f, alpha) if weights is None else weights[t - 1]
         diff = (_nvds_normalise(warped_d) - _nvds_normalise(disp[t])).abs()
         total += float((10 * (weight * diff).flatten(1).mean(1)).sum())
     return total / frames

@@ -15,6 +15,7 @@ from refiner.metrics import (
     flow_to_previous,
     mean_errors,
     motion_sums,
+    nvds_weights,
     opw_geometry,
     opw_metric_pairs,
     opw_nvds,
@@ -90,7 +91,9 @@ class Tally:
         self.opw += opw_metric_pairs(depth, span.rgb, span.K, span.poses, span.gt, span.moving, w, geometry)
         if len(depth) > 1:  # NVDS divides its sum over pairs by the frame count: undo it for the span's sum
             flow = span.memo("gt_flow", lambda: _gt_flow(span))
-            self.nvds_total += opw_nvds(depth, span.rgb, span.K, span.poses, span.gt, flow) * len(depth)
+            weights = span.memo("nvds_weights", lambda: nvds_weights(span.rgb, flow))
+            nvds = opw_nvds(depth, span.rgb, span.K, span.poses, span.gt, flow, weights=weights)
+            self.nvds_total += nvds * len(depth)
 
     def figures(self, frames: int) -> dict[str, float]:
         """The clip's figures from the sums (the still-segment ones, flicker and jitter, come separately)."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from refiner.camera import project, relative_pose, transform_points, unproject
-from refiner.metrics import flow_to_previous, opw_nvds, splat_last_write, tae, tae_vda, vda_align
+from refiner.metrics import flow_to_previous, nvds_weights, opw_nvds, splat_last_write, tae, tae_vda, vda_align
 from refiner.perceptual import ALEXNET_FILE, load_lpips, lpips_random_backbone, t_scin
 
 
@@ -299,3 +299,17 @@ def test_load_lpips_loads_a_local_backbone_without_downloading(tmp_path, monkeyp
     torch.save({"not": torch.zeros(1)}, tmp_path / "broken.pth")
     model, why = load_lpips(str(tmp_path / "broken.pth"))
     assert model is None and "could not load" in why
+
+
+def test_opw_nvds_with_shared_photometric_weights_is_the_same_figure():
+    """Evaluate makes NVDS's depth-independent weights once per span for every method: the same figure, bit for bit."""
+    depth, _, K, poses, gt = _opw_scene()
+    g = torch.Generator().manual_seed(2)
+    rgb = (0.5 + 0.002 * torch.rand((depth.shape[0], 3, *depth.shape[1:]), generator=g)).double()
+    flow = flow_to_previous(gt[1:], K[1:], K[:-1], poses[1:], poses[:-1])
+    weights = nvds_weights(rgb, flow, chunk=2)
+    assert weights.shape == (depth.shape[0] - 1, *depth.shape[1:])
+    inside = (weights > 0.01) & (weights < 2.99)  # colours differ a little; 0 where the flow leaves the image
+    assert weights.min() >= 0 and weights.max() <= 3 and inside.float().mean() > 0.5
+    figure = opw_nvds(depth, rgb, K, poses, gt, flow)
+    assert figure > 0.1 and opw_nvds(depth, rgb, K, poses, gt, flow, chunk=3, weights=weights) == figure
