@@ -327,3 +327,16 @@ def test_mamba_in_place_outputs_and_time_reversal_equal_the_plain_block(batch_sl
     assert torch.equal(m(x, time_reversed=True).detach(), flipped)
     with pytest.raises(ValueError, match="carries no state"):
         m(x, state_index=3, time_reversed=True)
+
+
+def test_mamba_time_reversal_gives_the_flipped_blocks_gradients_bit_for_bit(batch_slices):
+    """Training's results do not move: every weight gradient sums its steps in the flipped block's order."""
+    torch.manual_seed(0)
+    m = Mamba(d_model=16, d_state=4, d_conv=4, expand=1)
+    x, grad = torch.randn(13, 12, 16), torch.randn(13, 12, 16)
+    grads = []
+    for run in (lambda: m(x.flip(1)).flip(1), lambda: m(x, time_reversed=True)):
+        m.zero_grad()
+        run().backward(grad)
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters()})
+    assert all(torch.equal(grads[0][k], grads[1][k]) for k in grads[0])

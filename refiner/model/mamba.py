@@ -466,12 +466,11 @@ class Mamba(nn.Module):
         A = -torch.exp(self.A_log.float())
         y, h = selective_scan_bld(x_conv, delta, A, B, C, self.D, None if state is None else state.h.mT, index)
         y = (y * F.silu(z.float())).to(hidden_states.dtype)
-        if time_reversed:  # out_proj acts per step: flipping its input flips its output
-            y = y.flip(1)
-        if out is None:
+        if out is None:  # (flipped after out_proj: its weight gradient sums the steps in the same order as before)
             out = self.out_proj(y)
-        else:  # out_proj has no bias: the same product, written in place
-            torch.matmul(y, self.out_proj.weight.mT, out=out)
+            out = out.flip(1) if time_reversed else out
+        else:  # out_proj has no bias and acts per step: the same product on flipped steps, written in place
+            torch.matmul(y.flip(1) if time_reversed else y, self.out_proj.weight.mT, out=out)
         if index is None:
             return out, None
         keep = self.d_conv - 1  # the conv's inputs at steps index − keep + 1 .. index, from history where < 0
