@@ -163,6 +163,23 @@ def warp_disparity_lr(
     return torch.where(hit, _fx_b(fx, baseline, zbuf) / zbuf.clamp_min(_EPS), 0.0), hit
 
 
+def reprojection_error_l2r(
+    depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
+) -> torch.Tensor:
+    """The L→R half of :func:`lr_reprojection_error`: mean |Δd| per map (...,), float64, NaN where none count."""
+    warped, hit = warp_disparity_lr(depth_left, fx, baseline)
+    ok = hit & (depth_right > 0)
+    err = torch.where(ok, (warped - _disparity(depth_right, fx, baseline)).abs(), 0.0)
+    return err.sum((-2, -1)) / ok.sum((-2, -1)).double()  # 0 / 0 = NaN where nothing counts
+
+
+def reprojection_error_r2l(
+    depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
+) -> torch.Tensor:
+    """The R→L half of :func:`lr_reprojection_error` (the mirror image of :func:`reprojection_error_l2r`)."""
+    return reprojection_error_l2r(depth_right.flip(-1), depth_left.flip(-1), fx, baseline)
+
+
 def lr_reprojection_error(
     depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,13 +190,10 @@ def lr_reprojection_error(
     that got a hit and have valid right depth. R→L: the same with the eyes swapped. Returns
     (l2r, r2l), each a float64 tensor of the leading shape (...,): mean |Δd| per map, NaN where none count.
     """
-    out = []
-    for src, dst in ((depth_left, depth_right), (depth_right.flip(-1), depth_left.flip(-1))):
-        warped, hit = warp_disparity_lr(src, fx, baseline)
-        ok = hit & (dst > 0)
-        err = torch.where(ok, (warped - _disparity(dst, fx, baseline)).abs(), 0.0)
-        out.append(err.sum((-2, -1)) / ok.sum((-2, -1)).double())  # 0 / 0 = NaN where nothing counts
-    return out[0], out[1]
+    return (
+        reprojection_error_l2r(depth_left, depth_right, fx, baseline),
+        reprojection_error_r2l(depth_left, depth_right, fx, baseline),
+    )
 
 
 def lr_inverse_consistency(

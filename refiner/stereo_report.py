@@ -30,7 +30,8 @@ from refiner.stereo import (
     disparity_from_depth,
     forward_warp,
     lr_inverse_consistency,
-    lr_reprojection_error,
+    reprojection_error_l2r,
+    reprojection_error_r2l,
     sbs_frame,
     temporal_pops,
 )
@@ -77,13 +78,13 @@ def _both_eyes(clip: Clip, lo: int, hi: int) -> dict[str, torch.Tensor]:
 
 def _add_pair_chunk(acc: dict, left: torch.Tensor, right: torch.Tensor | None, eyes: dict, fx: torch.Tensor, b: float):
     """One chunk of a source's both-eye checks into its running values (see the module docstring)."""
-    l2r, _ = lr_reprojection_error(left, eyes["gt_r"], fx, b)
+    l2r = reprojection_error_l2r(left, eyes["gt_r"], fx, b)
     acc["l2r"] += l2r.tolist()
     for t in range(left.shape[0]):
         warped, holes = forward_warp(eyes["rgb"][t], disparity_from_depth(left[t], float(fx[t]), b), left[t])
         acc["photo"].append(float((warped - eyes["rgb_right"][t]).abs().mean(0)[~holes].mean()))
     if right is not None:
-        _, r2l = lr_reprojection_error(eyes["gt_l"], right, fx, b)
+        r2l = reprojection_error_r2l(eyes["gt_l"], right, fx, b)
         err, valid = lr_inverse_consistency(left, right, fx, b)
         acc["r2l"] += r2l.tolist()
         acc["lr"] = (acc["lr"][0] + float(err.sum()), acc["lr"][1] + int(valid.sum()))
