@@ -158,12 +158,12 @@ def _scan_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
     return x, delta, A, B, C, torch.ones(d)
 
 
-def _timed_pair(fa: Callable[[], object], fb: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Best wall times (s) of two functions, interleaved so that load from other processes hits both alike."""
-    ta, tb = float("inf"), float("inf")
+def _timed_interleaved(*fns: Callable[[], object], repeat: int) -> tuple[float, ...]:
+    """Best wall times (s) of the functions, interleaved so that load from other processes hits all alike."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        ta, tb = min(ta, _timed(fa)), min(tb, _timed(fb))
-    return ta, tb
+        best = [min(b, _timed(fn)) for b, fn in zip(best, fns, strict=True)]
+    return tuple(best)
 
 
 def _load() -> float:
@@ -201,7 +201,8 @@ def bench_scan(tmp: Path) -> dict:
     args = _scan_inputs()
     with torch.no_grad():
         err = float((mamba_mod.selective_scan(*args) - _scan_baseline(*args)).abs().max())
-        t_base, t_fast = _timed_pair(lambda: _scan_baseline(*args), lambda: mamba_mod.selective_scan(*args), 7)
+        fns = lambda: _scan_baseline(*args), lambda: mamba_mod.selective_scan(*args)  # noqa: E731
+        t_base, t_fast = _timed_interleaved(*fns, repeat=7)
     frames = SCAN_SHAPE[1]
     return {
         "shape_S_L_d_n": "x".join(map(str, SCAN_SHAPE)),
@@ -313,8 +314,8 @@ def bench_refiner(tmp: Path) -> dict:
         return out
 
     forward()
-    t_base, t_model = _timed_pair(_with_baseline_mamba(forward), forward, 5)
-    t_base_blend = _timed(_with_baseline_mamba(forward, blend=True), 3)
+    baselines = _with_baseline_mamba(forward), _with_baseline_mamba(forward, blend=True)
+    t_base, t_base_blend, t_model = _timed_interleaved(*baselines, forward, repeat=7)
     arr = depth[0, :, 0].cpu().numpy()
     t_ema = _timed(lambda: ema(arr, 0.3), 3)
     result = {
@@ -403,7 +404,7 @@ def bench_train_step(tmp: Path) -> dict:
             train_mod._step(run, train_mod._to(next(batches), device), params, clip.factor, 20 + i, device)
 
     steps(12)  # past the warm-up learning rates; every frame of the clip in the cache
-    t_base, t_step = _timed_pair(_with_baseline_training(steps, clip), steps, 5)
+    t_base, t_step = _timed_interleaved(_with_baseline_training(steps, clip), steps, repeat=5)
     return {
         "crop": tp.crop,
         "batch": tp.batch_size,
