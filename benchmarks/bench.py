@@ -404,7 +404,7 @@ def bench_train_step(tmp: Path) -> dict:
             train_mod._step(run, train_mod._to(next(batches), device), params, clip.factor, 20 + i, device)
 
     steps(12)  # past the warm-up learning rates; every frame of the clip in the cache
-    t_base, t_step = _timed_interleaved(_with_baseline_training(steps, clip), steps, repeat=5)
+    t_base, t_step = _timed_interleaved(_with_baseline_training(steps, clip), steps, repeat=7)
     return {
         "crop": tp.crop,
         "batch": tp.batch_size,

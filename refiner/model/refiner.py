@@ -192,8 +192,10 @@ class ResidualBranch(nn.Module):
 
     def carried_state(self, x: torch.Tensor, log_rel: torch.Tensor, state_index: int):
         """The forward scan's state after frame ``state_index``, from a zero state: only the encoder and the
-        forward scan run (the backward scan, decoder and everything after cannot change it)."""
-        _, seq = self._encode(x, log_rel)
+        forward scan run (the backward scan, decoder and everything after cannot change it), and only on frames
+        0..state_index: the encoder works per frame and the scan is causal, so later frames cannot change that
+        state (the window-wide terms, such as the window's mean log depth, are already in ``x``)."""
+        _, seq = self._encode(x[:, : state_index + 1], log_rel[:, : state_index + 1])
         mixer = self.temporal
         return mixer.forward_ssm(mixer.norm(seq), state=None, state_index=state_index)[1]
 
