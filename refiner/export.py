@@ -17,6 +17,7 @@ the first frame of the first panel), so flicker shows as colour changes and pane
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -116,11 +117,24 @@ def log_depth_range(depth: np.ndarray) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1e-3))
 
 
+@functools.cache
+def _colour_table(cmap: str) -> np.ndarray:
+    """The colour map's N entries as RGB uint8 (N, 3): what ``colormaps[cmap](x)`` returns, on the 0–255 scale."""
+    table = colormaps[cmap]
+    return (table(np.arange(table.N))[:, :3] * 255).round().astype(np.uint8)
+
+
 def colorize(depth: np.ndarray, lo: float, hi: float, cmap: str = "turbo_r") -> np.ndarray:
-    """Depth (H, W) → RGB uint8 by log depth in [lo, hi]; near is red, far is blue; invalid pixels black."""
+    """Depth (H, W) → RGB uint8 by log depth in [lo, hi]; near is red, far is blue; invalid pixels black.
+
+    Looks the colours up in a uint8 table indexed as matplotlib indexes its own (x·N truncated, x = 1 → N − 1):
+    the same pixels as calling the colour map, without its float RGBA array."""
     valid = np.isfinite(depth) & (depth > 0)
     x = np.clip((np.log(np.where(valid, depth, 1.0)) - lo) / (hi - lo), 0, 1)
-    rgb = (colormaps[cmap](x)[..., :3] * 255).round().astype(np.uint8)
+    table = _colour_table(cmap)
+    index = x * len(table)
+    index[index == len(table)] = len(table) - 1
+    rgb = table[index.astype(np.intp)]
     rgb[~valid] = 0
     return rgb
 

@@ -39,6 +39,19 @@ def test_png16_clips_out_of_range_depth_with_a_warning_and_reads_old_millimetre_
     assert read_png16(tmp_path / "old.png").tolist() == [[pytest.approx(1234 / LEGACY_PNG_SCALE), 0.0]]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_colorize_gives_the_colour_maps_own_colours(dtype):
+    """The uint8 table lookup picks what calling matplotlib's colour map picks, at its bin edges too."""
+    from matplotlib import colormaps
+
+    n = colormaps["turbo_r"].N
+    x = np.concatenate([np.linspace(0, 1, 4 * n + 1), np.arange(n + 1) / n])  # every bin, each of its edges
+    depth = np.exp(x).astype(dtype)[None]
+    expected = (colormaps["turbo_r"](np.clip((np.log(depth) - 0.0) / 1.0, 0, 1))[..., :3] * 255).round()
+    np.testing.assert_array_equal(colorize(depth, 0.0, 1.0), expected.astype(np.uint8))
+    assert (colorize(depth, 0.0, 1.0)[0, 0] != colorize(depth, 0.0, 1.0)[0, -1]).any()
+
+
 def test_colorize_shared_range_and_invalid_black():
     depth = np.array([[1.0, 10.0], [0.0, 100.0]], dtype=np.float32)
     lo, hi = np.log(1.0), np.log(100.0)
