@@ -166,7 +166,10 @@ def warp_disparity_lr(
 def reprojection_error_l2r(
     depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
 ) -> torch.Tensor:
-    """The L→R half of :func:`lr_reprojection_error`: mean |Δd| per map (...,), float64, NaN where none count."""
+    """Geometric consistency of two eyes' own depths, L→R, in disparity pixels: the left disparity splatted
+    into the right eye (:func:`warp_disparity_lr`; only the nearest, visible surface lands, out-of-view points
+    drop) against the right view's own disparity, on right pixels that got a hit and have valid right depth.
+    Returns a float64 tensor of the leading shape (...,): mean |Δd| per map, NaN where none count."""
     warped, hit = warp_disparity_lr(depth_left, fx, baseline)
     ok = hit & (depth_right > 0)
     err = torch.where(ok, (warped - _disparity(depth_right, fx, baseline)).abs(), 0.0)
@@ -176,24 +179,8 @@ def reprojection_error_l2r(
 def reprojection_error_r2l(
     depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
 ) -> torch.Tensor:
-    """The R→L half of :func:`lr_reprojection_error` (the mirror image of :func:`reprojection_error_l2r`)."""
+    """The same check R→L: :func:`reprojection_error_l2r` with the eyes swapped (both images mirrored)."""
     return reprojection_error_l2r(depth_right.flip(-1), depth_left.flip(-1), fx, baseline)
-
-
-def lr_reprojection_error(
-    depth_left: torch.Tensor, depth_right: torch.Tensor, fx: float | torch.Tensor, baseline: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Geometric consistency between the two eyes' own depths, in disparity pixels, both ways.
-
-    L→R: the left disparity splatted into the right eye (:func:`warp_disparity_lr`; only the nearest,
-    visible surface lands, out-of-view points drop) against the right view's own disparity, on right pixels
-    that got a hit and have valid right depth. R→L: the same with the eyes swapped. Returns
-    (l2r, r2l), each a float64 tensor of the leading shape (...,): mean |Δd| per map, NaN where none count.
-    """
-    return (
-        reprojection_error_l2r(depth_left, depth_right, fx, baseline),
-        reprojection_error_r2l(depth_left, depth_right, fx, baseline),
-    )
 
 
 def lr_inverse_consistency(

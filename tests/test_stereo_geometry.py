@@ -10,9 +10,10 @@ import torch
 
 from refiner.stereo import (
     lr_inverse_consistency,
-    lr_reprojection_error,
     occlusion_mask_lr,
     occlusion_mask_rl,
+    reprojection_error_l2r,
+    reprojection_error_r2l,
     warp_disparity_lr,
 )
 
@@ -43,7 +44,7 @@ def test_occlusion_masks_mark_exactly_the_strips_beside_the_box_and_the_out_of_v
 
 def test_gt_depths_of_both_eyes_are_consistent_on_visible_pixels():
     left, right = _scene()
-    l2r, r2l = lr_reprojection_error(left, right, FX, B)
+    l2r, r2l = reprojection_error_l2r(left, right, FX, B), reprojection_error_r2l(left, right, FX, B)
     assert float(l2r) == pytest.approx(0.0, abs=1e-9) and float(r2l) == pytest.approx(0.0, abs=1e-9)
     err, valid = lr_inverse_consistency(left, right, FX, B)
     assert torch.equal(valid, ~occlusion_mask_lr(left, FX, B))
@@ -63,7 +64,7 @@ def test_right_eye_10_percent_too_far_gives_the_hand_computed_disparity_error():
     err, valid = lr_inverse_consistency(left, right * 1.1, FX, B)
     assert int(valid.sum()) == n_wall + n_box
     assert float(err[valid].mean()) == pytest.approx(expected, rel=1e-9)
-    l2r, _ = lr_reprojection_error(left, right * 1.1, FX, B)
+    l2r = reprojection_error_l2r(left, right * 1.1, FX, B)
     assert float(l2r) == pytest.approx(expected, rel=1e-9)  # one-to-one here: the same pixels, the same errors
 
 
@@ -71,7 +72,7 @@ def test_batched_maps_with_one_focal_length_each():
     left, right = _scene()
     lefts, rights = torch.stack([left, left]), torch.stack([right, right * 1.1])
     fx = torch.tensor([FX, FX])
-    l2r, r2l = lr_reprojection_error(lefts, rights, fx, B)
+    l2r, r2l = reprojection_error_l2r(lefts, rights, fx, B), reprojection_error_r2l(lefts, rights, fx, B)
     assert l2r.shape == (2,) and float(l2r[0]) == pytest.approx(0.0, abs=1e-9) and float(l2r[1]) > 0.1
     assert float(r2l[0]) == pytest.approx(0.0, abs=1e-9)
     masks = occlusion_mask_lr(lefts, fx, B)
