@@ -562,8 +562,8 @@ def bench_repro(tmp: Path) -> dict:
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, work / name)
-    for name in ("stages", "refiner", "models"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("stages", "refiner", "models", "pipelines"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "dvc.lock"))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(work))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     dvc = [sys.executable, "-m", "dvc"]

@@ -47,14 +47,38 @@ def closure(script: Path) -> set[Path]:
     return seen
 
 
-def stages() -> list[tuple[str, Path, list[str]]]:
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+def pipeline_files() -> list[Path]:
+    """The root dvc.yaml and the per-clip stages' pipelines/<stage>/dvc.yaml."""
+    return [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]
+
+
+def stage_bodies() -> list[tuple[Path, str, dict]]:
+    """(file, stage name, the stage's body: its ``do`` for a foreach) of every stage in every dvc.yaml."""
     out = []
-    for name, stage in spec.items():
-        body = stage.get("do", stage)
+    for path in pipeline_files():
+        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+            out.append((path, name, stage.get("do", stage)))
+    return out
+
+
+def stages() -> list[tuple[str, Path, list[str]]]:
+    out = []
+    for _, name, body in stage_bodies():
         script = next(w for w in body["cmd"].split() if w.startswith("stages/"))
         out.append((name, ROOT / script, [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]))
     return out
+
+
+def test_every_stage_runs_from_the_repository_root():
+    """Stage paths (cmd, deps, outs) are written from the root, so a dvc.yaml elsewhere must set wdir to it and
+    read the root params.yaml for its ${...} values; every stage script is a stage of exactly one file."""
+    names = [name for _, name, _ in stage_bodies()]
+    assert len(names) == len(set(names)) and len(names) >= 10
+    for path, name, body in stage_bodies():
+        wdir = (path.parent / body.get("wdir", ".")).resolve()
+        assert wdir == ROOT, f"{path}: stage {name} does not run from the repository root"
+        if path.parent != ROOT:
+            assert yaml.safe_load(path.read_text())["vars"] == ["../../params.yaml"], path
 
 
 def covers(dep: Path, file: Path) -> bool:

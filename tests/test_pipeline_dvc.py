@@ -45,7 +45,8 @@ def _run(args, cwd, env):
 
 
 def _ran(out: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", out))
+    """Stages a repro ran, without the file a per-clip stage comes from ('pipelines/synth/dvc.yaml:synth@a')."""
+    return set(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", out))
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def repo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("repo")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, tmp / name)
+    shutil.copytree(ROOT / "pipelines", tmp / "pipelines", ignore=shutil.ignore_patterns("dvc.lock"))
     shutil.copytree(ROOT / "stages", tmp / "stages")
     shutil.copytree(ROOT / "models", tmp / "models")
     shutil.copytree(ROOT / "refiner", tmp / "refiner", ignore=shutil.ignore_patterns("__pycache__"))
