@@ -2,6 +2,7 @@
 mamba_ssm where it runs."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -206,6 +207,32 @@ def test_scan_compile_is_opt_in_and_falls_back_to_eager(monkeypatch):
         y = selective_scan(*args)
     torch.testing.assert_close(y, selective_scan_ref(*args), rtol=1e-5, atol=1e-5)
     assert mamba_mod._Compiled.get() is None  # disabled for the rest of the process
+
+
+@pytest.mark.slow
+def test_compiled_scan_equals_eager_values_state_and_gradients(monkeypatch):
+    """REFINER_SCAN_COMPILE=1 really compiles the block (about 20 s on 2 cores) and gives the eager scan's
+    outputs, state and gradients; skipped only where torch.compile cannot run (the fallback test covers that)."""
+    monkeypatch.setenv(mamba_mod.COMPILE_ENV, "1")
+    monkeypatch.setattr(mamba_mod._Compiled, "fn", None)
+    monkeypatch.setattr(mamba_mod._Compiled, "failed", False)
+    eager = [t.requires_grad_() for t in _scan_inputs(6, 4, 3, 5, seed=3)]
+    compiled = [t.detach().clone().requires_grad_() for t in eager]
+    with pytest.MonkeyPatch.context() as off:
+        off.setenv(mamba_mod.COMPILE_ENV, "0")
+        y_e, h_e = selective_scan(*eager, state_index=2, block=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y_c, h_c = selective_scan(*compiled, state_index=2, block=4)
+    if mamba_mod._Compiled.get() is None:
+        pytest.skip(f"torch.compile cannot run here: {[str(w.message) for w in caught]}")
+    torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_c, h_e, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(y_e)
+    (y_e * g).sum().backward()
+    (y_c * g).sum().backward()
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(params=["whole", "sliced"])
