@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from refiner.errors import repro_target
 from refiner.frame_cache import FrameCache
 from refiner.manifest import calibration_for, find_clip, load_calibration
 from refiner.masks import still_static_mask
@@ -144,7 +145,7 @@ def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
     if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
         raise FileNotFoundError(
             f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
-            f"build it with `dvc repro teacher@{name}`"
+            f"build it with `dvc repro {repro_target('teacher', name)}`"
         )
     table = calibration_for(load_calibration(manifest_dir), entry["teacher_name"])
     return Clip(entry["decoded"], entry["teacher"], table), {**entry, "split": split}

@@ -1,4 +1,5 @@
-"""One-line errors for stage scripts: ``error: <message>`` on stderr and exit status 1.
+"""One-line errors for stage scripts: ``error: <message>`` on stderr and exit status 1, and the ``dvc repro``
+targets those messages tell the user to run.
 
 Set ``REFINER_DEBUG=1`` to get the full traceback instead (the exit status is still 1).
 """
@@ -28,3 +29,12 @@ def run_stage(main: Callable[[], object]) -> None:
             message = " ".join(str(e).split()) or type(e).__name__
             print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
+
+
+PER_CLIP_TARGET = "pipelines/<stage>/dvc.yaml:<stage>@<clip>"  # how `dvc repro` names a per-clip stage
+
+
+def repro_target(stage: str, clip: str | None = None) -> str:
+    """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, a per-clip one through its own
+    file (each per-clip stage is ``pipelines/<stage>/dvc.yaml``; see the root dvc.yaml)."""
+    return stage if clip is None else PER_CLIP_TARGET.replace("<stage>", stage).replace("<clip>", clip)

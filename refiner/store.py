@@ -16,6 +16,10 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from refiner.errors import PER_CLIP_TARGET
+
+RERUN = f"dvc repro -f -s <stage>, or -s {PER_CLIP_TARGET} for a per-clip stage"  # in error messages
+
 
 class StoreError(RuntimeError):
     """A store is missing, truncated or lacks an expected array."""
@@ -167,7 +171,7 @@ def open_group(path: str | Path, required: tuple[str, ...] = (), what: str = "st
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise StoreError(f"{path}: {what} not found or not a Zarr v3 store; run the stage that writes it (dvc repro)")
-    fix = "it is truncated or stale; re-run the stage that writes it (dvc repro -f -s <stage>)"
+    fix = f"it is truncated or stale; re-run the stage that writes it ({RERUN})"
     try:
         group = zarr.open_group(str(path), mode="r", zarr_format=3)
         missing = [k for k in required if k not in group]
@@ -201,5 +205,5 @@ def check_finite(values: np.ndarray, where: str) -> None:
     if bad:
         raise StoreError(
             f"{where}: {bad} non-finite value(s) (NaN/inf) of {values.size}; the stage that wrote it produced "
-            "invalid numbers; re-run it (dvc repro -f -s <stage>) and check its inputs"
+            f"invalid numbers; re-run it ({RERUN}) and check its inputs"
         )

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from refiner.errors import repro_target
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,6 +90,16 @@ def covers(dep: Path, file: Path) -> bool:
 
 def missing_deps(script: Path, deps: list[str]) -> list[str]:
     return sorted(str(f.relative_to(ROOT)) for f in closure(script) if not any(covers(ROOT / d, f) for d in deps))
+
+
+def test_repro_targets_of_error_messages_name_real_stages():
+    """Error messages tell users what to pass to `dvc repro` (:func:`refiner.errors.repro_target`): a per-clip
+    stage through its own file, a corpus-wide one by name."""
+    for path, name, _ in stage_bodies():
+        per_clip = path.parent != ROOT
+        target = repro_target(name, "room_a" if per_clip else None)
+        expected = f"{path.relative_to(ROOT)}:{name}@room_a" if per_clip else name
+        assert target == expected
 
 
 @pytest.mark.parametrize("name,script,deps", stages(), ids=[s[0] for s in stages()])

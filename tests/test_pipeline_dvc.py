@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from refiner.errors import repro_target
+
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {
     "tr_a": {"kind": "synthetic", "seed": 1, "camera_path": "dolly"},
@@ -105,6 +107,9 @@ def test_second_repro_does_nothing_and_a_test_clip_change_skips_training(repo):
     tmp, env, _ = repo
     second = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
     assert "Running stage" not in second.stdout
+    target = repro_target("teacher", "te_a")  # what error messages tell users to run
+    dry = _run([sys.executable, "-m", "dvc", "repro", "--dry", "-f", "-s", target], tmp, env)
+    assert _ran(dry.stdout) == {"teacher@te_a"}
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     params["corpus"]["clips"]["te_b"]["seed"] = 9
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
