@@ -10,6 +10,8 @@ different machines compare by their ratios:
 - refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res on a rendered window with its
   RGB (as inference runs it), vs the EMA baseline filter on the same frames, vs the same model with a frozen copy
   of the Mamba block's old forward, and vs the same with the temporal blend's old forward too;
+- gpu (CUDA only; skipped elsewhere): the refiner's ms/frame at 516² in float32 and under bf16 autocast, with the
+  pure-PyTorch scan and with mamba_ssm's kernels where they import, vs the float32 pure-PyTorch run;
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
 - train_step: the trainer's step (data loader, carried prefix, forward, losses, backward, AdamW, EMA) at
@@ -487,6 +489,44 @@ def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
     return out
 
 
+def _gpu_forward(model: Refiner, window: tuple, factor: int, bf16: bool) -> Callable[[], object]:
+    """One window through ``model`` on the GPU (under bf16 autocast when ``bf16``), synchronised; warmed up once."""
+
+    @torch.no_grad()
+    def forward() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            _refine(model, *window, factor)
+        torch.cuda.synchronize()
+
+    forward()
+    return forward
+
+
+def bench_gpu(tmp: Path) -> dict:
+    """The refiner at 516² on a GPU: float32 and bf16 autocast with our scan only (``use_mamba_ssm: never``),
+    and bf16 with mamba_ssm's kernels where a block may use them (``auto``: the backward-in-time block, as the
+    forward one carries state; with ``carry_state`` off, both). Skipped without CUDA (not yet run on a GPU)."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device"}
+    n, size, f = 12, 518 // 4 * 4, 4
+    window = _window(size, size, "cuda")
+    configs = {  # name: (model params changed, bf16)
+        "fp32_pure": ({"use_mamba_ssm": "never"}, False),
+        "bf16_pure": ({"use_mamba_ssm": "never"}, True),
+        "bf16_mamba_ssm": ({"use_mamba_ssm": "auto"}, True),
+        "bf16_mamba_ssm_no_carry": ({"use_mamba_ssm": "auto", "carry_state": False}, True),
+    }
+    fns = [
+        _gpu_forward(_make_refiner(_model_params(**changes), f).cuda().eval(), window, f, bf16)
+        for changes, bf16 in configs.values()
+    ]
+    times = _timed_interleaved(*fns, repeat=7)
+    out: dict = {"device": torch.cuda.get_device_name(), "size": size, "mamba_ssm": mamba_mod.mamba_ssm_usable()[1]}
+    out |= {f"ms_per_frame_{name}": 1000 * t / n for name, t in zip(configs, times, strict=True)}
+    out["speedup_bf16_mamba_ssm_vs_fp32_pure"] = times[0] / times[2]
+    return out
+
+
 def bench_breakdown(tmp: Path) -> dict:
     """Per-part times of the refiner forward at 516² and 516×924 (16:9); a failing size reports its error."""
     f = 4
@@ -581,6 +621,7 @@ BENCHES = {
     "cache": bench_cache,
     "scan": bench_scan,
     "refiner": bench_refiner,
+    "gpu": bench_gpu,
     "breakdown": bench_breakdown,
     "train_step": bench_train_step,
     "infer": bench_infer,
