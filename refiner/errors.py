@@ -31,10 +31,7 @@ def run_stage(main: Callable[[], object]) -> None:
         sys.exit(1)
 
 
-PER_CLIP_TARGET = "pipelines/<stage>/dvc.yaml:<stage>@<clip>"  # how `dvc repro` names a per-clip stage
-
-
 def repro_target(stage: str, clip: str | None = None) -> str:
     """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, a per-clip one through its own
     file (each per-clip stage is ``pipelines/<stage>/dvc.yaml``; see the root dvc.yaml)."""
-    return stage if clip is None else PER_CLIP_TARGET.replace("<stage>", stage).replace("<clip>", clip)
+    return stage if clip is None else f"pipelines/{stage}/dvc.yaml:{stage}@{clip}"

@@ -16,9 +16,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from refiner.errors import PER_CLIP_TARGET
+from refiner.errors import repro_target
 
-RERUN = f"dvc repro -f -s <stage>, or -s {PER_CLIP_TARGET} for a per-clip stage"  # in error messages
+RERUN = f"dvc repro -f -s <stage>, or -s {repro_target('<stage>', '<clip>')} for a per-clip stage"  # in messages
 
 
 class StoreError(RuntimeError):
