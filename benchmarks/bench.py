@@ -134,6 +134,7 @@ def bench_cache(tmp: Path) -> dict:
 # --- scan and refiner -------------------------------------------------------------------------------------------
 
 SCAN_SHAPE = (130 * 130, 12, 64, 8)  # sequences (518² / 4), frames, d_inner, d_state
+REFINER_WINDOW = (12, 518 // 4 * 4, 4)  # frames, side (516²: 518 rounded down to the factor), low-res factor
 
 
 def _scan_baseline(
@@ -305,7 +306,7 @@ def _with_baseline_mamba(fn: Callable[[], object], blend: bool = False) -> Calla
 
 def bench_refiner(tmp: Path) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    n, size, f = 12, 518 // 4 * 4, 4  # 516², the nearest multiple of the low-res factor to 518
+    n, size, f = REFINER_WINDOW
     model = _make_refiner(_model_params(), f).to(device).eval()
     depth, conf, rgb = _window(size, size, device)
 
@@ -508,7 +509,7 @@ def bench_gpu(tmp: Path) -> dict:
     forward one carries state; with ``carry_state`` off, both). Skipped without CUDA (not yet run on a GPU)."""
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
-    n, size, f = 12, 518 // 4 * 4, 4
+    n, size, f = REFINER_WINDOW
     window = _window(size, size, "cuda")
     configs = {  # name: (model params changed, bf16)
         "fp32_pure": ({"use_mamba_ssm": "never"}, False),
