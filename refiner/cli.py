@@ -1,7 +1,7 @@
 """refiner-video: refine any video with a trained refiner in one command, with outputs at the video's resolution.
 
     refiner-video VIDEO (--intrinsics cam.json | --hfov-deg 70) --model model.safetensors --out DIR
-                  [--teacher simulated|unidepth] [--gt GT.zarr] [--unidepth-weights DIR] [--stereo]
+                  [--teacher learned|simulated|unidepth|PLUGIN] [--gt GT.zarr] [--unidepth-weights DIR] [--stereo]
                   [--size S] [--crop] [--stride K] [--params params.yaml] [--calibration calibration.json]
                   [--baseline-m B] [--cache DIR] [--fast]
 
@@ -12,8 +12,10 @@ resolution (:mod:`refiner.source_res`). Windows, infer, teacher, decode and ster
 else the repository's params.yaml next to this package, else the packaged ``refiner/defaults.yaml``; the model's
 own params and low-res factor come from the checkpoint. The decoded and teacher stores are cached under
 ``--cache`` (default ``$REFINER_CACHE`` or ``~/.cache/refiner``) in a folder keyed by the video's SHA-256 and every
-setting that changes them, so a second run of the same video skips decoding and the teacher. Without a
-train-split calibration (``--calibration data/manifest/calibration.json``) confidence is c = 1 − rank.
+setting that changes them, so a second run of the same video skips decoding and the teacher. The teacher is any
+registered one (:mod:`refiner.teachers.registry`; default ``learned``, which needs nothing but the video). Its
+confidence table is the one fitted for that same teacher in ``--calibration data/manifest/calibration.json``,
+else ``teacher.calibration_fallback`` (the summary names which).
 ``--fast`` overlaps consecutive windows by ``FAST_OVERLAP`` frames instead of ``windows.overlap``: fewer windows
 per clip for a little more temporal error (README, "Fast mode").
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from refiner.errors import run_stage
 from refiner.infer import run_infer
 from refiner.ingest import resolve_intrinsics
 from refiner.manifest import calibration_for
+from refiner.plugins import is_teacher_name, registered, unknown_teacher
 from refiner.source_res import (
     SourceFrames,
     source_K,
@@ -64,11 +66,7 @@ SECTIONS = {
     "teacher": TeacherParams,
     "stereo": StereoParams,
 }
-SIMULATED_NEEDS_GT = (
-    "the simulated teacher (a synthetic stand-in) needs ground truth: pass --gt GT.zarr (a store with depth for "
-    "every frame); for your own video use the real teacher: --teacher unidepth --unidepth-weights DIR (a UniDepthV2 "
-    "folder with config.json and model.safetensors; install UniDepth with `pip install -e UniDepth`)"
-)
+DEFAULT_TEACHER = "learned"  # runs on any video with no other file (refiner/teachers/learned.py)
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--hfov-deg", type=float, help="or a horizontal field of view (centred square-pixel pinhole)")
     ap.add_argument("--model", type=Path, help="trained refiner, e.g. data/train/model.safetensors")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
-    ap.add_argument("--teacher", choices=("simulated", "unidepth"), help="default: teacher.name of the params")
+    ap.add_argument(
+        "--teacher",
+        default=DEFAULT_TEACHER,
+        help=f"a registered teacher ({', '.join(registered())}), a teacher.profiles entry of the params, or "
+        f"module:attr of a teacher factory (default: {DEFAULT_TEACHER})",
+    )
     ap.add_argument("--gt", type=Path, help="ground-truth store (the simulated teacher needs one)")
     ap.add_argument("--unidepth-weights", type=Path, help="UniDepthV2 folder (config.json + model.safetensors)")
     ap.add_argument("--stereo", action="store_true", help="also write the left|right SBS video for VR")
@@ -149,24 +152,14 @@ def check_inputs(args: argparse.Namespace) -> dict | Path:
 
 
 def teacher_params(args: argparse.Namespace, s: Settings, factor: int) -> TeacherParams:
-    """The teacher to run (its low-res factor is the model's) after checking it can run here."""
-    p = s.teacher.replace(name=args.teacher or s.teacher.name, low_res_factor=factor)
+    """The teacher to run (its low-res factor is the model's); an unknown name fails here, before decoding."""
+    if not (is_teacher_name(args.teacher) or args.teacher in s.teacher.profiles):
+        raise ValueError(f"--teacher: {unknown_teacher(args.teacher)}")
+    p = s.teacher.resolve(args.teacher).replace(low_res_factor=factor)
     if args.unidepth_weights is not None:
         p = p.replace(unidepth_weights=str(args.unidepth_weights))
-    if p.name == "simulated" and args.gt is None:
-        raise ValueError(SIMULATED_NEEDS_GT)
     if args.gt is not None and not (args.gt / "zarr.json").is_file():
         raise FileNotFoundError(f"--gt {args.gt}: not a ground-truth Zarr store (no zarr.json)")
-    if p.name == "unidepth":
-        if importlib.util.find_spec("unidepth") is None:
-            raise RuntimeError(
-                f"the unidepth teacher cannot run: the unidepth package is not installed. {SIMULATED_NEEDS_GT}"
-            )
-        missing = [f for f in ("config.json", "model.safetensors") if not (Path(p.unidepth_weights) / f).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"the unidepth teacher cannot run: {p.unidepth_weights} lacks {missing}; pass --unidepth-weights DIR"
-            )
     return p
 
 
@@ -228,7 +221,7 @@ def prepare_stores(args, intrinsics, s: Settings, tp: TeacherParams) -> tuple[Pa
         scene_id=args.name,
         **grid,
     )
-    write_teacher_store(decoded, teacher, tp, args.name, progress=not args.quiet)
+    write_teacher_store(decoded, teacher, tp, args.name, progress=not args.quiet, group=args.teacher)
     return decoded, teacher, False
 
 
@@ -269,8 +262,8 @@ def refine_video(argv: list[str] | None = None) -> dict:
     tp = teacher_params(args, s, model.factor)
     clock.lap("setup_s")
     decoded, teacher, reused = prepare_stores(args, intrinsics, s, tp)
-    table = read_json(args.calibration, "calibration") if args.calibration else {}
-    clip = Clip(decoded, teacher, calibration_for(table, tp.name))
+    tables = read_json(args.calibration, "calibration") if args.calibration else {}
+    clip = Clip(decoded, teacher, calibration_for(tables, teacher, s.teacher.calibration_fallback))
     clock.lap("decode_and_teacher_s")
     out = args.out
     stats = run_infer(model, clip, s, out / "refined_canonical.zarr", out / "frames", out / "reports", not args.quiet)
@@ -313,6 +306,9 @@ def summarise(args, s: Settings, clip: Clip, paths: dict[str, Path], stats: dict
         "source_size_wh": [m.src_width, m.src_height],
         "canonical_size_wh": [m.width, m.height],
         "teacher": str(clip.tea.attrs.get("teacher")),
+        "teacher_id": str(clip.tea.attrs.get("teacher_id")),
+        "teacher_label": str(clip.tea.attrs.get("teacher_label")),
+        "calibration": {k: clip.calibration[k] for k in ("source", "fitted_on")},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "params": s.source,
         "teacher_cache_reused": reused,
@@ -333,6 +329,7 @@ def report(summary: dict) -> str:
         f"refined {summary['frames']} frames of {summary['video']} ({w}x{h}; canonical {cw}x{ch}; teacher "
         f"{summary['teacher']}, cache {cache}; params {summary['params']}) in {summary['seconds']:.1f} s = "
         f"{summary['frames_per_s']:.2f} frames/s on {summary['device']}",
+        f"  teacher: {summary['teacher_label']}; confidence table: {summary['calibration']['source']}",
         "  " + ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items()),
     ]
     for name, path in summary["outputs"].items():

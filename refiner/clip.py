@@ -16,7 +16,7 @@ import torch
 
 from refiner.errors import repro_target
 from refiner.frame_cache import FrameCache
-from refiner.manifest import calibration_for, find_clip, load_calibration
+from refiner.manifest import find_clip
 from refiner.masks import still_static_mask
 from refiner.store import check_finite, open_group
 from refiner.teachers.confidence import rank_to_confidence
@@ -140,12 +140,11 @@ def full(t: slice | int) -> Window:
 
 
 def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
-    """Clip ``name`` with the train-split calibration of its teacher, and its entry (plus its ``split``)."""
+    """Clip ``name`` with the calibration table the manifest gave it, and its entry (plus its ``split``)."""
     entry, split = find_clip(manifest_dir, name)
     if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
         raise FileNotFoundError(
             f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
             f"build it with `dvc repro {repro_target('teacher', name)}`"
         )
-    table = calibration_for(load_calibration(manifest_dir), entry["teacher_name"])
-    return Clip(entry["decoded"], entry["teacher"], table), {**entry, "split": split}
+    return Clip(entry["decoded"], entry["teacher"], entry["calibration"]), {**entry, "split": split}

@@ -22,8 +22,9 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt, MultipleOf
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from refiner.choices import CAMERA_PATHS, CLIP_KINDS, SOURCE_KINDS, TEACHER_NAMES
+from refiner.choices import CAMERA_PATHS, CLIP_KINDS, SOURCE_KINDS
 from refiner.config_messages import Problem, bad, join, message, place, problem, yaml_number
+from refiner.plugins import is_teacher_name, registered, teacher_choices
 
 SPLITS = ("train", "val", "test")
 CLIP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -58,7 +59,6 @@ Str = Annotated[str, Field(min_length=1)]
 Pair = Annotated[tuple[T, T], BeforeValidator(_as_tuple), AfterValidator(_ordered)]
 Seq = Annotated[tuple[T, ...], BeforeValidator(_as_tuple)]
 Size = Annotated[int, Ge(16), Le(4096), MultipleOf(2)]
-TeacherName = Literal[TEACHER_NAMES]  # type: ignore[valid-type]
 
 
 class _Model(BaseModel):
@@ -139,7 +139,7 @@ class ClipSpec(_Model):
     gt: Str | None = None
     camera: CameraSpec | None = None
     stride: int = Field(default=1, ge=1)
-    teacher: TeacherName | None = None
+    teacher: Str | None = None  # a teacher name or a teacher.profiles entry (checked by Params)
 
     @classmethod
     def known_keys(cls) -> list[str]:
@@ -270,9 +270,12 @@ class WindowParams(_Model):
 
 
 class TeacherParams(_Model):
-    """The frozen teacher; the simulated one draws each error parameter per clip from its [low, high] range."""
+    """The frozen teacher (a plug-in, :mod:`refiner.teachers.registry`); the simulated one draws each error
+    parameter per clip from its [low, high] range. ``profiles`` are named variants of this section that a clip's
+    ``teacher:`` may name (e.g. the simulated teacher with other ranges): :meth:`resolve`."""
 
-    name: TeacherName
+    name: Str
+    device: Str
     low_res_factor: Annotated[Literal[1, 2, 4, 8], BeforeValidator(_int_only)]
     seed: int = Field(ge=0)
     scale_std: Pair[NonNeg]
@@ -285,8 +288,37 @@ class TeacherParams(_Model):
     edge_blur_px: Pair[NonNeg]
     uncertainty_noise: Pair[NonNeg]
     calibration_bins: int = Field(ge=2)
+    calibration_fallback: Literal["self", "rank"]
     unidepth_weights: Str
     unidepth_resolution_level: int = Field(ge=0, le=9)
+    options: dict[Str, dict[str, Any]]
+    profiles: dict[Str, dict[str, Any]]
+
+    @model_validator(mode="after")
+    def _known_teachers(self) -> Self:
+        if not (is_teacher_name(self.name) or self.name in self.profiles):
+            raise bad("name", self.name, f"{teacher_choices()}, or a teacher.profiles entry")
+        for profile, changes in self.profiles.items():
+            key = f"profiles.{profile}"
+            if is_teacher_name(profile) and profile in registered():
+                raise Problem(key, "{key}: a profile cannot take the name of a registered teacher; rename it")
+            if "name" not in changes or changes["name"] in self.profiles:
+                raise Problem(key, "{key} needs name: the registered teacher it runs (not another profile)")
+            unknown = [k for k in changes if k not in type(self).model_fields or k in ("profiles", "options")]
+            if unknown:
+                raise Problem(f"{key}.{unknown[0]}", "{key}: not a teacher setting a profile can change")
+            try:
+                TeacherParams.model_validate({**dict(self), **changes, "profiles": {}})
+            except ValidationError as e:
+                p = problem(e.errors()[0], TeacherParams)
+                raise Problem(join(key, p.key), p.text) from None
+        return self
+
+    def resolve(self, choice: str) -> TeacherParams:
+        """The settings of the teacher ``choice`` names: this section, or a profile's changes applied to it."""
+        if choice not in self.profiles:
+            return self.replace(name=choice, profiles={})
+        return TeacherParams(**{**dict(self), **self.profiles[choice], "profiles": {}})
 
 
 class LossParams(_Model):
@@ -439,16 +471,17 @@ class Params(_Model):
                 "train.crop", crop, f"integer in [8, decode.size={size}], a multiple of teacher.low_res_factor={f}"
             )
         for name, clip in self.corpus.clips.items():
-            if clip.kind == "video" and clip.gt is None and self.teacher_of(name) == "simulated":
-                raise Problem(
-                    f"corpus.clips.{name}",
-                    "{key}: the simulated teacher needs ground truth but this video has gt: null; "
-                    "set teacher: unidepth for this clip, or give its gt",
+            if clip.teacher is not None and not (
+                is_teacher_name(clip.teacher) or clip.teacher in self.teacher.profiles
+            ):
+                raise bad(
+                    f"corpus.clips.{name}.teacher", clip.teacher, f"{teacher_choices()}, or a teacher.profiles entry"
                 )
         return self
 
     def teacher_of(self, clip: str) -> str:
-        """The teacher that runs on ``clip``: its own ``teacher`` or else ``teacher.name``."""
+        """The teacher that runs on ``clip`` as the corpus names it: its own ``teacher`` or else ``teacher.name``
+        (a registered teacher or a profile; :meth:`TeacherParams.resolve` gives its settings)."""
         return self.corpus.clip(clip).teacher or self.teacher.name
 
     def merged(self, overrides: dict[str, Any]) -> Params:

@@ -1,12 +1,15 @@
 """The corpus manifest (``data/manifest/``): one JSON per split listing its clips, and the calibration.
 
-``<split>.json`` (schema version 2): {"version": 2, "split": "train", "clips": [clip, ...]}, each clip
-holding ``name``, ``scene_id``, ``dataset_name``, ``teacher_name``, ``frames``, ``height``, ``width``,
+``<split>.json`` (schema version 3): {"version": 3, "split": "train", "clips": [clip, ...]}, each clip
+holding ``name``, ``scene_id``, ``dataset_name``, ``teacher_name`` (the corpus's name for its teacher),
+``teacher_id`` (:func:`refiner.teachers.registry.teacher_id`), ``frames``, ``height``, ``width``,
 ``low_res_factor``, ``has_gt``, the stores ``decoded``, ``teacher``, ``guidance``, ``depth_gt_path``
-(null without ground truth) and ``digest``, a content hash of its stores: the train stage depends on
-``train.json`` and ``val.json`` only, so a change to a test clip never re-runs training.
-``calibration.json``: per teacher name, the uncertainty-rank → confidence table fitted on the TRAIN
-clips only (:mod:`refiner.teachers.calibration`), applied to every clip of every split.
+(null without ground truth), ``calibration`` (the uncertainty-rank → confidence table the clip uses, with its
+``source`` and the clips it was ``fitted_on``) and ``digest``, a content hash of its stores: the train stage
+depends on ``train.json`` and ``val.json`` only, so a change to a test clip never re-runs training.
+``calibration.json``: per teacher id, the table fitted on the TRAIN clips with GT taught by that same teacher
+(:mod:`refiner.teachers.calibration`). A clip whose teacher has no such table gets the fallback of
+``teacher.calibration_fallback`` (:func:`calibration_for`), never another teacher's table.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Any
 from refiner.store import StoreError, atomic_path, open_group, read_json, write_json
 from refiner.teachers.calibration import CalibrationAccumulator, identity_calibration
 
-VERSION = 2
+VERSION = 3
 SPLITS = ("train", "val", "test")
 CLIP_KEYS = {
     "name": str,
     "scene_id": str,
     "dataset_name": str,
     "teacher_name": str,
+    "teacher_id": str,
     "frames": int,
     "height": int,
     "width": int,
@@ -34,6 +38,7 @@ CLIP_KEYS = {
     "teacher": str,
     "guidance": str,
     "depth_gt_path": (str, type(None)),
+    "calibration": dict,
     "digest": str,
 }
 
@@ -62,6 +67,7 @@ def clip_entry(name: str, decoded: str, teacher: str, guidance: str) -> dict[str
         "scene_id": str(dec.attrs.get("scene_id", name)),
         "dataset_name": str(dec.attrs.get("dataset_name", "video")),
         "teacher_name": str(tea.attrs["teacher"]),
+        "teacher_id": str(tea.attrs["teacher_id"]),
         "frames": int(frames),
         "height": int(height),
         "width": int(width),
@@ -71,27 +77,51 @@ def clip_entry(name: str, decoded: str, teacher: str, guidance: str) -> dict[str
         "teacher": teacher,
         "guidance": guidance,
         "depth_gt_path": f"{decoded}/depth_gt" if has_gt else None,
+        "calibration": {},  # filled by calibrate()
         "digest": store_digest(decoded, teacher, guidance),
     }
 
 
 def fit_calibration(train_clips: list[dict], bins: int) -> dict[str, dict]:
-    """Per teacher name, the calibration table fitted on the sums of the train clips' teacher stores."""
-    by_teacher: dict[str, list[dict]] = {}
+    """Per teacher id, the table fitted on the GT error sums of the train clips that teacher taught."""
+    by_teacher: dict[str, list[tuple[str, dict]]] = {}
     for clip in train_clips:
         sums = dict(open_group(clip["teacher"]).attrs["calibration_sums"])
         if sums.pop("source") != "none":
-            by_teacher.setdefault(clip["teacher_name"], []).append(sums)
-    out = {
-        name: CalibrationAccumulator.merge(s, bins).fit(f"train split ({len(s)} clips)")
-        for name, s in by_teacher.items()
+            by_teacher.setdefault(clip["teacher_id"], []).append((clip["name"], sums))
+    tables = {}
+    for tid, fitted in by_teacher.items():
+        names = [n for n, _ in fitted]
+        table = CalibrationAccumulator.merge([s for _, s in fitted], bins).fit(f"train split ({len(names)} clips)")
+        tables[tid] = {**table, "teacher_id": tid, "fitted_on": names}
+    return tables
+
+
+def calibration_for(tables: dict[str, dict], teacher_store: str | Path, fallback: str) -> dict:
+    """The table of the teacher that wrote ``teacher_store``: its own fitted table, else the fallback: ``self``
+    (fitted on the store's own frame-to-frame disagreement, GT-free) or ``rank`` (c = 1 − rank). Never the
+    table of another teacher id."""
+    attrs = open_group(teacher_store, (), "teacher store").attrs
+    tid = str(attrs["teacher_id"])
+    if tid in tables:
+        return tables[tid]
+    if fallback == "self":
+        sums = dict(attrs["self_calibration_sums"])
+        source = "self: this clip's own frame-to-frame disagreement (GT-free; no train clip calibrated its teacher)"
+        table, fitted = CalibrationAccumulator.merge([sums], sums["bins"]).fit(source), [str(attrs["clip"])]
+    else:
+        table, fitted = identity_calibration("rank: c = 1 - rank (no train clip calibrated this teacher)"), []
+    return {**table, "teacher_id": tid, "fitted_on": fitted}
+
+
+def calibrate(splits: dict[str, list[dict]], bins: int, fallback: str) -> tuple[dict[str, list[dict]], dict]:
+    """(every clip entry with the table it uses under ``calibration``, the tables fitted on the train split)."""
+    tables = fit_calibration(splits.get("train", []), bins)
+    done = {
+        s: [{**c, "calibration": calibration_for(tables, c["teacher"], fallback)} for c in cs]
+        for s, cs in splits.items()
     }
-    return out
-
-
-def calibration_for(calibration: dict[str, dict], teacher_name: str) -> dict:
-    """The table of one teacher, or c = 1 − rank when no train clip calibrated that teacher."""
-    return calibration.get(teacher_name) or identity_calibration("rank (no train clip calibrated this teacher)")
+    return done, tables
 
 
 def validate_manifest(data: Any, where: str = "manifest") -> dict:
@@ -108,8 +138,9 @@ def validate_manifest(data: Any, where: str = "manifest") -> dict:
 
 
 def write_manifest(out_dir: str | Path, splits: dict[str, list[dict]], calibration: dict[str, dict]) -> None:
-    """``<split>.json`` for every split, ``clips/<name>.json`` for every clip (what a per-clip stage depends on,
-    so changing one clip re-runs only its own chain) and ``calibration.json`` into ``out_dir``."""
+    """Write the output of :func:`calibrate`: ``<split>.json`` for every split, ``clips/<name>.json`` for every
+    clip (what a per-clip stage depends on, so changing one clip re-runs only its own chain) and the fitted
+    tables as ``calibration.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "clips") as tmp:  # replaced whole: a clip removed from the corpus disappears
         tmp.mkdir()

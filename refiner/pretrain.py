@@ -21,7 +21,7 @@ from refiner.choices import CAMERA_PATHS
 from refiner.config import load_params
 from refiner.guidance import write_guidance
 from refiner.ingest import ingest_video
-from refiner.manifest import clip_entry, fit_calibration, write_manifest
+from refiner.manifest import calibrate, clip_entry, write_manifest
 from refiner.store import write_json
 from refiner.synth import render_to
 from refiner.teachers.cache import write_teacher_store
@@ -63,7 +63,8 @@ def pretrain(clips: int, steps: int, seed: int, out: Path, work: Path) -> dict:
         for i, s in enumerate(seeds)
     ]
     splits = {"train": entries[:-1], "val": entries[-1:], "test": []}
-    write_manifest(work / "manifest", splits, fit_calibration(splits["train"], params.teacher.calibration_bins))
+    tp = params.teacher
+    write_manifest(work / "manifest", *calibrate(splits, tp.calibration_bins, tp.calibration_fallback))
     run = params.merged({"train": {**PRETRAIN_SCHEDULE, "steps": steps}})
     metrics = train(run, work / "manifest", out / "refiner.safetensors", work / "state", work / "reports")
     digest = hashlib.sha256((out / "refiner.safetensors").read_bytes()).hexdigest()

@@ -118,10 +118,18 @@ def clip_header(info: dict) -> list[str]:
         if info["synthetic_stand_in"]
         else ""
     )
-    return [
+    lines = [
         f"Clip `{info['name']}`: dataset {info['dataset_name']}, split **{info['split']}**, "
         f"teacher {info['teacher_name']}{stand_in}."
     ]
+    if "calibration" in info:
+        fitted = ", ".join(info["calibration"]["fitted_on"]) or "no clip"
+        lines += [
+            "",
+            f"Teacher: {info['teacher_label']}. Confidence table: {info['calibration']['source']} "
+            f"(fitted on {fitted}).",
+        ]
+    return lines
 
 
 def write_clip_report(out: str | Path, result: dict, info: dict) -> None:

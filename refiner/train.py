@@ -35,7 +35,7 @@ from refiner.config import Params, TrainParams
 from refiner.dataset import Augment, ClipWindows, RandomWindows
 from refiner.frame_cache import FrameCache
 from refiner.losses import compute_losses
-from refiner.manifest import calibration_for, load_calibration, load_split
+from refiner.manifest import load_split
 from refiner.metrics import flicker
 from refiner.model import Refiner
 
@@ -168,14 +168,12 @@ def _score(v: dict, guard: float) -> float:
 def _data(params: Params, manifest: str | Path, world: int, rank: int):
     """(train dataset, its loader, val windows per clip, train+val manifest entries, low-res factor)."""
     tp, win = params.train, params.windows
-    calibration = load_calibration(manifest)
     train_entries, val_entries = load_split(manifest, "train"), load_split(manifest, "val")
 
     cache = FrameCache(tp.frame_cache_mb << 20) if tp.frame_cache_mb else None  # training revisits every frame
 
     def clip(e: dict) -> Clip:
-        table = calibration_for(calibration, e["teacher_name"])
-        return Clip(e["decoded"], e["teacher"], table, e["guidance"], cache)
+        return Clip(e["decoded"], e["teacher"], e["calibration"], e["guidance"], cache)
 
     augment = Augment(
         crop=tp.crop,

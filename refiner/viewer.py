@@ -54,7 +54,7 @@ def view_grid(decoded: str | Path, teacher: str | Path, frames: list[int], out: 
             bar.ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2, 3, 0.01: not 2x10^0
             if "uncertainty" not in title:  # depth spans about a decade: label the minor ticks too
                 bar.ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    fig.suptitle("synthetic stand-in teacher" if tea.attrs.get("synthetic_stand_in") else str(tea.attrs.get("teacher")))
+    fig.suptitle(str(tea.attrs.get("teacher_label", tea.attrs.get("teacher"))))
     fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.9, wspace=0.3, hspace=0.25)  # tight_layout: 1 s more
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

@@ -1,10 +1,11 @@
-"""Stage manifest: one JSON per split of the corpus (train, val, test) and the train-split calibration."""
+"""Stage manifest: one JSON per split of the corpus (train, val, test), each clip with the calibration table it
+uses, and the per-teacher tables fitted on the train split."""
 
 import sys
 
 from refiner.config import load_params
 from refiner.errors import run_stage
-from refiner.manifest import SPLITS, clip_entry, fit_calibration, write_manifest
+from refiner.manifest import SPLITS, calibrate, clip_entry, write_manifest
 
 
 def main() -> None:
@@ -17,8 +18,8 @@ def main() -> None:
         return clip_entry(name, f"{d}/decoded.zarr", f"{d}/teacher.zarr", f"{d}/guidance.zarr")
 
     splits = {split: [entry(n) for n in corpus.names(split)] for split in SPLITS}
-    calibration = fit_calibration(splits["train"], params.teacher.calibration_bins)
-    write_manifest(out_dir, splits, calibration)
+    tp = params.teacher
+    write_manifest(out_dir, *calibrate(splits, tp.calibration_bins, tp.calibration_fallback))
     for split, clips in splits.items():
         print(f"{split}: {len(clips)} clips, {sum(c['frames'] for c in clips)} frames")
 

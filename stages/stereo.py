@@ -24,12 +24,9 @@ def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path)
     """Every method's depth of the right eye as Zarr arrays under ``work`` (empty when the clip has none)."""
     if not right_eye_store(clip, work / "decoded.zarr"):
         return {}
+    choice = params.teacher_of(name)
     write_teacher_store(
-        work / "decoded.zarr",
-        work / "teacher.zarr",
-        params.teacher.replace(name=params.teacher_of(name)),
-        name,
-        progress=False,
+        work / "decoded.zarr", work / "teacher.zarr", params.teacher.resolve(choice), name, False, group=choice
     )
     right = Clip(work / "decoded.zarr", work / "teacher.zarr", clip.calibration)
     model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")

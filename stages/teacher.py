@@ -12,8 +12,8 @@ from refiner.viewer import view_grid
 def main() -> None:
     name, decoded, out, metrics_path, view_path = sys.argv[1:6]
     params = load_params()
-    p = params.teacher.replace(name=params.teacher_of(name))
-    metrics = write_teacher_store(decoded, out, p, name)
+    choice = params.teacher_of(name)
+    metrics = write_teacher_store(decoded, out, params.teacher.resolve(choice), name, group=choice)
     write_json(metrics_path, metrics)
     view_grid(decoded, out, [0, metrics["frames"] // 2, metrics["frames"] - 1], view_path)
     print(

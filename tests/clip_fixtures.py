@@ -6,7 +6,7 @@ from refiner.clip import Clip
 from refiner.config import load_params
 from refiner.guidance import write_guidance
 from refiner.ingest import ingest_video
-from refiner.manifest import clip_entry, fit_calibration, write_manifest
+from refiner.manifest import calibrate, clip_entry, write_manifest
 from refiner.synth import render_clip, write_clip
 from refiner.teachers.cache import write_teacher_store
 
@@ -72,7 +72,7 @@ def make_corpus(
         return [make_clip(root / "clips", n, frames, size, static_frames, seed, p, factor, render) for n, seed, p in c]
 
     splits = {s: clips(c) for s, c in plan.items()}
-    write_manifest(root / "manifest", splits, fit_calibration(splits["train"], 10))
+    write_manifest(root / "manifest", *calibrate(splits, 10, "self"))
     return root / "manifest"
 
 

@@ -117,7 +117,17 @@ def test_merged_applies_nested_overrides():
         (("train.crop", 98), r"train\.crop = 98 is invalid; .*multiple of teacher\.low_res_factor=4"),
         (("teacher.low_res_factor", 3), r"teacher\.low_res_factor = 3 is invalid; allowed: one of 1, 2, 4, 8"),
         (("teacher.low_res_factor", True), r"teacher\.low_res_factor = True is invalid"),
-        (("teacher.name", "midas"), r"teacher\.name = 'midas' is invalid; allowed: one of simulated, unidepth"),
+        (
+            ("teacher.name", "midas"),
+            r"teacher\.name = 'midas' is invalid; allowed: a registered teacher \(learned, simulated, unidepth; .*",
+        ),
+        (("teacher.profiles", {"wide": {"noise_rel": [0, 1]}}), r"teacher\.profiles\.wide needs name: the registered"),
+        (
+            ("teacher.profiles", {"w": {"name": "simulated", "noise_rel": [2, 1]}}),
+            r"teacher\.profiles\.w\.noise_rel = \[2, 1\] is invalid",
+        ),
+        (("teacher.profiles", {"w": {"name": "simulated", "seeed": 1}}), r"teacher\.profiles\.w\.seeed: not a teacher"),
+        (("teacher.calibration_fallback", "other"), r"teacher\.calibration_fallback = 'other' is invalid; .*self"),
         (("teacher.scale_std", 0.03), r"teacher\.scale_std = 0\.03 is invalid; allowed: \[low, high\]"),
         (("teacher.scale_std", [0.05, 0.01]), r"teacher\.scale_std = \[0\.05, 0\.01\] is invalid; .*low <= high"),
         (("teacher.scale_std", [0.01, 0.02, 0.03]), r"teacher\.scale_std = \[0\.01, 0\.02, 0\.03\] is invalid"),
@@ -159,7 +169,7 @@ def test_unknown_and_missing_keys():
     assert "unknown key train.holdout_frames; known keys: seed, " in _error(("train.holdout_frames", 12))
     assert "unknown key decode.video; known keys: size" in _error(("decode.video", "x.mp4"))
     assert "train.lr is missing; add it (number in (0, 1))" in _error(("train.lr", ...))
-    assert "teacher is missing; add it (a mapping with keys name, low_res_factor" in _error(("teacher", ...))
+    assert "teacher is missing; add it (a mapping with keys name, device, low_res_factor" in _error(("teacher", ...))
     assert "train = 5 is invalid; allowed: a mapping with keys seed, " in _error(("train", 5))
     with pytest.raises(ConfigError, match="must be a mapping of sections"):
         params_from_dict([1, 2])
@@ -240,8 +250,8 @@ def test_synthetic_spec_merges_overrides():
         ),
         (("corpus.clips.room_a", {"kind": "tum"}), r"corpus\.clips\.room_a\.source is missing"),
         (
-            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "gt": None}),
-            r"corpus\.clips\.room_a: the simulated teacher needs ground truth .*set teacher: unidepth for this clip",
+            ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "teacher": "x"}),
+            r"corpus\.clips\.room_a\.teacher = 'x' is invalid; allowed: a registered teacher \(learned, simulated",
         ),
         (
             ("corpus.clips.room_a", {"kind": "video", "source": "a.mp4", "intrinsics": "k.json", "frames": 9}),

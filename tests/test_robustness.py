@@ -386,10 +386,10 @@ def _with(**changes):
         ({"corpus.clips.room_a.camera": CAM}, r"corpus\.clips\.room_a\.camera"),
         (
             {
-                "corpus.clips.vid": {"kind": "video", "source": "v.mp4", "intrinsics": "c.json", "gt": None},
+                "corpus.clips.vid": {"kind": "video", "source": "v.mp4", "intrinsics": "c.json", "teacher": "midas"},
                 "corpus.test": ["room_t1", "room_t2", "room_t3", "vid"],
             },
-            r"corpus\.clips\.vid.*teacher: unidepth",
+            r"corpus\.clips\.vid\.teacher = 'midas' is invalid; allowed: a registered teacher",
         ),
         ({"decode.size": 258}, r"decode\.size = 258 is invalid.*low_res_factor"),
         ({"corpus.clips.room_a.stride": 0}, r"corpus\.clips\.room_a\.stride = 0 is invalid"),

@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from refiner.guidance import edge_map
 from refiner.manifest import find_clip, fit_calibration, load_calibration, load_split, validate_manifest
 from refiner.synth import render_clip
-from refiner.teachers import make_teacher
+from refiner.teachers import TeacherBatch, TeacherContext, make_teacher
 from refiner.teachers.calibration import CalibrationAccumulator
 from refiner.teachers.confidence import uncertainty_rank, uncertainty_to_confidence
 from refiner.teachers.simulated import ERROR_PARAMS, clip_key, draw_errors
@@ -40,6 +40,18 @@ def _sim_params(seed=0, **fixed):
     return types.SimpleNamespace(name="simulated", seed=seed, low_res_factor=4, calibration_bins=10, **ranges)
 
 
+def _sim(p, clip, gt=None):
+    """The simulated teacher of ``clip`` whose frame t has ground truth ``gt(t)`` (default: a constant map)."""
+    return make_teacher("simulated", TeacherContext(clip=clip, params=p, gt=gt or (lambda t: np.ones((4, 4)))))
+
+
+def _predict(teacher, t, K=None, rgb=None):
+    """One frame through the teacher interface."""
+    rgb = np.zeros((4, 4, 3), np.uint8) if rgb is None else rgb
+    K = np.eye(3) if K is None else K
+    return teacher.predict(TeacherBatch(rgb[None], np.asarray(K)[None], np.array([t])))[0]
+
+
 def _fixed_of(p):
     """The low ends of a stand-in's ranges, as fixed values."""
     return {k: getattr(p, k)[0] for k in _RANGES}
@@ -48,8 +60,8 @@ def _fixed_of(p):
 def _run_sim(p, frames=200, size=24, clip="clip"):
     gt = np.full((size, size), 3.0, np.float32)
     gt[:, size // 2 :] = 1.5
-    teacher = make_teacher(p, clip)
-    return [teacher.predict(t, np.zeros((size, size, 3), np.uint8), np.eye(3), gt) for t in range(frames)], gt
+    teacher = _sim(p, clip, lambda t: gt)
+    return [_predict(teacher, t, rgb=np.zeros((size, size, 3), np.uint8)) for t in range(frames)], gt
 
 
 def test_simulated_scale_error_matches_its_params():
@@ -70,24 +82,24 @@ def test_simulated_noise_level_and_determinism_by_seed_and_clip():
     np.testing.assert_array_equal(frames[4].uncertainty, again[4].uncertainty)
     for other in (_run_sim(_sim_params(seed=1, **_fixed_of(p)), frames=5)[0], _run_sim(p, frames=5, clip="b")[0]):
         assert not np.array_equal(frames[4].depth, other[4].depth)
-    np.testing.assert_array_equal(frames[0].K_prompt, np.eye(3))
-    np.testing.assert_array_equal(frames[0].K_predicted, frames[0].K_prompt)  # it takes the camera it is given
+    np.testing.assert_array_equal(frames[0].K_used, np.eye(3))
+    np.testing.assert_array_equal(frames[0].K_predicted, frames[0].K_used)  # it takes the camera it is given
 
 
 def test_each_clip_draws_its_own_error_model_and_sequence():
     p = _sim_params()
-    a, b, a2 = (make_teacher(p, name) for name in ("room_a", "room_b", "room_a"))
+    a, b, a2 = (_sim(p, name) for name in ("room_a", "room_b", "room_a"))
     assert a.errors == a2.errors and a.errors != b.errors
     assert set(a.errors) == set(ERROR_PARAMS)
-    for teacher in (a, b, make_teacher(_sim_params(seed=3), "room_a")):
+    for teacher in (a, b, _sim(_sim_params(seed=3), "room_a")):
         for name, (low, high) in _RANGES.items():
             assert low <= teacher.errors[name] <= high
-    assert make_teacher(_sim_params(seed=3), "room_a").errors != a.errors
+    assert _sim(_sim_params(seed=3), "room_a").errors != a.errors
     seq = {k: [t.scale() for _ in range(30)] for k, t in (("a", a), ("b", b), ("a2", a2))}
     assert seq["a"] == seq["a2"] and seq["a"] != seq["b"]
     # the same ranges, fixed to one value, still give two clips two different error sequences
     fixed = _sim_params(**{k: (lo + hi) / 2 for k, (lo, hi) in _RANGES.items()})
-    x, y = make_teacher(fixed, "room_a"), make_teacher(fixed, "room_b")
+    x, y = _sim(fixed, "room_a"), _sim(fixed, "room_b")
     assert x.errors == y.errors and [x.scale() for _ in range(10)] != [y.scale() for _ in range(10)]
 
 
@@ -114,9 +126,10 @@ def _rank_corr(noise: float, clips) -> float:
     p = _sim_params(**{**{k: (lo + hi) / 2 for k, (lo, hi) in _RANGES.items()}, "uncertainty_noise": noise})
     corr = []
     for j, name in enumerate(("room_a", "room_b", "room_c", "room_d", "room_e", "room_f")):
-        clip, teacher = clips[j % len(clips)], make_teacher(p, name)  # two clips (two error models) per scene
+        clip = clips[j % len(clips)]  # two clips (two error models) per scene
+        teacher = _sim(p, name, lambda t, clip=clip: clip.depth[t])
         for t in range(2):
-            fr, gt = teacher.predict(t, clip.rgb[t], clip.K, clip.depth[t]), clip.depth[t]
+            fr, gt = _predict(teacher, t, clip.K, clip.rgb[t]), clip.depth[t]
             rel = np.abs(fr.depth * np.median(gt / fr.depth) / gt - 1)
             corr.append(spearmanr(fr.uncertainty.ravel(), rel.ravel())[0])
     return float(np.mean(corr))
@@ -232,29 +245,30 @@ def fake_unidepth(monkeypatch, tmp_path):
     return weights
 
 
-def _unidepth_params(weights, level=9):
-    return types.SimpleNamespace(name="unidepth", unidepth_weights=str(weights), unidepth_resolution_level=level)
+def _unidepth(weights, level=9):
+    p = types.SimpleNamespace(name="unidepth", unidepth_weights=str(weights), unidepth_resolution_level=level)
+    return make_teacher("unidepth", TeacherContext(clip="any clip", device="auto", params=p))
 
 
 def test_unidepth_adapter_contract(fake_unidepth):
     _FakeUniDepthV2.calls = []
-    teacher = make_teacher(_unidepth_params(fake_unidepth, 3), "any clip")
+    teacher = _unidepth(fake_unidepth, 3)
     assert teacher.model.resolution_level == 3
     K = np.array([[50.0, 0, 8], [0, 50, 8], [0, 0, 1]])
-    frame = teacher.predict(0, np.full((16, 16, 3), 255, np.uint8), K)
+    frame = _predict(teacher, 0, K, np.full((16, 16, 3), 255, np.uint8))
     assert frame.depth.shape == (16, 16) and frame.depth.dtype == np.float32
     assert np.allclose(frame.depth, 3.0) and (frame.uncertainty > 0).all()
-    np.testing.assert_array_equal(frame.K_prompt, K)  # the K it used: ours, which survived the in-place edit
+    np.testing.assert_array_equal(frame.K_used, K)  # the K it used: ours, which survived the in-place edit
     assert _FakeUniDepthV2.calls[0][0, 0, 0] == 50.0
     np.testing.assert_allclose(frame.K_predicted, np.eye(3) * 1.1)  # its own prediction, not the prompt
 
 
 def test_unidepth_missing_package_or_weights_say_how_to_fix(fake_unidepth, monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher.unidepth_weights"):
-        make_teacher(_unidepth_params(tmp_path / "nowhere"), "clip")
+        _unidepth(tmp_path / "nowhere")
     monkeypatch.setitem(sys.modules, "unidepth.models", None)
     with pytest.raises(RuntimeError, match="pip install -e UniDepth"):
-        make_teacher(_unidepth_params(fake_unidepth), "clip")
+        _unidepth(fake_unidepth)
 
 
 def test_teacher_guidance_manifest_on_a_tiny_corpus(tmp_path):
@@ -268,11 +282,12 @@ def test_teacher_guidance_manifest_on_a_tiny_corpus(tmp_path):
     np.testing.assert_array_equal(g["K_prompt"][...], zarr.open_group(entry["decoded"], mode="r")["K"][...])
     assert g.attrs["error_model"] != zarr.open_group(train[0]["teacher"], mode="r").attrs["error_model"]
     np.testing.assert_allclose(g["rank"][2], uncertainty_rank(g["uncertainty"][2], g["depth"][2] > 0))
-    calibration = load_calibration(manifest)["simulated"]
-    assert calibration["source"] == "train split (2 clips)"
+    (calibration,) = load_calibration(manifest).values()
+    assert calibration["source"] == "train split (2 clips)" and calibration["fitted_on"] == ["tr_a", "tr_b"]
+    assert entry["calibration"] == calibration and entry["teacher_id"] == calibration["teacher_id"]
     c = open_entry(entry, calibration).confidence((slice(None), slice(None), slice(None)))
     assert c.min() >= 0 and c.max() <= 1
-    bad = {"version": 2, "clips": [{k: v for k, v in entry.items() if k != "has_gt"}]}
+    bad = {"version": 3, "clips": [{k: v for k, v in entry.items() if k != "has_gt"}]}
     with pytest.raises(ValueError, match="has_gt"):
         validate_manifest(bad)
 
@@ -280,9 +295,10 @@ def test_teacher_guidance_manifest_on_a_tiny_corpus(tmp_path):
 def test_calibration_uses_the_train_clips_only(tmp_path):
     manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=4)
     train = load_split(manifest, "train")
-    alone = fit_calibration(train, 10)["simulated"]["reliability"]
-    with_test = fit_calibration(train + load_split(manifest, "test"), 10)["simulated"]["reliability"]
-    assert load_calibration(manifest)["simulated"]["reliability"] == alone and alone != with_test
+    (tid,) = {c["teacher_id"] for c in train}
+    alone = fit_calibration(train, 10)[tid]["reliability"]
+    with_test = fit_calibration(train + load_split(manifest, "test"), 10)[tid]["reliability"]
+    assert load_calibration(manifest)[tid]["reliability"] == alone and alone != with_test
 
 
 def test_guidance_step_edge_responds_only_at_the_edge():
@@ -293,7 +309,7 @@ def test_guidance_step_edge_responds_only_at_the_edge():
 
 
 def test_simulated_teacher_without_gt_says_what_to_do():
-    with pytest.raises(ValueError, match="teacher.name: unidepth"):
-        make_teacher(_sim_params(), "clip").predict(0, np.zeros((4, 4, 3), np.uint8), np.eye(3), None)
-    with pytest.raises(ValueError, match="teacher.name"):
-        make_teacher(types.SimpleNamespace(name="midas"), "clip")
+    with pytest.raises(ValueError, match="clip x: the simulated teacher needs ground-truth depth.*teacher: learned"):
+        make_teacher("simulated", TeacherContext(clip="x", params=_sim_params()))
+    with pytest.raises(ValueError, match=r"no teacher named 'midas'; use a registered teacher \(learned, simulated"):
+        make_teacher("midas", TeacherContext(clip="x"))

@@ -40,6 +40,8 @@ def _argv(src, model, out, *extra):
         str(src / "clip.mp4"),
         "--intrinsics",
         str(src / "camera.json"),
+        "--teacher",
+        "simulated",
         "--gt",
         str(src / "gt.zarr"),
         "--model",
@@ -173,7 +175,7 @@ def _error(capsys, argv) -> str:
     return err
 
 
-def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsys, monkeypatch):
+def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsys):
     src, model, out = run / "src", run / "model.safetensors", run / "bad"
     argv = _argv(src, model, out)
     no_k = _without(argv, "--intrinsics")
@@ -181,10 +183,10 @@ def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsy
     assert "--model" in _error(capsys, [a if a != str(model) else str(run / "none.safetensors") for a in argv])
     no_gt = _without(argv, "--gt")
     err = _error(capsys, no_gt)
-    assert "simulated teacher" in err and "--gt" in err and "--teacher unidepth --unidepth-weights" in err
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    err = _error(capsys, [*no_gt, "--teacher", "unidepth"])
-    assert "unidepth teacher cannot run" in err and "pip install -e UniDepth" in err
+    assert "the simulated teacher needs ground-truth depth" in err and "teacher: learned" in err
+    err = _error(capsys, [*_without(no_gt, "--teacher"), "--teacher", "unidepth"])  # no unidepth package here
+    assert "unidepth package is missing" in err and "pip install -e UniDepth" in err
+    assert "--teacher: no teacher named 'midas'" in _error(capsys, [*_without(no_gt, "--teacher"), "--teacher", "midas"])
     assert not out.exists()
 
 

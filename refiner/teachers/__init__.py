@@ -1,30 +1,9 @@
-"""Frozen single-frame teachers, chosen by ``teacher.name`` in params.yaml."""
+"""Frozen single-frame teachers: the interface (:mod:`~refiner.teachers.base`), plug-ins found by name
+(:mod:`~refiner.teachers.registry`), and the built-in ones: ``simulated`` (a formula of a single-frame model's
+errors, the synthetic stand-in), ``learned`` (a small network trained here on rendered scenes) and ``unidepth``
+(UniDepthV2 through its own package)."""
 
-from __future__ import annotations
+from refiner.teachers.base import Teacher, TeacherBatch, TeacherContext, TeacherFrame
+from refiner.teachers.registry import make_teacher, teacher_id
 
-from typing import TYPE_CHECKING
-
-from refiner.choices import TEACHER_NAMES
-from refiner.teachers.base import Teacher, TeacherFrame
-
-if TYPE_CHECKING:
-    from refiner.config import TeacherParams
-
-NAMES = TEACHER_NAMES  # refiner.choices
-
-
-def make_teacher(p: TeacherParams, clip_name: str) -> Teacher:
-    """The teacher named by ``p.name`` for the clip ``clip_name``: ``simulated`` (the synthetic stand-in, which
-    draws its error model and error sequence from (p.seed, clip_name)) or ``unidepth`` (UniDepthV2; ignores it)."""
-    if p.name == "simulated":
-        from refiner.teachers.simulated import SimulatedTeacher
-
-        return SimulatedTeacher(p, clip_name)
-    if p.name == "unidepth":
-        from refiner.teachers.unidepth import UniDepthTeacher
-
-        return UniDepthTeacher(p)
-    raise ValueError(f"teacher.name {p.name!r} is not one of {NAMES}")
-
-
-__all__ = ["NAMES", "Teacher", "TeacherFrame", "make_teacher"]
+__all__ = ["Teacher", "TeacherBatch", "TeacherContext", "TeacherFrame", "make_teacher", "teacher_id"]

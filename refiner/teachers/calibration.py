@@ -1,10 +1,10 @@
 """Teacher calibration: how much a pixel of a given uncertainty rank can be trusted.
 
 Errors are accumulated per rank bin (rank from :func:`refiner.teachers.confidence.uncertainty_rank`):
-the mean |relative error| against ground truth where a clip has it, otherwise the per-pixel
-temporal std of relative depth on the still-camera segment (static pixels only). The reliability of
-a bin is e_min / e_bin, made non-increasing in rank (a monotone fit), so the most reliable bin maps
-to c = 1. Also reported: Pearson corr(uncertainty, |error|) over all valid pixels.
+the mean |relative error| against ground truth where a clip has it; GT-free, the teacher's own
+disagreement between consecutive frames (:func:`frame_disagreement`). The reliability of a bin is
+e_min / e_bin, made non-increasing in rank (a monotone fit), so the most reliable bin maps to c = 1.
+Also reported: Pearson corr(uncertainty, error) over all valid pixels.
 """
 
 from __future__ import annotations
@@ -82,6 +82,24 @@ class CalibrationAccumulator:
             "bin_error": [None if not np.isfinite(v) else float(v) for v in mean_err],
             "corr_uncertainty_error": self.correlation(),
         }
+
+
+STILL_COLOUR = 4  # uint8 levels: a pixel whose colour moves less than this between frames counts as unchanged
+
+
+def frame_disagreement(
+    prev_depth: np.ndarray, depth: np.ndarray, prev_rgb: np.ndarray, rgb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """GT-free error of frame t's depth: |Δ log D| against frame t−1 minus its median (the frame's global scale
+    change, which no single-frame uncertainty can rank), at pixels whose colour barely changed (mean over
+    channels < :data:`STILL_COLOUR` levels) and valid in both frames: there the scene most likely did not move
+    in the image, so a depth change is the teacher's own inconsistency. Returns (error (H, W), mask (H, W))."""
+    still = np.abs(rgb.astype(np.int16) - prev_rgb.astype(np.int16)).mean(-1) < STILL_COLOUR
+    ok = still & (depth > 0) & (prev_depth > 0)
+    if not ok.any():
+        return np.zeros(depth.shape), ok
+    change = np.log(np.where(ok, depth, 1.0)) - np.log(np.where(ok, prev_depth, 1.0))
+    return np.abs(change - np.median(change[ok])), ok
 
 
 def identity_calibration(source: str = "rank") -> dict:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy.ndimage import gaussian_filter, maximum_filter
 
-from refiner.teachers.base import TeacherFrame
+from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame
 
 if TYPE_CHECKING:
     from refiner.config import TeacherParams
@@ -86,13 +86,22 @@ def draw_errors(p: TeacherParams, clip_name: str) -> dict[str, float]:
 
 
 class SimulatedTeacher:
-    name = "simulated"
+    """The stand-in as a :class:`~refiner.teachers.base.Teacher`: it reads the clip's ground truth through
+    ``ctx.gt`` and draws its errors from ``ctx.params`` (the ``teacher`` section) and the clip's name."""
 
-    def __init__(self, p: TeacherParams, clip_name: str) -> None:
-        self.p = p
-        self.clip_name = clip_name
-        self.errors = draw_errors(p, clip_name)
-        self.rng = np.random.default_rng([*clip_key(p.seed, clip_name), 1])
+    name = "simulated"
+    label = "simulated: ground truth plus a formula of a single-frame model's errors (a stand-in, not a model)"
+    batch_size = 1  # frame by frame: the error processes run in clip order
+
+    def __init__(self, ctx: TeacherContext) -> None:
+        if ctx.gt is None:
+            raise ValueError(
+                f"clip {ctx.clip}: the simulated teacher needs ground-truth depth and this clip has none; give the "
+                "clip a teacher that needs no GT (teacher: learned, or unidepth with its weights), or give it GT"
+            )
+        self.p, self.clip_name, self.gt = ctx.params, ctx.clip, ctx.gt
+        self.errors = draw_errors(self.p, ctx.clip)
+        self.rng = np.random.default_rng([*clip_key(self.p.seed, ctx.clip), 1])
         self.ar = self.rng.standard_normal() * self.errors["scale_std"]
         self.jump = 0.0
         self.waves = [
@@ -100,6 +109,14 @@ class SimulatedTeacher:
             for _ in range(3)
         ]
         self.next_t = 0
+
+    def identity(self) -> dict[str, Any]:
+        """The error family: every range it draws from (each clip draws its own model inside them)."""
+        return {"name": self.name, "noise_seen": NOISE_SEEN, **{k: list(getattr(self.p, k)) for k in ERROR_PARAMS}}
+
+    def predict(self, batch: TeacherBatch) -> list[TeacherFrame]:
+        """Every frame of ``batch`` (in clip order, no frame skipped); the RGB is unused, K passed through."""
+        return [self.predict_frame(int(t), K) for t, K in zip(batch.index, batch.K, strict=True)]
 
     def scale(self) -> float:
         """Advance the global scale process by one frame and return s_t."""
@@ -137,15 +154,11 @@ class SimulatedTeacher:
         wobble /= max(wobble.std(), 1e-9)
         return np.where(valid, seen * np.exp(self.errors["uncertainty_noise"] * wobble), 0.0)
 
-    def predict(self, t: int, rgb: np.ndarray, K: np.ndarray, gt: np.ndarray | None) -> TeacherFrame:
-        """Frame ``t`` (in order): GT with this clip's errors; ``rgb`` is unused, K is passed through."""
-        if gt is None:
-            raise ValueError(
-                "the simulated teacher (teacher.name: simulated) needs ground-truth depth, and this clip has none; "
-                "use the real teacher (teacher.name: unidepth) for clips without GT, or give decode.gt"
-            )
+    def predict_frame(self, t: int, K: np.ndarray) -> TeacherFrame:
+        """Frame ``t`` (in order): GT with this clip's errors."""
         if t != self.next_t:
             raise ValueError(f"the simulated teacher runs frames in order; expected frame {self.next_t}, got {t}")
+        gt = np.asarray(self.gt(t))
         s = self.scale()
         self.next_t += 1
         valid = gt > 0
@@ -156,9 +169,4 @@ class SimulatedTeacher:
         depth = np.where(valid, np.maximum(warped * s * (1 + self.errors["noise_rel"] * eps), 1e-3), 0.0)
         uncertainty = self._uncertainty(warped / np.where(valid, g, 1.0), eps, valid)
         K = np.asarray(K, dtype=np.float64)
-        return TeacherFrame(
-            depth=depth.astype(np.float32),
-            uncertainty=uncertainty.astype(np.float32),
-            K_prompt=K.copy(),
-            K_predicted=K.copy(),
-        )
+        return TeacherFrame(depth.astype(np.float32), uncertainty.astype(np.float32), K.copy(), K.copy())

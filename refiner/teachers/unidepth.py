@@ -13,23 +13,21 @@ metres, ``confidence`` (B, 1, H, W) which is an UNCERTAINTY (exp of a predicted 
 metres; higher = less certain; converted to c(x) only in :mod:`refiner.teachers.confidence`), and
 ``intrinsics`` (B, 3, 3), the model's OWN predicted K even when a camera is passed.
 
-So a :class:`~refiner.teachers.base.TeacherFrame` holds ``K_prompt`` (the K we passed: the camera
+So a :class:`~refiner.teachers.base.TeacherFrame` holds ``K_used`` (the K we passed: the camera
 the depth was computed with) and ``K_predicted`` (``out["intrinsics"]``, kept for diagnostics).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
-from refiner.teachers.base import TeacherFrame
-
-if TYPE_CHECKING:
-    from refiner.config import TeacherParams
+from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame
 
 INSTALL_HINT = (
     "install UniDepth from a checkout of its repository (git clone the UniDepth repository, then "
@@ -40,8 +38,11 @@ INSTALL_HINT = (
 
 class UniDepthTeacher:
     name = "unidepth"
+    label = "UniDepthV2: the real single-frame metric depth model (its own package and local weights)"
+    batch_size = 1  # UniDepthV2 fails on a batch with a camera
 
-    def __init__(self, p: TeacherParams, device: str | None = None) -> None:
+    def __init__(self, ctx: TeacherContext) -> None:
+        p = ctx.params
         try:
             models = importlib.import_module("unidepth.models")
             self._camera = importlib.import_module("unidepth.utils.camera")
@@ -53,14 +54,25 @@ class UniDepthTeacher:
         missing = [f for f in ("config.json", "model.safetensors") if not (weights / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{weights}: UniDepthV2 weights folder lacks {missing}; {INSTALL_HINT}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(auto if ctx.device == "auto" else ctx.device)
+        self.weights, self.resolution_level = weights, p.unidepth_resolution_level
         self.model = models.UniDepthV2.from_pretrained(str(weights))
         self.model.resolution_level = p.unidepth_resolution_level
         self.model = self.model.to(self.device).eval()
 
+    def identity(self) -> dict[str, Any]:
+        """The weights (by content) and the internal resolution."""
+        digest = hashlib.sha256((self.weights / "model.safetensors").read_bytes()).hexdigest()
+        return {"name": self.name, "weights_sha256": digest, "resolution_level": self.resolution_level}
+
+    def predict(self, batch: TeacherBatch) -> list[TeacherFrame]:
+        """Every frame of ``batch``, one model call each (see :attr:`batch_size`)."""
+        return [self.predict_frame(rgb, K) for rgb, K in zip(batch.rgb, batch.K, strict=True)]
+
     @torch.no_grad()
-    def predict(self, t: int, rgb: np.ndarray, K: np.ndarray, gt: np.ndarray | None = None) -> TeacherFrame:
-        """Frame ``t`` through UniDepthV2 with the camera prompt K (a clone: UniDepth edits K in place)."""
+    def predict_frame(self, rgb: np.ndarray, K: np.ndarray) -> TeacherFrame:
+        """One frame through UniDepthV2 with the camera prompt K (a clone: UniDepth edits K in place)."""
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(self.device)  # (3, H, W) uint8
         K_prompt = torch.as_tensor(np.asarray(K), dtype=torch.float32)
         camera = self._camera.Pinhole(K=K_prompt.clone().float()[None].to(self.device))  # UniDepth edits K in place
@@ -71,6 +83,6 @@ class UniDepthTeacher:
         return TeacherFrame(
             depth=np.where(valid, depth, 0.0).astype(np.float32),
             uncertainty=np.where(valid & np.isfinite(uncertainty), uncertainty, 0.0).astype(np.float32),
-            K_prompt=K_prompt.numpy().astype(np.float64),
+            K_used=K_prompt.numpy().astype(np.float64),
             K_predicted=out["intrinsics"][0].float().cpu().numpy().astype(np.float64),
         )
