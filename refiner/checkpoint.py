@@ -22,6 +22,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or from another architecture."""
 
 
+OFF_BEFORE = {"clamp_noise": 0.0, "noise_features": False}  # model params newer than some checkpoints: off there
+
+
 def _architecture(model: torch.nn.Module) -> str:
     return json.dumps({k: list(v.shape) for k, v in sorted(model.state_dict().items())})
 
@@ -65,7 +68,7 @@ def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a refiner checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:
-        params = ModelParams(**json.loads(meta["model_params"]))
+        params = ModelParams(**{**OFF_BEFORE, **json.loads(meta["model_params"])})
         factor = int(meta["low_res_factor"])
     except (TypeError, ValueError, KeyError, ConfigError) as e:
         raise CheckpointError(f"{path}: model params do not fit this code ({e}); retrain it") from e

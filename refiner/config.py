@@ -366,9 +366,24 @@ class TrainParams(_Model):
     jitter_scale: Num = Field(ge=0, lt=0.5)
     jitter_noise_rel: NonNeg
     gt_fraction: Frac
+    resim_profile: Str | None
+    resim_prob: Frac
+    resim_gt_fraction: Frac
+    conf_gamma: Pair[Pos]
     guard_absrel: NonNeg
     num_workers: int = Field(ge=0)
     frame_cache_mb: int = Field(ge=0)
+
+
+class AdaptParams(_Model):
+    """GT-free adaptation (refiner/adapt.py) on ``clips`` (their teacher outputs only; GT is never read)."""
+
+    clips: Seq[Str]
+    steps: int = Field(ge=0)
+    lr: Num = Field(gt=0, lt=1)
+    batch_size: int = Field(ge=1)
+    crop: int = Field(ge=8)
+    seed: int = Field(ge=0)
 
 
 class InferParams(_Model):
@@ -415,6 +430,8 @@ class ModelParams(_Model):
     clamp_alpha: NonNeg
     clamp_beta: NonNeg
     clamp_gamma: NonNeg
+    clamp_noise: NonNeg
+    noise_features: bool
     use_mamba_ssm: Literal["auto", "never"]
 
     @model_validator(mode="after")
@@ -456,6 +473,7 @@ class Params(_Model):
     teacher: TeacherParams
     loss: LossParams
     train: TrainParams
+    adapt: AdaptParams
     infer: InferParams
     model: ModelParams
     evaluate: EvaluateParams
@@ -470,6 +488,14 @@ class Params(_Model):
             raise bad(
                 "train.crop", crop, f"integer in [8, decode.size={size}], a multiple of teacher.low_res_factor={f}"
             )
+        for i, name in enumerate(self.adapt.clips):
+            if name not in self.corpus.clips:
+                raise bad(f"adapt.clips[{i}]", name, f"a clip of corpus.clips ({', '.join(self.corpus.clips)})")
+        if self.adapt.crop % f:
+            raise bad("adapt.crop", self.adapt.crop, f"integer >= 8, a multiple of teacher.low_res_factor={f}")
+        resim = self.train.resim_profile
+        if resim is not None and self.teacher.profiles.get(resim, {}).get("name") != "simulated":
+            raise bad("train.resim_profile", resim, "null or a teacher.profiles entry that runs the simulated teacher")
         for name, clip in self.corpus.clips.items():
             if clip.teacher is not None and not (
                 is_teacher_name(clip.teacher) or clip.teacher in self.teacher.profiles

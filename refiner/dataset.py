@@ -20,6 +20,7 @@ length. :class:`ClipWindows` covers a clip with fixed windows (validation, infer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from torch.utils.data import Dataset
 
 from refiner.clip import Clip
 from refiner.masks import static_gate
+from refiner.teachers.confidence import uncertainty_rank
+from refiner.teachers.simulated import SimulatedTeacher, draw_wide
 from refiner.windows import keyframe_mask, window_starts
 
 
@@ -40,6 +43,11 @@ class Augment:
     jitter_scale: float = 0.03  # s ~ U(1 - jitter_scale, 1 + jitter_scale), per frame
     jitter_noise_rel: float = 0.01  # eps ~ N(0, (jitter_noise_rel·D)^2)
     gt_fraction: float = 0.0  # fraction of windows supervised by GT when the clip has it
+    resim: Any = None  # a simulated teacher's settings (TeacherParams) whose ranges a re-simulated window draws from
+    resim_prob: float = 0.0  # share of windows (of clips with GT) whose teacher is re-simulated from GT ...
+    resim_gt_fraction: float = 0.0  # ... and of those, the share supervised by GT
+    conf_gamma: tuple[float, float] = (1.0, 1.0)  # a re-simulated window's confidence is (1 - rank)^g, g log-uniform
+    gt_free: bool = False  # never read GT or the rendered moving mask (GT-free adaptation, refiner.adapt)
 
 
 def read_window(
@@ -50,8 +58,10 @@ def read_window(
     x0: int = 0,
     size: tuple[int, int] | None = None,
     use_gt: bool = False,
+    gt_free: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One window's tensors (see the module docstring), unaugmented."""
+    """One window's tensors (see the module docstring), unaugmented; ``gt_free``: the static mask from the colour
+    gate even where the clip has a (rendered, GT) moving mask, and no GT read at all."""
     h, w = size or (clip.height, clip.width)
     win = (slice(start, start + length), slice(y0, y0 + h), slice(x0, x0 + w))
     teacher = torch.from_numpy(clip.teacher_depth(win))[:, None]
@@ -59,7 +69,7 @@ def read_window(
     K = torch.from_numpy(clip.K(win[0]).astype(np.float32))
     K[:, 0, 2] -= x0
     K[:, 1, 2] -= y0
-    moving = clip.moving(win)
+    moving = None if gt_free else clip.moving(win)
     if moving is not None:
         still_camera = torch.arange(start, start + length) < clip.static_frames
         static = ~torch.from_numpy(moving)[:, None] & still_camera[:, None, None, None]
@@ -77,6 +87,22 @@ def read_window(
         "K": K,
         "edges": torch.zeros_like(teacher) if edges is None else torch.from_numpy(edges)[:, None],
     }
+
+
+def resimulate(sample: dict, rng: np.random.Generator, a: Augment) -> dict:
+    """The window's teacher replaced by a simulated one whose error model is drawn for this window alone from the
+    ranges of ``a.resim`` (:func:`refiner.teachers.simulated.draw_wide`), run on the window's GT; its confidence
+    is (1 − uncertainty rank)^g with g drawn per window, so no single calibration table is learnt."""
+    gt = sample["gt"][:, 0].numpy()
+    teacher = SimulatedTeacher.with_errors(draw_wide(rng, a.resim), rng, lambda t: gt[t])
+    frames = [teacher.predict_frame(t, np.eye(3)) for t in range(gt.shape[0])]
+    depth = np.stack([f.depth for f in frames])
+    valid = depth > 0
+    rank = np.stack([uncertainty_rank(f.uncertainty, v) for f, v in zip(frames, valid, strict=True)])
+    gamma = float(np.exp(rng.uniform(*np.log(a.conf_gamma))))
+    conf = np.where(valid, (1.0 - rank) ** gamma, 0.0).astype(np.float32)
+    depth_t = torch.from_numpy(depth)[:, None]
+    return {**sample, "depth": depth_t, "teacher": depth_t, "conf": torch.from_numpy(conf)[:, None]}
 
 
 def augment_window(sample: dict, rng: np.random.Generator, a: Augment) -> tuple[dict, bool]:
@@ -148,8 +174,11 @@ class RandomWindows(Dataset):
         h, w = (a.crop, a.crop) if a.crop is not None else (clip.height, clip.width)
         y0 = int(rng.integers(0, (clip.height - h) // f + 1)) * f
         x0 = int(rng.integers(0, (clip.width - w) // f + 1)) * f
-        use_gt = clip.has_gt and rng.random() < a.gt_fraction
-        sample, reverse = augment_window(read_window(clip, start, self.length, y0, x0, (h, w), use_gt), rng, a)
+        has_gt = clip.has_gt and not a.gt_free
+        resim = a.resim is not None and has_gt and rng.random() < a.resim_prob
+        use_gt = has_gt and rng.random() < (a.resim_gt_fraction if resim else a.gt_fraction)
+        sample = read_window(clip, start, self.length, y0, x0, (h, w), use_gt or resim, a.gt_free)
+        sample, reverse = augment_window(resimulate(sample, rng, a) if resim else sample, rng, a)
         sample["keyframes"] = torch.from_numpy(keyframe_mask(self.length, self.keyframes, reverse))
         sample["use_gt"] = torch.tensor(use_gt)
         sample["start"] = torch.tensor(start)

@@ -182,6 +182,10 @@ def _data(params: Params, manifest: str | Path, world: int, rank: int):
         jitter_scale=tp.jitter_scale,
         jitter_noise_rel=tp.jitter_noise_rel,
         gt_fraction=tp.gt_fraction,
+        resim=None if tp.resim_profile is None else params.teacher.resolve(tp.resim_profile),
+        resim_prob=tp.resim_prob,
+        resim_gt_fraction=tp.resim_gt_fraction,
+        conf_gamma=tp.conf_gamma,
     )
     train_clips = [clip(e) for e in train_entries]
     length = win.length + (win.length - win.overlap if params.model.carry_state else 0)  # + the carried prefix

@@ -6,12 +6,14 @@
 1. the low-res grid (h = H/f): depth by an f×f mean where all pixels are valid, c(x) by an area mean;
 2. features per frame: log D minus its window mean (the network never sees absolute scale), c(x), the
    frame's mean of that log depth (its global scale against the window), a keyframe flag, and by flag
-   ∂x c, ∂y c, a time encoding, RGB Sobel edges;
+   ∂x c, ∂y c, a time encoding, RGB Sobel edges, and (``noise_features``) how noisy the teacher is: each
+   pixel's frame-to-frame log-depth change over the window and the spread of the frames' global scale;
 3. a small CNN encoder (per frame) → Mamba over time at every low-res pixel (forwards, optionally also
    backwards within the window; the forward scan can start from the state carried from the previous
    window, so context runs beyond one window at constant memory) → a CNN decoder with a skip;
 4. the decoder predicts a relative residual r; ΔD_low = r·D_low, clamped to ±B(x),
-   B = max(α·D, β)·(γ + 1 − c): tanh-soft in training, hard at inference when asked;
+   B = max(α·D, β)·(γ + 1 − c) + κ·σ(x)·D with σ the teacher's own temporal noise at that pixel over the
+   window (``clamp_noise`` κ; the bound follows a noisy teacher): tanh-soft in training, hard when asked;
 5. ΔD_low is upsampled with the mapping M (bilinear, or edge-aware guided by log depth); optionally a
    full-res CNN adds δD on edges;
 6. optionally (``temporal_blend``) a full-res temporal aggregation: each pixel of the corrected depth moves
@@ -48,6 +50,7 @@ from refiner.model.mamba import Mamba, make_mamba
 _EPS = 1e-6
 GUIDE_SIGMA_LOG_DEPTH = 0.05  # guided upsampling: a 5% depth difference halves a neighbour's weight (approx.)
 NEAR_BOUND = 0.9  # a soft-clamped residual beyond this share of its bound counts as a clamp hit
+NOISE_FLOOR = 1e-3  # log(noise + this): the noise features stay finite on a perfectly steady teacher
 
 
 @dataclass
@@ -82,9 +85,22 @@ def log_window_mean(depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return log_d, mean, valid
 
 
-def residual_bound(depth: torch.Tensor, conf: torch.Tensor, alpha: float, beta: float, gamma: float) -> torch.Tensor:
-    """B(x) = max(α·D, β)·(γ + 1 − c): larger where the teacher is far or unsure."""
-    return torch.clamp_min(alpha * depth, beta) * (gamma + 1 - conf.clamp(0, 1))
+def temporal_noise(depth: torch.Tensor) -> torch.Tensor:
+    """Each pixel's noise level over its window, [B, 1, 1, H, W] from depth [B, N, 1, H, W]: the RMS of the
+    frame-to-frame change of log depth over pairs valid in both frames, / √2 (the std of i.i.d. noise); 0 with
+    one frame. Real motion raises it too: the model sees it as an input, never as a target."""
+    log_d = torch.log(depth.clamp_min(_EPS))
+    pair = ((depth[:, 1:] > 0) & (depth[:, :-1] > 0)).float()
+    change = (log_d[:, 1:] - log_d[:, :-1]) * pair
+    return torch.sqrt((change**2).sum(1, keepdim=True) / (2 * pair.sum(1, keepdim=True).clamp_min(1)))
+
+
+def residual_bound(
+    depth: torch.Tensor, conf: torch.Tensor, alpha: float, beta: float, gamma: float, noise: torch.Tensor | float = 0.0
+) -> torch.Tensor:
+    """B(x) = max(α·D, β)·(γ + 1 − c) + noise·D: larger where the teacher is far, unsure, or noisy over time
+    (``noise``: κ times :func:`temporal_noise`, so the bound follows the teacher's own flicker)."""
+    return torch.clamp_min(alpha * depth, beta) * (gamma + 1 - conf.clamp(0, 1)) + noise * depth
 
 
 def clamp_residual(raw: torch.Tensor, bound: torch.Tensor, hard: bool) -> torch.Tensor:
@@ -96,7 +112,8 @@ def clamp_residual(raw: torch.Tensor, bound: torch.Tensor, hard: bool) -> torch.
 def clamped(raw: torch.Tensor, depth: torch.Tensor, conf: torch.Tensor, p: ModelParams, hard: bool):
     """(ΔD clamped to ±B, 0 where the teacher is invalid; share of valid pixels at or near the bound)."""
     valid = depth > 0
-    bound = residual_bound(depth, conf, p.clamp_alpha, p.clamp_beta, p.clamp_gamma)
+    noise = p.clamp_noise * temporal_noise(depth) if p.clamp_noise else 0.0
+    bound = residual_bound(depth, conf, p.clamp_alpha, p.clamp_beta, p.clamp_gamma, noise)
     delta = torch.where(valid, clamp_residual(raw, bound, hard), torch.zeros_like(raw))
     near = raw.abs() >= (bound if hard else NEAR_BOUND * bound)
     return delta, (near & valid).sum() / valid.sum().clamp_min(1)
@@ -207,7 +224,7 @@ class Refiner(nn.Module):
         super().__init__()
         self.p, self.factor = p, low_res_factor
         c = p.channels
-        n_in = 4 + 2 * p.use_conf_grad + 2 * p.use_time_encoding + p.use_rgb_edges
+        n_in = 4 + 2 * p.use_conf_grad + 2 * p.use_time_encoding + p.use_rgb_edges + 2 * p.noise_features
         self.low = ResidualBranch(p, n_in, 1 + p.temporal_blend)
         self.blend = TemporalBlend() if p.temporal_blend else None
         self.mid = ResidualBranch(p, n_in) if p.midres_branch else None
@@ -231,6 +248,10 @@ class Refiner(nn.Module):
                 F.pad(conf[..., :, 1:] - conf[..., :, :-1], (0, 1)),
                 F.pad(conf[..., 1:, :] - conf[..., :-1, :], (0, 0, 0, 1)),
             ]
+        if self.p.noise_features:  # how noisy this teacher is here and over the whole window (log scale)
+            pixel = torch.log(temporal_noise(depth) + NOISE_FLOOR).expand_as(log_rel)
+            scale = torch.log(frame_mean.std(1, keepdim=True, unbiased=False) + NOISE_FLOOR).expand_as(log_rel)
+            feats += [pixel, scale]
         if self.p.use_time_encoding:
             pos = torch.arange(n, device=depth.device, dtype=depth.dtype) / max(n - 1, 1)
             enc = torch.stack([torch.sin(math.pi * pos), torch.cos(math.pi * pos)], 1)  # [N, 2]

@@ -85,6 +85,16 @@ def draw_errors(p: TeacherParams, clip_name: str) -> dict[str, float]:
     return {name: float(rng.uniform(*_bounds(getattr(p, name), name))) for name in ERROR_PARAMS}
 
 
+def draw_wide(rng: np.random.Generator, p: TeacherParams) -> dict[str, float]:
+    """Every error parameter drawn LOG-uniformly from its range (uniformly where the range starts at 0): ranges
+    that span decades (training's wide family) then give steady teachers as often as noisy ones."""
+    out = {}
+    for name in ERROR_PARAMS:
+        low, high = _bounds(getattr(p, name), name)
+        out[name] = float(np.exp(rng.uniform(np.log(low), np.log(high))) if low > 0 else rng.uniform(low, high))
+    return out
+
+
 class SimulatedTeacher:
     """The stand-in as a :class:`~refiner.teachers.base.Teacher`: it reads the clip's ground truth through
     ``ctx.gt`` and draws its errors from ``ctx.params`` (the ``teacher`` section) and the clip's name."""
@@ -99,9 +109,20 @@ class SimulatedTeacher:
                 f"clip {ctx.clip}: the simulated teacher needs ground-truth depth and this clip has none; give the "
                 "clip a teacher that needs no GT (teacher: learned, or unidepth with its weights), or give it GT"
             )
-        self.p, self.clip_name, self.gt = ctx.params, ctx.clip, ctx.gt
-        self.errors = draw_errors(self.p, ctx.clip)
-        self.rng = np.random.default_rng([*clip_key(self.p.seed, ctx.clip), 1])
+        self.p, self.clip_name = ctx.params, ctx.clip
+        self._begin(draw_errors(self.p, ctx.clip), np.random.default_rng([*clip_key(self.p.seed, ctx.clip), 1]), ctx.gt)
+
+    @classmethod
+    def with_errors(cls, errors: dict[str, float], rng: np.random.Generator, gt) -> SimulatedTeacher:
+        """A teacher with a given error model (training's per-window draws), its sequence from ``rng``."""
+        teacher = cls.__new__(cls)
+        teacher.p, teacher.clip_name = None, None
+        teacher._begin(errors, rng, gt)
+        return teacher
+
+    def _begin(self, errors: dict[str, float], rng: np.random.Generator, gt) -> None:
+        """Start the error processes of frame 0."""
+        self.errors, self.rng, self.gt = errors, rng, gt
         self.ar = self.rng.standard_normal() * self.errors["scale_std"]
         self.jump = 0.0
         self.waves = [

@@ -1,0 +1,73 @@
+"""GT-free adaptation: fine-tune a trained refiner on clips that have only teacher outputs.
+
+The losses that need no ground truth (:mod:`refiner.losses`: teacher-anchored, temporal, residual, variance)
+train a copy of the refiner on random windows of the given clips, as training does (carried prefix, crops,
+reversal, teacher jitter) but with every GT read switched off: no GT supervision, no re-simulated teacher, and
+the static mask of the temporal loss from the colour gate, never from a rendered moving-object mask. The model
+passed in is never changed; the adapted copy is the EMA of the weights after ``steps`` steps (nothing to choose a
+checkpoint on without GT). Time and memory are those of that many training steps at ``adapt.crop``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from refiner.clip import Clip
+from refiner.config import AdaptParams, Params
+from refiner.dataset import Augment, RandomWindows
+from refiner.losses import compute_losses
+from refiner.train import carried_window, lr_at, make_optimizer
+
+
+def adapt_crop(clips: list[Clip], crop: int) -> int:
+    """``crop``, shrunk to the smallest clip's short side (a multiple of the low-res factor)."""
+    f = clips[0].factor
+    return min(crop, *((min(c.height, c.width) // f) * f for c in clips))
+
+
+def adaptation_windows(clips: list[Clip], params: Params, steps: int) -> RandomWindows:
+    """Random windows over ``clips`` that never read GT (see the module docstring)."""
+    tp, ap, win = params.train, params.adapt, params.windows
+    augment = Augment(
+        crop=adapt_crop(clips, ap.crop),
+        reverse_prob=tp.reverse_prob,
+        jitter_prob=tp.jitter_prob,
+        jitter_scale=tp.jitter_scale,
+        jitter_noise_rel=tp.jitter_noise_rel,
+        gt_free=True,
+    )
+    length = win.length + (win.length - win.overlap if params.model.carry_state else 0)
+    return RandomWindows(clips, length, win.keyframes, augment, steps * ap.batch_size, ap.seed)
+
+
+def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int, progress: bool = True):
+    """(a GT-free fine-tuned copy of ``model`` on ``clips``, a summary); ``model`` itself is left as it was."""
+    ap: AdaptParams = params.adapt
+    torch.manual_seed(ap.seed)
+    net = copy.deepcopy(model).train().requires_grad_(True)
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = make_optimizer(net, params.train.replace(lr=ap.lr))
+    loader = DataLoader(adaptation_windows(clips, params, steps), ap.batch_size)
+    first, last, start = math.nan, math.nan, time.perf_counter()
+    for step, batch in enumerate(tqdm(loader, desc="adapt (GT-free)", disable=not progress)):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, min(10, steps // 10), ap.lr)
+        window, state = carried_window(net, batch, params.windows.length)
+        out = net(window["depth"], window["conf"], window["rgb"], window["keyframes"], state=state)
+        losses = compute_losses(out.depth, out.delta_full, window, params.loss, net.factor)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), params.train.grad_clip or math.inf)
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1 - params.train.ema_decay)
+        last = float(losses["total"].detach())
+        first = last if step == 0 else first
+    summary = {"steps": steps, "clips": [c.teacher_path for c in clips], "loss_first": first, "loss_last": last}
+    return ema, {**summary, "seconds": round(time.perf_counter() - start, 2), "gt_read": False}
