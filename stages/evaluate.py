@@ -15,7 +15,7 @@ def main() -> None:
     params = load_params()
     clip, entry = open_clip(manifest, name)
     info = {k: entry[k] for k in ("name", "dataset_name", "scene_id", "split", "teacher_name", "frames")}
-    info["synthetic_stand_in"] = bool(clip.tea.attrs.get("synthetic_stand_in", False))
+    info["provenance"] = clip.provenance()
     result = evaluate_clip(
         clip, refined, params.evaluate, params.windows.length, load_lpips(params.evaluate.lpips_weights)
     )
