@@ -87,6 +87,20 @@ def depth_to_source(depth: torch.Tensor, m: CanonicalMap, edge_rel: float | None
     return torch.where((in_y[:, None] & in_x[None, :]) & (out > 0), out, 0.0).to(depth.dtype)
 
 
+def image_to_source(image: torch.Tensor, m: CanonicalMap) -> torch.Tensor:
+    """Canonical colour image(s) (..., C, height, width) -> float (..., C, src_height, src_width): bilinear through
+    the inverse map; source pixels outside the canonical grid (cropped away) are 0."""
+    if m.is_identity:
+        return image.float()
+    _, y0, y1, fy, in_y = _source_axis(m.src_height, m.scale_y, m.offset_y, m.height)
+    _, x0, x1, fx, in_x = _source_axis(m.src_width, m.scale_x, m.offset_x, m.width)
+    rows = [image.float().index_select(-2, y) for y in (y0, y1)]
+    c00, c01, c10, c11 = (r.index_select(-1, x) for r in rows for x in (x0, x1))
+    wy, wx = fy[:, None].float(), fx[None, :].float()
+    out = (c00 + (c01 - c00) * wx) * (1 - wy) + (c10 + (c11 - c10) * wx) * wy
+    return torch.where(in_y[:, None] & in_x[None, :], out, 0.0)
+
+
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
     """Homogeneous pixel centres (3, H, W): rows u, v, 1."""
     v, u = torch.meshgrid(

@@ -29,6 +29,28 @@ def _architecture(model: torch.nn.Module) -> str:
     return json.dumps({k: list(v.shape) for k, v in sorted(model.state_dict().items())})
 
 
+def _recorded_shapes(architecture: str | None) -> dict[str, list[int]]:
+    try:
+        shapes = json.loads(architecture or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return shapes if isinstance(shapes, dict) else {}
+
+
+def _first_mismatch(shapes: dict[str, list[int]], model: torch.nn.Module, what: str = "the checkpoint") -> str | None:
+    """The first tensor (by name) ``what`` lacks, has in excess or holds with another shape than ``model``, in words;
+    None when every tensor fits."""
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    for name in sorted(set(shapes) | set(expected)):
+        if name not in shapes:
+            return f"{what} lacks tensor {name!r} (shape {expected[name]})"
+        if name not in expected:
+            return f"{what} has tensor {name!r} (shape {shapes[name]}) that the model does not"
+        if list(shapes[name]) != expected[name]:
+            return f"tensor {name!r} has shape {list(shapes[name])} in {what} but {expected[name]} in the model"
+    return None
+
+
 def save_refiner(
     path: str | Path, model: torch.nn.Module, params: ModelParams, low_res_factor: int, extra: dict
 ) -> None:
@@ -73,11 +95,13 @@ def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     except (TypeError, ValueError, KeyError, ConfigError) as e:
         raise CheckpointError(f"{path}: model params do not fit this code ({e}); retrain it") from e
     model = Refiner(params, factor)
-    expected = _architecture(model)
-    if meta.get("architecture") != expected or set(state) != set(model.state_dict()):
+    mismatch = _first_mismatch({k: list(v.shape) for k, v in state.items()}, model)
+    if mismatch is None and meta.get("architecture") != _architecture(model):
+        mismatch = _first_mismatch(_recorded_shapes(meta.get("architecture")), model, "its recorded architecture")
+    if mismatch is not None:
         raise CheckpointError(
-            f"{path}: checkpoint is from another architecture than model params {params.model_dump()} build; "
-            "retrain with the current code"
+            f"{path}: {mismatch}: the weights are from another architecture than the model params stored with them "
+            "build; retrain with the current code (dvc repro train) or pass the checkpoint these weights came from"
         )
     model.load_state_dict(state)
     meta = {**meta, "model_params": params, "low_res_factor": factor}

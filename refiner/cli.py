@@ -151,6 +151,19 @@ def check_inputs(args: argparse.Namespace) -> dict | Path:
     return args.intrinsics if args.intrinsics is not None else {"hfov_deg": args.hfov_deg}
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """One line naming the option and its allowed range for a value out of range (never a params.yaml key)."""
+    sizes = "an even integer in [16, 4096] (the canonical short side, pixels), a multiple of the model's low-res factor"
+    checks = [
+        ("--stride", args.stride, args.stride >= 1, "an integer >= 1 (keep every k-th frame)"),
+        ("--size", args.size, args.size is None or (16 <= args.size <= 4096 and args.size % 2 == 0), sizes),
+        ("--baseline-m", args.baseline_m, args.baseline_m is None or args.baseline_m > 0, "metres > 0"),
+    ]
+    for option, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{option} {value} is invalid; allowed: {allowed}")
+
+
 def teacher_params(args: argparse.Namespace, s: Settings, factor: int) -> TeacherParams:
     """The teacher to run (its low-res factor is the model's); an unknown name fails here, before decoding."""
     if not (is_teacher_name(args.teacher) or args.teacher in s.teacher.profiles):
@@ -254,6 +267,7 @@ def refine_video(argv: list[str] | None = None) -> dict:
     """Everything the command does; returns its summary (also written to ``OUT/outputs.json``)."""
     args, clock = parse_args(argv), _Clock()
     args.name = args.name or args.video.stem
+    check_options(args)
     intrinsics = check_inputs(args)
     s = with_overrides(load_settings(args.params), args)
     model, _ = load_refiner(args.model, "cuda" if torch.cuda.is_available() else "cpu")

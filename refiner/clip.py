@@ -18,10 +18,12 @@ from refiner.errors import repro_target
 from refiner.frame_cache import FrameCache
 from refiner.manifest import find_clip
 from refiner.masks import still_static_mask
+from refiner.provenance import clip_provenance
 from refiner.store import check_finite, open_group
 from refiner.teachers.confidence import rank_to_confidence
 
 Window = tuple[slice, ...]  # (frames, rows, cols)
+UNKNOWN_FPS = 24.0  # the frame rate of a clip that states none (e.g. one frame, where no interval can be measured)
 
 
 class Clip:
@@ -51,7 +53,7 @@ class Clip:
         self.has_gt = "depth_gt" in self.dec
         self.has_poses = "poses" in self.dec
         self.static_frames = min(int(self.dec.attrs.get("static_frames", 0)), self.frames)
-        self.fps = int(self.dec.attrs.get("fps", 24))
+        self.fps = float(self.dec.attrs.get("fps") or UNKNOWN_FPS)  # as measured (14.99992): mp4s take 15 (video_rate)
         self._K: np.ndarray | None = None
         self._arrays: dict[tuple[str, str], object] = {}
 
@@ -124,6 +126,10 @@ class Clip:
         valid = self.gt(win) > 0 if self.has_gt else np.ones((n, self.height, self.width), bool)
         rgb = torch.from_numpy(self.rgb(win))
         return still_static_mask(rgb, None if moving is None else torch.from_numpy(moving), torch.from_numpy(valid)), n
+
+    def provenance(self) -> dict:
+        """Whether the frames and depth GT are rendered or real, and the teacher (:mod:`refiner.provenance`)."""
+        return clip_provenance(self.dec.attrs, self.has_gt, self.tea.attrs)
 
     def poses(self) -> np.ndarray | None:
         return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None

@@ -8,7 +8,7 @@ Each sample is one window of N frames (see :mod:`refiner.windows`) as float32 te
 - ``rgb`` [N,3,H,W] in [0, 1]; ``gt`` [N,1,H,W] (zeros when unused) and ``use_gt`` (0-d bool);
 - ``static`` [N,1,H,W] bool: static scene seen by a still camera (GT moving mask within the clip's
   still-camera segment) or, for clips without that mask, pixels whose colour stays put across the
-  window (:func:`refiner.masks.static_gate`);
+  window (:func:`refiner.masks.window_static`);
 - ``edges`` [N,1,H,W] the guidance stage's edge map G_t in [0, 1] (zeros without a guidance store);
 - ``keyframes`` [N] bool; ``K`` [N,3,3] intrinsics of the crop; ``start`` (0-d int64).
 
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from refiner.clip import Clip
-from refiner.masks import static_gate
+from refiner.masks import window_static
 from refiner.teachers.confidence import uncertainty_rank
 from refiner.teachers.simulated import SimulatedTeacher, draw_wide
 from refiner.windows import keyframe_mask, window_starts
@@ -74,7 +74,7 @@ def read_window(
         still_camera = torch.arange(start, start + length) < clip.static_frames
         static = ~torch.from_numpy(moving)[:, None] & still_camera[:, None, None, None]
     else:
-        static = static_gate(rgb[None], clip.factor)[0].amin(0, keepdim=True).bool().expand_as(teacher)
+        static = window_static(rgb, clip.factor).expand_as(teacher)
     gt = torch.from_numpy(clip.gt(win))[:, None] if use_gt else torch.zeros_like(teacher)
     edges = clip.edges(win)
     return {

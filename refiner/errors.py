@@ -6,10 +6,15 @@ Set ``REFINER_DEBUG=1`` to get the full traceback instead (the exit status is st
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+
+import yaml
 
 
 def run_stage(main: Callable[[], object]) -> None:
@@ -23,6 +28,9 @@ def run_stage(main: Callable[[], object]) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 (the point: any failure becomes one line)
+        # a Zarr write that failed part-way leaves chunk writes pending on Zarr's event loop; asyncio would log each
+        # as "Task was destroyed but it is pending!" at exit, after the one line
+        logging.getLogger("asyncio").disabled = True
         if os.environ.get("REFINER_DEBUG") == "1":
             traceback.print_exc()
         else:
@@ -35,3 +43,25 @@ def repro_target(stage: str, clip: str | None = None) -> str:
     """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, a per-clip one through its own
     file (each per-clip stage is ``pipelines/<stage>/dvc.yaml``; see the root dvc.yaml)."""
     return stage if clip is None else f"pipelines/{stage}/dvc.yaml:{stage}@{clip}"
+
+
+def writer_target(path: str | Path) -> str | None:
+    """The ``dvc repro`` target of the stage whose dvc.yaml (the root one or ``pipelines/*/dvc.yaml``, read from
+    the working directory) lists ``path`` among its outputs; None for a path no stage writes (e.g. a cache of
+    refiner-video)."""
+    try:
+        rel = Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return None
+    for dvc_file in [Path("dvc.yaml"), *sorted(Path("pipelines").glob("*/dvc.yaml"))]:
+        stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}) if dvc_file.is_file() else {}
+        for stage, spec in stages.items():
+            body = spec.get("do", spec)
+            for out in [o for kind in ("outs", "metrics", "plots") for o in body.get(kind) or []]:
+                template = re.escape(out if isinstance(out, str) else next(iter(out)))
+                for var in (re.escape("${item}"), re.escape("${key}")):
+                    template = template.replace(var, "(?P<clip>[^/]+)", 1).replace(var, "(?P=clip)")
+                m = re.fullmatch(template, rel)
+                if m:
+                    return repro_target(stage, m.groupdict().get("clip"))
+    return None

@@ -89,7 +89,12 @@ def skipped_metrics(clip: Clip, n_static: int, lpips_note: str | None) -> dict[s
         out["tae_opw"] = "the clip has no camera poses: TAE and OPW need them"
     if lpips_note is not None and clip.has_gt:
         out["t_scin"] = lpips_note
-    if n_static < 2:
+    if clip.frames < 2:
+        out["temporal"] = (
+            f"skipped: needs ≥ 2 frames (the clip has {clip.frames}): TAE, OPW, T-SCIN, the scale std, flicker "
+            "and jitter compare frames"
+        )
+    elif n_static < 2:
         out["flicker"] = "the clip has no still-camera segment (static_frames attribute): flicker and jitter need it"
     return out
 

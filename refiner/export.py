@@ -143,7 +143,7 @@ def _length(frames: Sequence[np.ndarray]) -> int:
     return int(frames.shape[0]) if hasattr(frames, "shape") else len(frames)  # arrays (Zarr too) or lists
 
 
-def side_by_side_video(panels: Sequence[Sequence[np.ndarray]], path: str | Path, fps: int) -> int:
+def side_by_side_video(panels: Sequence[Sequence[np.ndarray]], path: str | Path, fps: float) -> int:
     """Encode panels (each a sequence of (H, W) depth frames: teacher, refined, GT...) side by side."""
     if not panels or any(_length(p) != _length(panels[0]) or _length(p) == 0 for p in panels):
         raise ValueError("side_by_side_video needs panels of equal, non-zero frame counts")

@@ -189,7 +189,7 @@ def _write_outputs(clip: Clip, p, refined, frames_dir: Path, reports_dir: Path, 
     panels = [clip.tea["depth"], refined] + ([clip.dec["depth_gt"]] if clip.has_gt else [])
     side_by_side_video([SourceFrames(x, m) for x in panels], reports_dir / "side_by_side.mp4", fps=clip.fps)
     medians, teacher_medians = stats.pop("patch_median_depth"), stats.pop("teacher_patch_median_depth")
-    write_json(reports_dir / "metrics.json", stats)
+    write_json(reports_dir / "metrics.json", {**stats, "provenance": clip.provenance()})
     write_csv(
         reports_dir / "drift.csv",
         [

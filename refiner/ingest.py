@@ -22,6 +22,7 @@ import zarr
 from tqdm import tqdm
 
 from refiner.canonical import CanonicalMap, canonical_map, transform_intrinsics
+from refiner.config import _UniqueKeyLoader
 from refiner.intrinsics import intrinsics_from_fov
 from refiner.store import StoreError, atomic_path, create_group, frames_array, open_group, small_array
 from refiner.video import decode_frames, video_info
@@ -30,6 +31,7 @@ GT_FRAME_ARRAYS = ("depth", "depth_right", "rgb_right", "moving_mask")
 
 
 PINHOLE_KEYS = ("fx", "fy", "cx", "cy")
+INTRINSICS_KEYS = (*PINHOLE_KEYS, "width", "height", "hfov_deg")
 
 
 def _real(data: dict, key: str, where: str) -> float:
@@ -81,11 +83,18 @@ def _check_pinhole(fx: float, fy: float, cx: float, cy: float, where: str, width
 def intrinsics_from_mapping(data: Any, where: str, width: int, height: int) -> np.ndarray:
     """K (3, 3) from fx, fy, cx, cy (pixels of the width x height images; optional width, height) or hfov_deg.
 
-    Strict: values must be finite numbers, fx, fy > 0 with fx/fy in [1/20, 20], the principal point inside
-    the image, hfov_deg in (1, 170). Every error names ``where`` (the file) and the key.
+    Strict: no unknown keys (and a file no repeated ones), values must be finite numbers, fx, fy > 0 with fx/fy in
+    [1/20, 20], the principal point inside the image, hfov_deg in (1, 170). Every error names ``where`` (the file)
+    and the key.
     """
     if not isinstance(data, dict):
         raise ValueError(f"{where}: intrinsics must be a mapping with fx, fy, cx, cy (pixels) or hfov_deg")
+    unknown = [k for k in data if k not in INTRINSICS_KEYS]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} in the intrinsics; allowed: {', '.join(INTRINSICS_KEYS)} (a pinhole "
+            "camera: skew and lens distortion are not modelled, so remove the key or undistort the images first)"
+        )
     _check_image_size(data, where, width, height)
     pinhole = [k for k in PINHOLE_KEYS if k in data]
     if "hfov_deg" in data and pinhole:
@@ -112,7 +121,8 @@ def load_intrinsics(path: str | Path, width: int, height: int) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: intrinsics file not found; write {{'fx','fy','cx','cy'}} or {{'hfov_deg'}}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+        with path.open() as f:  # YAML is a superset of JSON; a repeated key is an error, as in params.yaml
+            data = yaml.load(f, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         raise ValueError(f"{path}: intrinsics file is not valid JSON/YAML ({e})") from e
     return intrinsics_from_mapping(data, str(path), width, height)

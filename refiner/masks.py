@@ -1,7 +1,8 @@
 """Which pixels count as static: the one home of the masks and their threshold.
 
 - :func:`static_gate`: a cheap low-res photometric check between consecutive frames (flow never
-  supervises; this only gates losses and blending): colour change below :data:`STEADY_COLOUR`.
+  supervises; this only gates losses and blending): colour change below :data:`STEADY_COLOUR`;
+  :func:`window_static`: the same over a whole window (any length, one frame included).
 - :func:`still_static_mask`: pixels of a clip's still-camera segment that are never on a moving object
   (the GT moving mask, else colour steady against the segment's first frame) and always valid.
 """
@@ -26,6 +27,16 @@ def static_gate(rgb: torch.Tensor, factor: int, threshold: float = STEADY_COLOUR
     diff = F.max_pool2d(diff.reshape(b * (n - 1), 1, h // factor, w // factor), 3, stride=1, padding=1)
     gate = (diff < threshold).float()
     return F.interpolate(gate, size=(h, w), mode="nearest").reshape(b, n - 1, 1, h, w)
+
+
+def window_static(rgb: torch.Tensor, factor: int) -> torch.Tensor:
+    """[1, 1, H, W] bool: pixels whose colour stays put across a whole window (rgb [N, 3, H, W] in [0, 1]).
+
+    A one-frame window has no pair of frames, so nothing changes within it: every pixel counts as static.
+    """
+    if rgb.shape[0] < 2:
+        return torch.ones(1, 1, *rgb.shape[-2:], dtype=torch.bool)
+    return static_gate(rgb[None], factor)[0].amin(0, keepdim=True).bool()
 
 
 def still_static_mask(rgb: torch.Tensor, moving: torch.Tensor | None, valid: torch.Tensor) -> torch.Tensor:

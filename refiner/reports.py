@@ -1,9 +1,11 @@
 """Reports of the evaluation: per clip (metrics.json, plot CSVs, figures, evaluation.md) and the aggregate
 over the test split (reports/metrics.json: the mean over test clips per method, ratios, a per-clip table).
 
-Every report states what it scores: each clip's dataset, split and teacher, and whether the teacher is
-the simulated stand-in. Nothing here computes a metric (:mod:`refiner.evaluate` does), only the ratios of
-figures already computed (:func:`ratios`, per clip and for the aggregate). No torch: the report stage starts fast.
+Every report states what it scores: each clip's dataset and split, whether its frames and depth ground truth
+are rendered or real, and its teacher (:mod:`refiner.provenance`); an aggregate mean covers the clips that have
+the figure, says how many (``n_clips``) and lists every skip with its reason. Nothing here computes a metric
+(:mod:`refiner.evaluate` does), only the ratios of figures already computed (:func:`ratios`, per clip and for the
+aggregate). No torch: the report stage starts fast.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np  # noqa: E402
 
 from refiner.baselines import METHODS  # noqa: E402
 from refiner.export import colorize, log_depth_range  # noqa: E402
+from refiner.provenance import caveat, corpus_kinds, describe  # noqa: E402
 from refiner.store import atomic_path, write_csv, write_json  # noqa: E402
 
 HEADLINE = (
@@ -106,30 +109,29 @@ def drift_figure(path: Path, drift: list[dict]) -> None:
     _save(fig, path)
 
 
-def _table(methods: dict[str, dict], keys) -> list[str]:
+def _table(methods: dict[str, dict], keys, n_clips: dict[str, int] | None = None, total: int = 0) -> list[str]:
+    """A metric-by-method table; with ``n_clips``, a metric whose mean covers fewer than ``total`` clips says so."""
+
+    def name(k: str) -> str:
+        n = (n_clips or {}).get(k, total)
+        return k if n == total else f"{k} ({n} of {total} clips)"
+
     lines = ["| metric | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
-    return lines + [f"| {k} | " + " | ".join(_fmt(methods[m].get(k)) for m in METHODS) + " |" for k in keys]
+    return lines + [f"| {name(k)} | " + " | ".join(_fmt(methods[m].get(k)) for m in METHODS) + " |" for k in keys]
 
 
 def clip_header(info: dict) -> list[str]:
-    """Who and what a clip's figures are about: name, dataset, split, teacher, stand-in or not."""
-    stand_in = (
-        " — a **synthetic stand-in** (rendered scene, simulated teacher), not real video"
-        if info["synthetic_stand_in"]
-        else ""
-    )
+    """Who and what a clip's figures are about: name, dataset, split, what is rendered, real or simulated, and the
+    confidence table its teacher's uncertainty went through."""
     lines = [
-        f"Clip `{info['name']}`: dataset {info['dataset_name']}, split **{info['split']}**, "
-        f"teacher {info['teacher_name']}{stand_in}."
+        f"Clip `{info['name']}`: dataset {info['dataset_name']}, split **{info['split']}**: a "
+        f"{describe(info['provenance'])}."
     ]
     if "calibration" in info:
         fitted = ", ".join(info["calibration"]["fitted_on"]) or "no clip"
-        lines += [
-            "",
-            f"Teacher: {info['teacher_label']}. Confidence table: {info['calibration']['source']} "
-            f"(fitted on {fitted}).",
-        ]
-    return lines
+        lines += ["", f"Confidence table: {info['calibration']['source']} (fitted on {fitted})."]
+    warning = caveat([info["provenance"]])
+    return lines + ([f"> {warning}"] if warning else [])
 
 
 def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
@@ -166,20 +168,35 @@ def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
         tmp.write_text("\n".join(lines))
 
 
-def mean_by_method(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """{method: {figure: mean over tables}} for every method and figure that all tables have."""
-    methods = set.intersection(*(set(k for k, v in t.items() if isinstance(v, dict)) for t in tables))
+def mean_by_method(tables: list[dict], methods: tuple[str, ...] = METHODS) -> tuple[dict, dict[str, int]]:
+    """({method: {figure: mean over the tables that have it}}, {figure: how many tables that mean covers}) for
+    every one of ``methods`` every table has. A clip's methods all have the same figures, so one count per figure."""
+    present = [m for m in methods if all(isinstance(t.get(m), dict) for t in tables)]
+    means: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for m in present:
+        keys = sorted(set().union(*(t[m] for t in tables)))
+        means[m] = {k: float(np.mean([t[m][k] for t in tables if k in t[m]])) for k in keys}
+        counts |= {k: max(counts.get(k, 0), sum(k in t[m] for t in tables)) for k in keys}
+    return means, counts
+
+
+def skips_by_clip(per_clip: dict[str, dict], stereo: dict[str, dict] | None = None) -> dict[str, dict[str, str]]:
+    """Every figure each clip lacks, with the reason: its evaluation's ``skipped`` and its stereo checks' (as
+    ``stereo.<what>``)."""
     out = {}
-    for m in sorted(methods):
-        keys = set.intersection(*(set(t[m]) for t in tables))
-        out[m] = {k: float(np.mean([t[m][k] for t in tables])) for k in sorted(keys)}
+    for name, metrics in per_clip.items():
+        theirs = (stereo or {}).get(name, {}).get("skipped", {})
+        out[name] = {**metrics.get("skipped", {}), **{f"stereo.{k}": v for k, v in theirs.items()}}
     return out
 
 
-def aggregate(per_clip: dict[str, dict]) -> dict:
-    """Mean over clips of every figure every clip has, per method; ratios of those means; the per-clip table."""
+def aggregate(per_clip: dict[str, dict], stereo: dict[str, dict] | None = None) -> dict:
+    """Mean over clips of every figure per method, each over the clips that have it (``n_clips``: how many); ratios
+    of those means; the per-clip table; what each clip is (``clip_info``, ``provenance``); every skip per clip; with
+    the clips' ``stereo`` checks, their means (``stereo``, ``stereo_n_clips``)."""
     names = list(per_clip)
-    methods = mean_by_method([per_clip[n]["methods"] for n in names])
+    methods, n_clips = mean_by_method([per_clip[n]["methods"] for n in names])
     table = {
         n: {
             m: {k: per_clip[n]["methods"][m].get(k) for k in HEADLINE if k in per_clip[n]["methods"][m]}
@@ -187,50 +204,51 @@ def aggregate(per_clip: dict[str, dict]) -> dict:
         }
         for n in names
     }
-    return {
+    agg = {
         "split": "test",
         "clips": names,
         "methods": methods,
+        "n_clips": n_clips,
         "ratios": ratios(methods),
         "per_clip": table,
         "clip_info": {n: per_clip[n]["clip"] for n in names},
-        "synthetic_stand_in": all(per_clip[n]["clip"]["synthetic_stand_in"] for n in names),
+        "provenance": corpus_kinds(per_clip[n]["clip"]["provenance"] for n in names),
+        "skipped": skips_by_clip(per_clip, stereo),
     }
-
-
-def write_aggregate(out: str | Path, agg: dict, stereo: dict[str, dict] | None = None) -> None:
-    """reports/metrics.json, reports/per_clip.csv and reports/evaluation.md for the test split."""
-    out = Path(out)
     if stereo:
-        agg["stereo"] = mean_by_method(list(stereo.values()))
+        agg["stereo"], agg["stereo_n_clips"] = mean_by_method([stereo[n] for n in names], (*METHODS, "gt"))
+    return agg
+
+
+def write_aggregate(out: str | Path, agg: dict) -> None:
+    """reports/metrics.json, reports/per_clip.csv and reports/evaluation.md for the test split (:func:`aggregate`)."""
+    out = Path(out)
     write_json(out / "metrics.json", agg)
     rows = [{"clip": n, "method": m, **v} for n, t in agg["per_clip"].items() for m, v in t.items()]
     write_csv(out / "per_clip.csv", rows)
     keys = [k for k in HEADLINE if k in agg["methods"]["refiner"]]
+    warning = caveat(info["provenance"] for info in agg["clip_info"].values())
     lines = [
         "# Test split",
         "",
         f"Mean over the {len(agg['clips'])} test clips (never trained on, never used to choose "
-        "a checkpoint): " + ", ".join(f"`{n}`" for n in agg["clips"]) + ".",
-    ]
-    if agg["synthetic_stand_in"]:
-        lines += [
-            "",
-            "> All are **synthetic stand-ins** (rendered scenes, a simulated teacher): these figures describe "
-            "the pipeline on them, not performance on real video.",
-        ]
-    lines += [
+        "a checkpoint): " + ", ".join(f"`{n}`" for n in agg["clips"]) + f". They are {agg['provenance']}.",
+        *(["", f"> {warning}"] if warning else []),
         "",
-        *_table(agg["methods"], keys),
+        *_table(agg["methods"], keys, agg["n_clips"], len(agg["clips"])),
         "",
         "Refiner / teacher and refiner / bilateral (ratio of the means):",
         "",
+        "| metric | vs teacher | vs bilateral |",
+        "| --- | --- | --- |",
     ]
-    lines += ["| metric | vs teacher | vs bilateral |", "| --- | --- | --- |"]
     r = agg["ratios"]
     lines += [
         f"| {k} | {_fmt(r['refiner_vs_teacher'].get(k))} | {_fmt(r['refiner_vs_bilateral'].get(k))} |" for k in keys
     ]
+    skipped = [f"- `{n}` {k}: {why}" for n, reasons in agg["skipped"].items() for k, why in reasons.items()]
+    if skipped:
+        lines += ["", "Not computed (each mean above covers the clips that have the figure):", "", *skipped]
     lines += ["", "Per clip: `reports/per_clip.csv`, `reports/clips/<name>/evaluation.md`.", ""]
     with atomic_path(out / "evaluation.md") as tmp:
         tmp.write_text("\n".join(lines))

@@ -18,7 +18,7 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from refiner.camera import depth_to_source
+from refiner.camera import depth_to_source, image_to_source
 from refiner.canonical import CanonicalMap, identity_map, source_intrinsics
 from refiner.stereo import sbs_frame
 from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
@@ -81,12 +81,25 @@ def write_intrinsics(path: str | Path, K: np.ndarray, width: int, height: int) -
     return cam
 
 
-def source_rgb(group: zarr.Group) -> Iterator[np.ndarray] | None:
-    """The source video's frames (at the store's stride), or None when the store names no readable video."""
-    video = group.attrs.get("source_video")
-    if not video or not Path(video).is_file():
-        return None
-    return decode_frames(video, int(group.attrs.get("stride", 1)))
+def source_rgb(group: zarr.Group) -> Iterator[np.ndarray]:
+    """The clip's frames at the source resolution: the source video's (at the store's stride) or a data set's images
+    (:func:`refiner.adapters.source_images`) where still readable, else the canonical frames mapped back onto the
+    source grid (:func:`refiner.camera.image_to_source`: bilinear, what a crop cut away is black)."""
+    from refiner.adapters import source_images  # here: h5py and PIL only for a clip without its video
+
+    attrs = dict(group.attrs)
+    video = attrs.get("source_video")
+    if video and Path(video).is_file():
+        return decode_frames(video, int(attrs.get("stride", 1)))
+    images = source_images(attrs)
+    return images if images is not None else _canonical_at_source(group)
+
+
+def _canonical_at_source(group: zarr.Group) -> Iterator[np.ndarray]:
+    m = store_map(group)
+    for t in range(group["rgb"].shape[0]):
+        frame = image_to_source(torch.from_numpy(np.asarray(group["rgb"][t])).permute(2, 0, 1), m)
+        yield frame.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def stereo_video(
@@ -95,7 +108,7 @@ def stereo_video(
     fx: np.ndarray,
     baseline: float,
     out: str | Path,
-    fps: int,
+    fps: float,
     max_frames: int | None = None,
     progress: bool = True,
 ) -> int:

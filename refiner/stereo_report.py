@@ -32,11 +32,9 @@ from refiner.stereo import (
     lr_inverse_consistency,
     reprojection_error_l2r,
     reprojection_error_r2l,
-    sbs_frame,
     temporal_pops,
 )
 from refiner.store import create_group, frames_array, small_array
-from refiner.video import encode_mp4
 
 
 def right_eye_store(clip: Clip, out: str | Path) -> bool:
@@ -130,6 +128,7 @@ def stereo_metrics(clip: Clip, left: Mapping, right: Mapping, p: StereoParams, s
             m.update(_still_figures(_frames(array, 0, n), fx_display[:n], b, static, p))
             m["static_median_disparity_range_px"] = float(np.ptp(acc[name]["med"][:n]))
         metrics[name] = m
+    metrics["skipped"] = stereo_skips(clip.frames, has_right, n)
     rows = [
         {"frame": t, **{f"{name}_median_disparity_px": acc[name]["med"][t] for name in left}}
         for t in range(clip.frames)
@@ -137,20 +136,26 @@ def stereo_metrics(clip: Clip, left: Mapping, right: Mapping, p: StereoParams, s
     return metrics, rows
 
 
+def stereo_skips(frames: int, has_right: bool, still_frames: int) -> dict[str, str]:
+    """The checks a clip cannot have, each with the reason in words."""
+    out = {}
+    if not has_right:
+        out["both_eyes"] = (
+            "the clip has no rendered right eye (depth_gt_right): the L→R and R→L disparity errors, the LR consistency "
+            "and the photometric check need it"
+        )
+    still = "disparity jitter, temporal pops and the median-disparity range"
+    if frames < 2:
+        out["still"] = f"skipped: needs ≥ 2 frames (the clip has {frames}): {still} compare frames"
+    elif not still_frames:
+        out["still"] = f"the clip has no still-camera segment (static_frames attribute): {still} need it"
+    return out
+
+
 def sbs_video(clip: Clip, depth: np.ndarray, out: str | Path, p: StereoParams) -> int:
     """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR, at
-    the source video's resolution (d = fx_source·b/z display pixels) when the decoded store names its video, else
-    on the canonical grid."""
-    K = clip.K()
+    the source resolution (:func:`refiner.source_res.source_rgb`; d = fx_source·b/z display pixels)."""
+    src = SourceFrames(depth, store_map(clip.dec))
+    fx = source_K(clip.dec)[:, 0, 0]
     baseline = clip.baseline_m(p.baseline_m)
-    rgb = source_rgb(clip.dec)
-    if rgb is not None:
-        src = SourceFrames(depth, store_map(clip.dec))
-        return stereo_video(rgb, src, source_K(clip.dec)[:, 0, 0], baseline, out, clip.fps, p.max_video_frames, False)
-    frames = depth.shape[0] if p.max_video_frames is None else min(depth.shape[0], p.max_video_frames)
-
-    def gen():
-        for t in range(frames):
-            yield sbs_frame(clip.rgb((t, slice(None), slice(None))), depth[t], float(K[t, 0, 0]), baseline)
-
-    return encode_mp4(gen(), out, clip.fps)
+    return stereo_video(source_rgb(clip.dec), src, fx, baseline, out, clip.fps, p.max_video_frames, False)

@@ -97,18 +97,19 @@ class Tally:
 
     def figures(self, frames: int) -> dict[str, float]:
         """The clip's figures from the sums (the still-segment ones, flicker and jitter, come separately)."""
-        m: dict[str, float] = {}
+        m: dict[str, float] = mean_errors(self.errors)
+        if frames < 2:
+            return m  # every other figure compares frames: a one-frame clip lists them under ``skipped``
         if self.errors:
-            m.update(mean_errors(self.errors))
             m["scale_ratio_std"] = float(torch.tensor(self.scales, dtype=torch.float64).std())
         if self.t_scin:
             pairs = torch.cat(self.t_scin)
             m["t_scin"] = float(pairs.mean()) if pairs.numel() else float("nan")
         if self.tae_sums:
             m["tae"] = tae_from_pairs(torch.cat(self.tae_sums), torch.cat(self.tae_counts))
-            m["tae_vda"] = 100 * self.vda_total / (2 * (frames - 1)) if frames > 1 else float("nan")
+            m["tae_vda"] = 100 * self.vda_total / (2 * (frames - 1))
             m["opw_metric"] = float(np.mean(self.opw)) if self.opw else float("nan")
-            m["opw_nvds"] = self.nvds_total / frames if frames > 1 else float("nan")
+            m["opw_nvds"] = self.nvds_total / frames
         return m
 
     def motion_table(self, pixels: int) -> dict[str, dict[str, float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -10,40 +10,44 @@ from pathlib import Path
 import av
 import numpy as np
 
+from refiner.store import atomic_path
+
 
 class VideoError(RuntimeError):
     """A video file is missing, unreadable or holds no frames."""
 
 
-def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: int, crf: int = 12) -> int:
-    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 atomically; returns the frame count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
-    count = 0
-    try:
-        with av.open(str(tmp), mode="w") as container:
-            stream = None
-            for frame in frames:
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
-                if stream is None:
-                    h, w = frame.shape[:2]
-                    if h % 2 or w % 2:
-                        raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
-                    stream = container.add_stream("libx264", rate=Fraction(fps))
-                    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                    # mbtree off: its AVX-512 code gives different bytes for the same frames from run to run
-                    # (seen on an AVX-512 CPU), which would break DVC's content hashes of every downstream stage
-                    stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-                count += 1
+def video_rate(fps: float) -> Fraction:
+    """A frame rate as the container's rational: the nearest fraction with a denominator up to 1001 (so 14.99992,
+    a 15 Hz rate measured from timestamps, is 15, and 29.97 stays 29.97), never truncated to an integer."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoError(f"frame rate {fps!r} is invalid; it must be a positive number of frames per second")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: int = 12) -> int:
+    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 atomically at ``fps`` (:func:`video_rate`); returns the
+    frame count."""
+    path, count = Path(path), 0
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = None
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
             if stream is None:
-                raise VideoError(f"{path}: no frames to encode")
-            container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+                h, w = frame.shape[:2]
+                if h % 2 or w % 2:
+                    raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
+                stream = container.add_stream("libx264", rate=video_rate(fps))
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+                # mbtree off: its AVX-512 code gives different bytes for the same frames from run to run
+                # (seen on an AVX-512 CPU), which would break DVC's content hashes of every downstream stage
+                stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            count += 1
+        if stream is None:
+            raise VideoError(f"{path}: no frames to encode")
+        container.mux(stream.encode())
     return count
 
 

@@ -15,9 +15,8 @@ def main() -> None:
     params = load_params()
     clip, entry = open_clip(manifest, name)
     info = {k: entry[k] for k in ("name", "dataset_name", "scene_id", "split", "teacher_name", "teacher_id", "frames")}
-    info["teacher_label"] = str(clip.tea.attrs["teacher_label"])
+    info["provenance"] = clip.provenance()
     info["calibration"] = {k: entry["calibration"][k] for k in ("source", "fitted_on")}
-    info["synthetic_stand_in"] = clip.tea.attrs["teacher_plugin"] == "simulated"
     result = evaluate_clip(
         clip, refined, params.evaluate, params.windows.length, load_lpips(params.evaluate.lpips_weights)
     )

@@ -13,8 +13,8 @@ def main() -> None:
     names = [c["name"] for c in load_split(manifest, "test")]
     per_clip = {n: read_json(f"{clip_reports}/{n}/metrics.json", "clip metrics (evaluate stage)") for n in names}
     stereo = {n: read_json(f"{clip_reports}/{n}/stereo/metrics.json", "stereo metrics (stereo stage)") for n in names}
-    agg = aggregate(per_clip)
-    write_aggregate(out, agg, stereo)
+    agg = aggregate(per_clip, stereo)
+    write_aggregate(out, agg)
     r = agg["ratios"]
     print(
         f"test split ({len(names)} clips): refiner/teacher flicker {r['refiner_vs_teacher'].get('flicker_std_rel')}, "

@@ -54,12 +54,13 @@ def main() -> None:
         if right and "depth_gt_right" in clip.dec:
             right["gt"] = clip.dec["depth_gt_right"]
         metrics, rows = stereo_metrics(clip, left, right, params.stereo)
-    write_json(f"{out}/metrics.json", metrics)
+    write_json(f"{out}/metrics.json", {**metrics, "provenance": clip.provenance()})
     write_csv(f"{out}/disparity.csv", rows)
     sbs_video(clip, open_group(refined)["depth"], f"{out}/stereo_sbs.mp4", params.stereo)
-    for src, m in metrics.items():
-        if isinstance(m, dict):
-            print(f"{name} {src:10s} " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()))
+    for src in left:  # every depth source (the arrays themselves went with the temporary folder)
+        print(f"{name} {src:10s} " + ", ".join(f"{k} {v:.4g}" for k, v in metrics[src].items()))
+    for what, why in metrics["skipped"].items():
+        print(f"{name} skipped {what}: {why}")
 
 
 if __name__ == "__main__":

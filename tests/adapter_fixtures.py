@@ -15,8 +15,10 @@ def write_tum(
     w: int = 32,
     seed: int = 0,
     depth_hw: tuple[int, int] | None = None,
+    hz: int = 30,
 ) -> tuple[Path, dict]:
-    """A TUM sequence: RGB at 30 Hz, depth 5 ms later, poses at 100 Hz; the last RGB frame has no depth partner.
+    """A TUM sequence: RGB at ``hz`` (stamps written to the microsecond, as TUM does), depth 5 ms later, poses at
+    100 Hz; the last RGB frame has no depth partner.
 
     Returns the folder and the truth: raw depth PNGs (uint16), stamps and 4x4 poses of the paired frames.
     """
@@ -27,7 +29,7 @@ def write_tum(
     rgb_lines, depth_lines, raws, stamps = ["# color images", "# timestamp filename"], [], [], []
     dh, dw = depth_hw or (h, w)
     for i in range(frames):
-        t = 1305031102.0 + i / 30
+        t = 1305031102.0 + i / hz
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(seq / f"rgb/{t:.6f}.png")
         rgb_lines.append(f"{t:.6f} rgb/{t:.6f}.png")
         if i == frames - 1:
@@ -42,7 +44,7 @@ def write_tum(
     (seq / "depth.txt").write_text("\n".join(depth_lines) + "\n")
     gt_lines, poses = ["# timestamp tx ty tz qx qy qz qw"], {}
     t0 = 1305031102.0 - 0.05
-    for k in range(int((frames / 30 + 0.1) * 100)):
+    for k in range(int((frames / hz + 0.1) * 100)):
         t = t0 + k / 100
         angle = 0.3 * k / 100  # about z, camera moving along x
         q = (0.0, 0.0, np.sin(angle / 2), np.cos(angle / 2))

@@ -41,7 +41,7 @@ def scored(tmp_path_factory):
         "dataset_name": "synthetic",
         "split": "test",
         "teacher_name": "simulated",
-        "synthetic_stand_in": True,
+        "provenance": clip.provenance(),
         "scene_id": "te",
         "frames": 8,
     }
@@ -87,7 +87,8 @@ def test_clip_report_names_the_clip_and_the_aggregate_is_the_mean(scored, tmp_pa
     _, result, info = scored
     write_clip_report(tmp_path / "clips/te", result, info)
     md = (tmp_path / "clips/te/evaluation.md").read_text()
-    assert "split **test**" in md and "synthetic stand-in" in md and "held out" not in md
+    assert "split **test**" in md and "held out" not in md
+    assert "a rendered video clip (rendered depth GT) with the simulated teacher" in md and "stand-ins" in md
     assert (tmp_path / "clips/te/figures/strip.png").stat().st_size > 0
     per = json.loads((tmp_path / "clips/te/metrics.json").read_text())
     other = json.loads(json.dumps(per))
@@ -96,6 +97,7 @@ def test_clip_report_names_the_clip_and_the_aggregate_is_the_mean(scored, tmp_pa
             m[k] *= 3
     agg = aggregate({"a": per, "b": other})
     assert agg["methods"]["teacher"]["tae"] == pytest.approx(2 * per["methods"]["teacher"]["tae"])
+    assert agg["n_clips"]["tae"] == 2 and agg["provenance"].startswith("2 rendered video clips")
     write_aggregate(tmp_path, agg)
     assert json.loads((tmp_path / "metrics.json").read_text())["clips"] == ["a", "b"]
     assert "| tae_vda |" in (tmp_path / "evaluation.md").read_text()

@@ -9,7 +9,7 @@ from refiner.store import (
     StoreError,
     atomic_path,
     check_finite,
-    clean_stale_siblings,
+    clean_stale_temps,
     create_group,
     frames_array,
     open_group,
@@ -69,7 +69,7 @@ def test_stale_temp_siblings_of_killed_writers_are_cleaned(tmp_path):
     (tmp_path / f".clip.zarr.old{dead}").mkdir()  # killed between its two renames: the previous output
     live = tmp_path / f".clip.zarr.tmp{os.getpid()}"
     live.mkdir()
-    assert clean_stale_siblings(out) == [tmp_path / f".clip.zarr.tmp{dead}"]
+    assert clean_stale_temps(tmp_path) == [tmp_path / f".clip.zarr.tmp{dead}"]
     assert out.is_dir() and live.is_dir()  # the previous output is back; a live writer's temp is untouched
     with atomic_path(out) as tmp:
         tmp.mkdir()

@@ -186,7 +186,9 @@ def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsy
     assert "the simulated teacher needs ground-truth depth" in err and "teacher: learned" in err
     err = _error(capsys, [*_without(no_gt, "--teacher"), "--teacher", "unidepth"])  # no unidepth package here
     assert "unidepth package is missing" in err and "pip install -e UniDepth" in err
-    assert "--teacher: no teacher named 'midas'" in _error(capsys, [*_without(no_gt, "--teacher"), "--teacher", "midas"])
+    assert "--teacher: no teacher named 'midas'" in _error(
+        capsys, [*_without(no_gt, "--teacher"), "--teacher", "midas"]
+    )
     assert not out.exists()
 
 

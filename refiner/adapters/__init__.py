@@ -8,16 +8,19 @@ entry point; ``kind`` is one of :data:`KINDS`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from refiner.adapters.hypersim import ingest_hypersim
-from refiner.adapters.tum import ingest_tum
+import numpy as np
+
+from refiner.adapters.hypersim import hypersim_rgb, ingest_hypersim
+from refiner.adapters.tum import ingest_tum, tum_rgb
 from refiner.choices import SOURCE_KINDS
 from refiner.ingest import ingest_video
 
 ADAPTERS: dict[str, Callable[..., int]] = {"video": ingest_video, "tum": ingest_tum, "hypersim": ingest_hypersim}
+IMAGE_READERS = {"tum": tum_rgb, "hypersim": hypersim_rgb}  # a data set clip's RGB frames at their own resolution
 KINDS = SOURCE_KINDS
 assert set(ADAPTERS) == set(SOURCE_KINDS), "refiner.choices.SOURCE_KINDS and the adapters disagree"
 
@@ -45,3 +48,12 @@ def ingest(kind: str, source: str | Path, out: str | Path, size: int, **options:
     if kind == "video" and options.get("intrinsics") is None:
         raise ValueError(f"{source}: a video needs intrinsics, a JSON/YAML file with fx, fy, cx, cy or hfov_deg")
     return ADAPTERS[kind](source, out=out, size=size, **options)
+
+
+def source_images(attrs: Mapping[str, Any]) -> Iterator[np.ndarray] | None:
+    """A decoded data set clip's RGB frames at their own resolution, read again from its folder (the attributes of
+    its decoded store); None for a clip of another kind or a folder no longer there."""
+    reader = IMAGE_READERS.get(str(attrs.get("dataset_name")))
+    if reader is None or not Path(str(attrs.get("source", ""))).is_dir():
+        return None
+    return reader(attrs)

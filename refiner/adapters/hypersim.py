@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,15 @@ def hypersim_frames(
             raise ValueError(f"{depth_file}: distances hold inf or negative values; re-extract the file")
         depth = distance_to_depth(np.nan_to_num(dist, nan=0.0), K) if dist.shape == size else dist
         yield Frame(colour(i), K, depth, poses[j] if poses else None, where=str(depth_file))
+
+
+def hypersim_rgb(attrs: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    """A decoded Hypersim clip's RGB frames at their own resolution, read again from its scene folder (attributes
+    ``source``, ``scene_id`` = scene/camera, ``stride``)."""
+    scene = Path(attrs["source"])
+    cam, _, ids = trajectory(scene, str(attrs["scene_id"]).rsplit("/", 1)[-1], int(attrs.get("stride", 1)))
+    colour = ColourReader(scene / "images", cam)
+    return (colour(i) for i in ids)
 
 
 def ingest_hypersim(

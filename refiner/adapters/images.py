@@ -24,7 +24,7 @@ def read_image(path: Path, what: str) -> np.ndarray:
             im.load()
             if im.mode in ("I;16", "I;16B", "I"):
                 return np.asarray(im).astype(np.uint16)
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: {what} is corrupt or not an image ({e}); re-extract it from the archive") from e
 

@@ -12,9 +12,11 @@ The camera follows the sequence name (freiburg1/2/3); lens distortion is not mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +34,26 @@ FREIBURG = {  # fx, fy, cx, cy of the colour camera, pixels of the 640 x 480 ima
 
 
 def read_list(path: Path, n_fields: int) -> tuple[np.ndarray, list[list[str]]]:
-    """Timestamps and the ``n_fields`` fields after them, per line of a TUM list (rgb.txt, groundtruth.txt)."""
+    """Timestamps and the ``n_fields`` fields after them, per line of a TUM list (rgb.txt, groundtruth.txt), in time
+    order: a list out of order is sorted (with one warning), a repeated timestamp is an error naming both lines."""
+    stamps, rows, lines = _list_lines(path, n_fields)
+    order = np.argsort(stamps, kind="stable")
+    repeated = np.flatnonzero(np.diff(stamps[order]) == 0)
+    if len(repeated):
+        first, second = sorted((lines[order[repeated[0]]], lines[order[repeated[0] + 1]]))
+        raise ValueError(
+            f"{path}:{second}: timestamp {stamps[order[repeated[0]]]:.6f} repeats line {first}; every frame needs its "
+            "own timestamp: remove the duplicate line or correct its timestamp"
+        )
+    if (order != np.arange(len(order))).any():
+        warnings.warn(f"{path}: lines are not in time order; they are read sorted by timestamp", stacklevel=2)
+    return stamps[order], [rows[i] for i in order]
+
+
+def _list_lines(path: Path, n_fields: int) -> tuple[np.ndarray, list[list[str]], list[int]]:
+    """Timestamps, fields and line numbers of a TUM list's entries, in file order."""
     require_file(path, "TUM list file")
-    stamps, rows = [], []
+    stamps, rows, numbers = [], [], []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -46,7 +65,8 @@ def read_list(path: Path, n_fields: int) -> tuple[np.ndarray, list[list[str]]]:
         if len(fields) != n_fields + 1:
             raise ValueError(f"{path}:{n}: expected a timestamp and {n_fields} field(s), got {line!r}")
         rows.append(fields[1:])
-    return np.asarray(stamps, dtype=np.float64), rows
+        numbers.append(n)
+    return np.asarray(stamps, dtype=np.float64), rows, numbers
 
 
 def associate(t_query: np.ndarray, t_ref: np.ndarray, max_dt: float = MAX_DT) -> np.ndarray:
@@ -158,6 +178,15 @@ def tum_frames(src: Path, pairs: Pairing, K: np.ndarray) -> Iterator[Frame]:
         yield Frame(rgb, K, raw.astype(np.float32) / DEPTH_SCALE, pose, where=f"{rgb_file} + {depth_file}")
 
 
+def tum_rgb(attrs: Mapping[str, Any]) -> Iterator[np.ndarray]:
+    """A decoded TUM clip's RGB frames at their own resolution, read again from its folder (attributes ``source``,
+    ``stride``, ``max_dt``: the same pairing as decode's)."""
+    src = Path(attrs["source"])
+    pairs = pair_frames(src, float(attrs.get("max_dt", MAX_DT)), int(attrs.get("stride", 1)))
+    for i in pairs.kept:
+        yield read_image(src / pairs.rgb_rows[i][0], "TUM RGB image")
+
+
 def ingest_tum(
     source: str | Path,
     out: str | Path,
@@ -188,6 +217,7 @@ def ingest_tum(
         "scene_id": src.name,
         "source": str(src),
         "stride": stride,
+        "max_dt": max_dt,
         "fps": float(1.0 / dt) if dt > 0 else 0.0,
         "dropped_frames": pairs.dropped,
         "depth_units": "z-depth, metres (PNG / 5000)",
