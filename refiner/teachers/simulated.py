@@ -100,7 +100,7 @@ class SimulatedTeacher:
     ``ctx.gt`` and draws its errors from ``ctx.params`` (the ``teacher`` section) and the clip's name."""
 
     name = "simulated"
-    label = "simulated: ground truth plus a formula of a single-frame model's errors (a stand-in, not a model)"
+    label = "simulated: ground truth plus a formula of a single-frame model's errors (no model runs)"
     batch_size = 1  # frame by frame: the error processes run in clip order
 
     def __init__(self, ctx: TeacherContext) -> None:
