@@ -133,14 +133,15 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 class LearnedTeacher:
     """The :class:`~refiner.teachers.base.Teacher` ``learned``: :class:`LearnedDepthNet` on each frame with its
-    camera. ``teacher.options.weights`` overrides the weights file (default :data:`DEFAULT_WEIGHTS`)."""
+    camera. ``teacher.options.weights`` overrides the weights file (default :data:`DEFAULT_WEIGHTS`). Batches of 8
+    frames on a GPU; 2 on a CPU, where larger batches were slower per frame (30 against 57 ms at 320x256, 2 cores)."""
 
     name = "learned"
     label = "learned: a small single-frame network trained here on rendered scenes (not UniDepthV2)"
-    batch_size = 8
 
     def __init__(self, ctx: TeacherContext) -> None:
         self.device = torch.device(ctx.device)
+        self.batch_size = 8 if self.device.type == "cuda" else 2
         self.weights = Path(ctx.options.get("weights") or DEFAULT_WEIGHTS)
         self.net, self.sha256 = load_weights(self.weights, self.device)
 
