@@ -106,6 +106,8 @@ class SyntheticDefaults(_Model):
     crf: int = Field(ge=0, le=51)
     camera_path: Literal[CAMERA_PATHS]  # type: ignore[valid-type]
     object_speed: NonNeg
+    sensor_noise: NonNeg
+    exposure_jitter: NonNeg
 
     @model_validator(mode="after")
     def _static_within(self) -> Self:

@@ -13,6 +13,13 @@ camera's motion after a still segment: ``still``, ``pan`` (turning about the ver
 ``dolly`` (a sideways dolly with pan and tilt), ``forward`` (along the view axis) or ``orbit`` (an
 arc around a point, looking at it). Objects keep clear of every camera position on the path and
 moving objects stay inside the room, so the camera never passes through anything.
+
+Optional sensor effects (:func:`sensor_effects`, both off by default, and then the frames are exactly the
+noiseless render) make consecutive frames differ as a real camera's do: ``exposure_jitter`` is the std of a
+per-frame log gain that follows a smooth AR(1) over time (lag-1 correlation :data:`EXPOSURE_CORR`), and
+``sensor_noise`` the std of Gaussian read noise added per pixel and channel to the [0, 1] colour, each frame
+anew. Both eyes share a frame's gain (one shutter for the rig) and draw their own noise. Everything is seeded
+by the clip seed; the depth and every other ground truth stay exact.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ _CAMERA_WALL_MARGIN_M = 0.35  # every camera position keeps this far from the wa
 _CLEARANCE_M = 0.5  # every object keeps this far from every camera position
 _PATH_SAMPLES = 65  # samples of a camera path when checking clearances (independent of the frame count)
 _NOISE_FLAT = np.random.default_rng(20240917).random(64**3, dtype=np.float32)  # a 64^3 value-noise lattice
+EXPOSURE_CORR = 0.8  # lag-1 correlation of the per-frame log gain of ``exposure_jitter``
+_SENSOR_STREAM = 3  # make_scene draws from the streams [seed, 0..2]; the sensor effects from [seed, 3, ...]
 
 Vec3 = tuple[float, float, float]
 
@@ -567,6 +576,32 @@ def render(
     return rgb8, best.astype(np.float32).reshape(height, width), moving
 
 
+def exposure_gains(frames: int, exposure_jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """Per-frame gains (T,) exp(g_t): g is a stationary AR(1) of std ``exposure_jitter`` and lag-1 correlation
+    :data:`EXPOSURE_CORR` (a slowly drifting auto-exposure, not independent flashes)."""
+    g = np.empty(frames)
+    innovation = exposure_jitter * np.sqrt(1 - EXPOSURE_CORR**2)
+    for t, e in enumerate(rng.standard_normal(frames)):
+        g[t] = exposure_jitter * e if t == 0 else EXPOSURE_CORR * g[t - 1] + innovation * e
+    return np.exp(g)
+
+
+def sensor_effects(eyes: list[np.ndarray], sensor_noise: float, exposure_jitter: float, seed: int) -> list[np.ndarray]:
+    """Frames (T, H, W, 3) uint8 of each eye with a per-frame exposure gain (shared by the eyes) and Gaussian read
+    noise of std ``sensor_noise`` on the [0, 1] colour (each eye its own), clipped and rounded back to uint8."""
+    gains = exposure_gains(eyes[0].shape[0], exposure_jitter, np.random.default_rng([seed, _SENSOR_STREAM, 0]))
+    out = []
+    for k, rgb in enumerate(eyes):
+        rng = np.random.default_rng([seed, _SENSOR_STREAM, 1 + k])
+        frames = np.empty_like(rgb)
+        for t in range(rgb.shape[0]):
+            x = rgb[t].astype(np.float32) * np.float32(gains[t] / 255)
+            x += np.float32(sensor_noise) * rng.standard_normal(x.shape, dtype=np.float32)
+            frames[t] = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+        out.append(frames)
+    return out
+
+
 @dataclass
 class SynthClip:
     """A rendered stereo clip with ground truth."""
@@ -594,8 +629,11 @@ def render_clip(
     camera_path: str = "dolly",
     object_speed: float = 1.0,
     progress: bool = False,
+    sensor_noise: float = 0.0,
+    exposure_jitter: float = 0.0,
 ) -> SynthClip:
-    """Render a clip of the scene drawn from ``seed``, both eyes, deterministically."""
+    """Render a clip of the scene drawn from ``seed``, both eyes, deterministically; ``sensor_noise`` and
+    ``exposure_jitter`` (:func:`sensor_effects`) alter the colour only."""
     from tqdm import tqdm
 
     scene = make_scene(seed, camera_path, object_speed)
@@ -607,11 +645,13 @@ def render_clip(
         jobs = pool.map(lambda v: render(scene, v[0], K, height, width, v[1]), views)
         rendered = list(tqdm(jobs, total=len(views), desc="render", disable=not progress))
     left, right = rendered[0::2], rendered[1::2]
+    rgb = [np.stack([v[0] for v in eye]) for eye in (left, right)]
+    rgb = sensor_effects(rgb, sensor_noise, exposure_jitter, seed) if sensor_noise or exposure_jitter else rgb
     return SynthClip(
-        rgb=np.stack([v[0] for v in left]),
+        rgb=rgb[0],
         depth=np.stack([v[1] for v in left]),
         moving_mask=np.stack([v[2] for v in left]),
-        rgb_right=np.stack([v[0] for v in right]),
+        rgb_right=rgb[1],
         depth_right=np.stack([v[1] for v in right]),
         K=K,
         poses=poses,
@@ -655,7 +695,8 @@ def write_clip(clip: SynthClip, out_dir: str | Path, fps: int, crf: int, baselin
 
 def render_to(out_dir: str | Path, spec, seed: int, progress: bool = False) -> SynthClip:
     """Render a clip from a synthetic spec (``corpus.synthetic`` merged with a clip's overrides: frames, height,
-    width, fov_deg, baseline_m, static_frames, camera_path, object_speed, fps, crf) and write it to ``out_dir``."""
+    width, fov_deg, baseline_m, static_frames, camera_path, object_speed, sensor_noise, exposure_jitter, fps, crf)
+    and write it to ``out_dir``."""
     clip = render_clip(
         spec.frames,
         spec.height,
@@ -667,6 +708,8 @@ def render_to(out_dir: str | Path, spec, seed: int, progress: bool = False) -> S
         camera_path=spec.camera_path,
         object_speed=spec.object_speed,
         progress=progress,
+        sensor_noise=spec.sensor_noise,
+        exposure_jitter=spec.exposure_jitter,
     )
     write_clip(clip, out_dir, fps=spec.fps, crf=spec.crf, baseline_m=spec.baseline_m)
     return clip
