@@ -13,15 +13,20 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from refiner.clip import Clip
+from refiner.baselines import ADAPTED_STORE
+from refiner.checkpoint import load_refiner
+from refiner.clip import Clip, open_clip
 from refiner.config import AdaptParams, Params
 from refiner.dataset import Augment, RandomWindows
+from refiner.infer import refine_clip
 from refiner.losses import compute_losses
+from refiner.store import atomic_path
 from refiner.train import carried_window, lr_at, make_optimizer
 
 
@@ -60,7 +65,7 @@ def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int,
             g["lr"] = lr_at(step, steps, min(10, steps // 10), ap.lr)
         window, state = carried_window(net, batch, params.windows.length)
         out = net(window["depth"], window["conf"], window["rgb"], window["keyframes"], state=state)
-        losses = compute_losses(out.depth, out.delta_full, window, params.loss, net.factor)
+        losses = compute_losses(out.depth, out.delta_full, window, params.loss, net.factor, ap.anchor_still)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), params.train.grad_clip or math.inf)
@@ -71,3 +76,15 @@ def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int,
         first = last if step == 0 else first
     summary = {"steps": steps, "clips": [c.teacher_path for c in clips], "loss_first": first, "loss_last": last}
     return ema, {**summary, "seconds": round(time.perf_counter() - start, 2), "gt_read": False}
+
+
+def adapt_and_refine(name: str, manifest: str, model_path: str, out: Path, params: Params) -> dict:
+    """The adapt stage for one listed clip: adapt a copy of the model on the clip, refine the clip with it into
+    ``out/`` :data:`~refiner.baselines.ADAPTED_STORE`; returns the adaptation summary with the refinement's clamp hit rate."""
+    clip, _ = open_clip(manifest, name)
+    model, _ = load_refiner(model_path)
+    adapted, summary = adapt(model, [clip], params, params.adapt.steps)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        stats = refine_clip(adapted, clip, tmp / ADAPTED_STORE, params.windows, params.infer)
+    return {**summary, "clips": [name], "clamp_hit_rate": stats["clamp_hit_rate"]}

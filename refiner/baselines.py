@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 METHODS = ("teacher", "ema", "bilateral", "refiner")  # every clip is scored on these: the teacher, its filters, ours
+ADAPTED = "refiner_adapt"  # and, where the clip was adapted on (GT-free, refiner/adapt.py), the adapted refiner
+ADAPTED_STORE = "refined.zarr"  # its refined depth, inside the adapt stage's folder of the clip
 
 
 def ema(depth: np.ndarray, alpha: float, previous: np.ndarray | None = None) -> np.ndarray:

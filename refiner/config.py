@@ -386,6 +386,7 @@ class AdaptParams(_Model):
     batch_size: int = Field(ge=1)
     crop: int = Field(ge=8)
     seed: int = Field(ge=0)
+    anchor_still: bool
 
 
 class InferParams(_Model):

@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from refiner.baselines import METHODS
 from refiner.clip import Clip, full
 from refiner.config import EvaluateParams
 from refiner.metrics import STRATA, confidence_terciles, disparity_jitter, flicker, still_temporal_var, strata_table
@@ -62,7 +61,7 @@ def still_figures(spans: ClipSpans, still: tuple[torch.Tensor, int], edges: tupl
     (``still``: its static-pixel mask and length, :meth:`refiner.clip.Clip.still_static`)."""
     static, n = still
     if n < 2:
-        return {name: {} for name in METHODS}
+        return {name: {} for name in spans.methods}
     clip = spans.clip
     conf = torch.from_numpy(clip.confidence(full(slice(0, n))))
     fx = torch.from_numpy(clip.display_fx()[:n])
@@ -102,7 +101,7 @@ def skipped_metrics(clip: Clip, n_static: int, lpips_note: str | None) -> dict[s
 def method_figures(tallies: dict[str, Tally], still: dict[str, dict], frames: int) -> dict[str, dict[str, float]]:
     """Every method's figures; a non-finite one is an error, never a silently dropped value."""
     methods = {}
-    for name in METHODS:
+    for name in (n for n in tallies if n != "gt"):
         seg = {k: v for k, v in still[name].items() if k != "temporal_var_rel"}
         methods[name] = {**tallies[name].figures(frames), **seg}
         bad = [k for k, v in methods[name].items() if not math.isfinite(v)]
@@ -115,7 +114,7 @@ def stratified(tallies: dict[str, Tally], still: dict[str, dict], pixels: int) -
     """Teacher and refiner errors per confidence tercile (with the still segment's temporal variance) and on
     moving-object / static-scene pixels."""
     out = {}
-    for name in ("teacher", "refiner"):
+    for name in ("teacher", *(n for n in tallies if n.startswith("refiner"))):
         table = strata_table(tallies[name].strata)
         for b in STRATA:
             if "temporal_var_rel" in still[name]:
@@ -127,19 +126,24 @@ def stratified(tallies: dict[str, Tally], still: dict[str, dict], pixels: int) -
 def per_frame_rows(tallies: dict[str, Tally], frames: int) -> list[dict]:
     """Per-frame plot rows, one column per method: AbsRel and scale (median D/G), when the clip has GT."""
     rows = [{"frame": t} for t in range(frames)]
-    for name in METHODS:
+    for name in (n for n in tallies if n != "gt"):
         for row, errs, scale in zip(rows, tallies[name].errors, tallies[name].scales, strict=False):
             row[f"{name}_absrel"], row[f"{name}_scale_ratio"] = errs["absrel"], scale
     return rows
 
 
 def evaluate_clip(
-    clip: Clip, refined: str, p: EvaluateParams, window: int, lpips=(None, None), span_windows: int = SPAN_WINDOWS
+    clip: Clip,
+    refined: str | dict[str, str],
+    p: EvaluateParams,
+    window: int,
+    lpips=(None, None),
+    span_windows: int = SPAN_WINDOWS,
 ) -> dict:
     """Metrics of one clip (methods, ratios, strata, GT floors, skipped), per-frame rows, drift rows and the
     teacher/refined/GT frames of the strip figure. The clip is read ``span_windows`` windows at a time."""
     spans, step = ClipSpans(clip, refined, p), span_windows * window
-    tallies = {name: Tally(p, lpips[0]) for name in METHODS}
+    tallies = {name: Tally(p, lpips[0]) for name in spans.methods}
     if clip.has_gt:
         tallies["gt"] = Tally(p, temporal_only=True)
     edges = fit_pass(spans, tallies, step)

@@ -41,6 +41,16 @@ def teacher_loss(depth: torch.Tensor, teacher: torch.Tensor, conf: torch.Tensor,
     return loss
 
 
+def still_anchor(teacher: torch.Tensor, rgb: torch.Tensor, factor: int) -> torch.Tensor:
+    """A GT-free denoised teacher: at pixels whose colour stays put over the whole window (:func:`static_gate`
+    in every frame pair), the teacher's temporal median there; elsewhere the frame's own teacher depth."""
+    if teacher.shape[1] < 2:
+        return teacher
+    still = static_gate(rgb, factor).amin(1, keepdim=True).bool() & (teacher > 0).all(1, keepdim=True)
+    median = teacher.median(1, keepdim=True).values
+    return torch.where(still, median.expand_as(teacher), teacher)
+
+
 def gt_loss(depth: torch.Tensor, gt: torch.Tensor, use_gt: torch.Tensor) -> torch.Tensor:
     """Log-L1 to GT on windows with ``use_gt`` (0-d or [B] bool) and valid GT pixels."""
     sel = use_gt.reshape(-1, *([1] * (gt.dim() - 1))).float() * (gt > 0).float()
@@ -105,12 +115,19 @@ def edge_loss(delta: torch.Tensor, edges: torch.Tensor, sigma: float) -> torch.T
 
 
 def compute_losses(
-    depth: torch.Tensor, delta: torch.Tensor, batch: dict[str, torch.Tensor], p: LossParams, factor: int
+    depth: torch.Tensor,
+    delta: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    p: LossParams,
+    factor: int,
+    anchor_still: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """All loss terms and their weighted ``total`` for a refined window ``depth`` with residual ``delta``."""
+    """All loss terms and their weighted ``total`` for a refined window ``depth`` with residual ``delta``;
+    ``anchor_still``: L_teacher targets :func:`still_anchor` instead of each frame's teacher depth."""
     teacher, conf, rgb = batch["teacher"], batch["conf"], batch["rgb"]
     use_gt = batch["use_gt"]
-    l_teacher = teacher_loss(depth, teacher, conf, p.teacher_l1)
+    target = still_anchor(teacher, rgb, factor) if anchor_still else teacher
+    l_teacher = teacher_loss(depth, target, conf, p.teacher_l1)
     l_gt = gt_loss(depth, batch["gt"], use_gt)
     any_gt = use_gt.any()
     l_close = torch.where(any_gt, p.lambda_gt * l_gt + p.lambda_teacher * l_teacher, p.lambda_teacher * l_teacher)

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refiner.baselines import METHODS  # noqa: E402
+from refiner.baselines import ADAPTED, METHODS  # noqa: E402
 from refiner.export import colorize, log_depth_range  # noqa: E402
 from refiner.provenance import caveat, corpus_kinds, describe  # noqa: E402
 from refiner.store import atomic_path, write_csv, write_json  # noqa: E402
@@ -39,15 +39,17 @@ HEADLINE = (
 
 
 def ratios(methods: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Refiner figure / baseline figure for every figure both have, against the teacher and the bilateral filter."""
-    r = methods["refiner"]
+    """Refiner figure / baseline figure for every figure both have, against the teacher and the bilateral filter
+    (``refiner_vs_teacher``, ..., and ``refiner_adapt_vs_teacher``, ... where the adapted refiner was scored)."""
     return {
-        f"refiner_vs_{base}": {k: r[k] / methods[base][k] for k in r if k in methods[base] and methods[base][k] != 0}
+        f"{m}_vs_{base}": {k: r[k] / methods[base][k] for k in r if k in methods[base] and methods[base][k] != 0}
+        for m, r in methods.items()
+        if m in ("refiner", ADAPTED)
         for base in ("teacher", "bilateral")
     }
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.4g}"
 
 
@@ -109,15 +111,16 @@ def drift_figure(path: Path, drift: list[dict]) -> None:
     _save(fig, path)
 
 
-def _table(methods: dict[str, dict], keys, n_clips: dict[str, int] | None = None, total: int = 0) -> list[str]:
+def table_lines(methods: dict[str, dict], keys, n_clips: dict[str, int] | None = None, total: int = 0) -> list[str]:
     """A metric-by-method table; with ``n_clips``, a metric whose mean covers fewer than ``total`` clips says so."""
 
     def name(k: str) -> str:
         n = (n_clips or {}).get(k, total)
         return k if n == total else f"{k} ({n} of {total} clips)"
 
-    lines = ["| metric | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
-    return lines + [f"| {name(k)} | " + " | ".join(_fmt(methods[m].get(k)) for m in METHODS) + " |" for k in keys]
+    cols = list(methods)
+    lines = ["| metric | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    return lines + [f"| {name(k)} | " + " | ".join(fmt(methods[m].get(k)) for m in cols) + " |" for k in keys]
 
 
 def clip_header(info: dict) -> list[str]:
@@ -159,7 +162,7 @@ def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
         "Metric depth, no scale alignment (except `tae_vda`, which follows VDA's protocol). Lower is better "
         "except δ. Definitions: `refiner/metrics.py`.",
         "",
-        *_table(metrics["methods"], keys),
+        *table_lines(metrics["methods"], keys),
     ]
     if metrics["skipped"]:
         lines += ["", "Not computed:", ""] + [f"- {k}: {v}" for k, v in metrics["skipped"].items()]
@@ -168,7 +171,7 @@ def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
         tmp.write_text("\n".join(lines))
 
 
-def mean_by_method(tables: list[dict], methods: tuple[str, ...] = METHODS) -> tuple[dict, dict[str, int]]:
+def mean_by_method(tables: list[dict], methods: tuple[str, ...] = (*METHODS, ADAPTED)) -> tuple[dict, dict[str, int]]:
     """({method: {figure: mean over the tables that have it}}, {figure: how many tables that mean covers}) for
     every one of ``methods`` every table has. A clip's methods all have the same figures, so one count per figure."""
     present = [m for m in methods if all(isinstance(t.get(m), dict) for t in tables)]
@@ -220,8 +223,9 @@ def aggregate(per_clip: dict[str, dict], stereo: dict[str, dict] | None = None) 
     return agg
 
 
-def write_aggregate(out: str | Path, agg: dict) -> None:
-    """reports/metrics.json, reports/per_clip.csv and reports/evaluation.md for the test split (:func:`aggregate`)."""
+def write_aggregate(out: str | Path, agg: dict, sections: list[str] = ()) -> None:
+    """reports/metrics.json, reports/per_clip.csv and reports/evaluation.md for the test split (:func:`aggregate`);
+    ``sections``: more markdown lines after the whole-split table (e.g. one table per teacher)."""
     out = Path(out)
     write_json(out / "metrics.json", agg)
     rows = [{"clip": n, "method": m, **v} for n, t in agg["per_clip"].items() for m, v in t.items()]
@@ -235,7 +239,7 @@ def write_aggregate(out: str | Path, agg: dict) -> None:
         "a checkpoint): " + ", ".join(f"`{n}`" for n in agg["clips"]) + f". They are {agg['provenance']}.",
         *(["", f"> {warning}"] if warning else []),
         "",
-        *_table(agg["methods"], keys, agg["n_clips"], len(agg["clips"])),
+        *table_lines(agg["methods"], keys, agg["n_clips"], len(agg["clips"])),
         "",
         "Refiner / teacher and refiner / bilateral (ratio of the means):",
         "",
@@ -244,8 +248,9 @@ def write_aggregate(out: str | Path, agg: dict) -> None:
     ]
     r = agg["ratios"]
     lines += [
-        f"| {k} | {_fmt(r['refiner_vs_teacher'].get(k))} | {_fmt(r['refiner_vs_bilateral'].get(k))} |" for k in keys
+        f"| {k} | {fmt(r['refiner_vs_teacher'].get(k))} | {fmt(r['refiner_vs_bilateral'].get(k))} |" for k in keys
     ]
+    lines += ["", *sections]
     skipped = [f"- `{n}` {k}: {why}" for n, reasons in agg["skipped"].items() for k, why in reasons.items()]
     if skipped:
         lines += ["", "Not computed (each mean above covers the clips that have the figure):", "", *skipped]

@@ -55,24 +55,36 @@ class Span:
         return self.lo + len(self.conf)
 
 
-class ClipSpans:
-    """Reads one clip (and its refined store) span by span."""
+def refined_stores(refined: str | Path | dict[str, str | Path]) -> dict[str, str]:
+    """{method: refined store}: one path is the refiner's; a mapping may add others (e.g. ``refiner_adapt``)."""
+    stores = {"refiner": refined} if isinstance(refined, (str, Path)) else dict(refined)
+    if "refiner" not in stores:
+        raise ValueError(f"refined stores {sorted(stores)} lack the refiner's")
+    return {k: str(v) for k, v in stores.items()}
 
-    def __init__(self, clip: Clip, refined: str, p: EvaluateParams) -> None:
-        self.clip, self.p, self.refined_path = clip, p, refined
-        self.refined = open_group(refined, ("depth",), "refined depth store")["depth"]
-        if self.refined.shape != (clip.frames, clip.height, clip.width):
-            raise ValueError(
-                f"{refined}: shape {self.refined.shape} differs from the teacher's "
-                f"{(clip.frames, clip.height, clip.width)}; re-run infer"
-            )
+
+class ClipSpans:
+    """Reads one clip (and its refined stores) span by span."""
+
+    def __init__(self, clip: Clip, refined: str | Path | dict[str, str | Path], p: EvaluateParams) -> None:
+        self.clip, self.p, self.paths = clip, p, refined_stores(refined)
+        self.refined = {
+            m: open_group(path, ("depth",), "refined depth store")["depth"] for m, path in self.paths.items()
+        }
+        for m, array in self.refined.items():
+            if array.shape != (clip.frames, clip.height, clip.width):
+                raise ValueError(
+                    f"{self.paths[m]}: shape {array.shape} differs from the teacher's "
+                    f"{(clip.frames, clip.height, clip.width)}; re-run infer"
+                )
+        self.methods = (*(m for m in METHODS if m != "refiner"), *self.refined)  # the baselines, then every refiner
         poses = clip.poses()
         self.poses = None if poses is None else torch.from_numpy(poses)
         self.K = torch.from_numpy(clip.K())
 
     def method_depths(self, lo: int, hi: int, ema_previous: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Depth (t, H, W) of frames lo..hi−1 for every scored method: the teacher, its EMA (continuing from
-        ``ema_previous``, the EMA of frame lo − 1) and bilateral filters, and the refiner."""
+        ``ema_previous``, the EMA of frame lo − 1) and bilateral filters, and every refined store."""
         r = self.p.bilateral_radius
         a, b = max(0, lo - r), min(self.clip.frames, hi + r)
         tea = self.clip.teacher_depth(full(slice(a, b)))
@@ -80,14 +92,11 @@ class ClipSpans:
             tea, self.clip.rgb(full(slice(a, b))), r, self.p.sigma_depth_rel, self.p.sigma_colour, range(lo - a, hi - a)
         )
         teacher = tea[lo - a : hi - a]
-        refined = np.asarray(self.refined[lo:hi], dtype=np.float32)
-        check_finite(refined, f"{self.refined_path}/depth frames {lo}..{hi}")
-        return {
-            "teacher": teacher,
-            "ema": ema(teacher, self.p.ema_alpha, ema_previous),
-            "bilateral": bilateral,
-            "refiner": refined,
-        }
+        out = {"teacher": teacher, "ema": ema(teacher, self.p.ema_alpha, ema_previous), "bilateral": bilateral}
+        for method, array in self.refined.items():
+            out[method] = np.asarray(array[lo:hi], dtype=np.float32)
+            check_finite(out[method], f"{self.paths[method]}/depth frames {lo}..{hi}")
+        return out
 
     def span(self, lo: int, hi: int, skip: int, ema_previous: np.ndarray | None = None) -> Span:
         """Everything scoring reads of frames lo..hi−1."""
@@ -126,7 +135,7 @@ def write_method_depths(clip: Clip, refined: str, p: EvaluateParams, out: str | 
     spans = ClipSpans(clip, refined, p)
     group = create_group(out)
     shape = (clip.frames, clip.height, clip.width)
-    arrays = {name: frames_array(group, name, shape, np.float32) for name in METHODS}
+    arrays = {name: frames_array(group, name, shape, np.float32) for name in spans.methods}
     for span in spans.spans(step):
         for name, arr in arrays.items():
             arr[span.first_new : span.hi] = span.depths[name][span.skip :].numpy()

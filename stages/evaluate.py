@@ -1,7 +1,10 @@
-"""Stage evaluate (per test clip): teacher, EMA, bilateral and refiner scored on the clip → its reports."""
+"""Stage evaluate (per test clip): teacher, EMA, bilateral and refiner (and the adapted refiner, where the adapt
+stage adapted this clip) scored on the clip → its reports."""
 
 import sys
+from pathlib import Path
 
+from refiner.baselines import ADAPTED, ADAPTED_STORE
 from refiner.clip import open_clip
 from refiner.config import load_params
 from refiner.errors import run_stage
@@ -11,15 +14,17 @@ from refiner.reports import write_clip_report
 
 
 def main() -> None:
-    name, manifest, refined, out = sys.argv[1:5]
+    name, manifest, refined, adapted, out = sys.argv[1:6]
     params = load_params()
     clip, entry = open_clip(manifest, name)
     info = {k: entry[k] for k in ("name", "dataset_name", "scene_id", "split", "teacher_name", "teacher_id", "frames")}
     info["provenance"] = clip.provenance()
     info["calibration"] = {k: entry["calibration"][k] for k in ("source", "fitted_on")}
-    result = evaluate_clip(
-        clip, refined, params.evaluate, params.windows.length, load_lpips(params.evaluate.lpips_weights)
-    )
+    stores = {"refiner": refined}
+    if (Path(adapted) / ADAPTED_STORE).is_dir():
+        stores[ADAPTED] = str(Path(adapted) / ADAPTED_STORE)
+    lpips = load_lpips(params.evaluate.lpips_weights)
+    result = evaluate_clip(clip, stores, params.evaluate, params.windows.length, lpips)
     write_clip_report(out, result, info)
     m = result["metrics"]["methods"]
     print(" | ".join(f"{k}: flicker {v.get('flicker_std_rel', float('nan')):.4f}" for k, v in m.items()))

@@ -2,10 +2,19 @@
 
 import sys
 
+from refiner.baselines import ADAPTED
 from refiner.errors import run_stage
 from refiner.manifest import load_split
 from refiner.reports import aggregate, write_aggregate
 from refiner.store import read_json
+from refiner.teacher_groups import group_lines, teacher_groups
+
+
+def clamp_hits(clip_reports: str) -> dict[str, float]:
+    """{method: clamp hit rate} of a clip's refinements: the infer stage's, and the adapt stage's where it adapted."""
+    hits = {"refiner": read_json(f"{clip_reports}/infer/metrics.json", "infer metrics (infer stage)")["clamp_hit_rate"]}
+    adapted = read_json(f"{clip_reports}/adapt/metrics.json", "adapt metrics (adapt stage)")
+    return hits | ({ADAPTED: adapted["clamp_hit_rate"]} if adapted["adapted"] else {})
 
 
 def main() -> None:
@@ -13,8 +22,10 @@ def main() -> None:
     names = [c["name"] for c in load_split(manifest, "test")]
     per_clip = {n: read_json(f"{clip_reports}/{n}/metrics.json", "clip metrics (evaluate stage)") for n in names}
     stereo = {n: read_json(f"{clip_reports}/{n}/stereo/metrics.json", "stereo metrics (stereo stage)") for n in names}
+    clamp = {n: clamp_hits(f"{clip_reports}/{n}") for n in names}
     agg = aggregate(per_clip, stereo)
-    write_aggregate(out, agg)
+    agg["groups"] = teacher_groups(per_clip, clamp)
+    write_aggregate(out, agg, group_lines(agg["groups"]))
     r = agg["ratios"]
     print(
         f"test split ({len(names)} clips): refiner/teacher flicker {r['refiner_vs_teacher'].get('flicker_std_rel')}, "

@@ -79,3 +79,38 @@ def test_bad_crop_names_the_key(clip):
         RandomWindows([clip], 4, [0], Augment(crop=18), samples=2)
     with pytest.raises(ValueError, match="corpus.train"):
         RandomWindows([], 4, [0], Augment(), samples=2)
+
+
+def test_wide_error_models_are_drawn_per_window_log_uniformly():
+    from refiner.config import load_params
+    from refiner.teachers.simulated import ERROR_PARAMS, draw_wide
+
+    wide = load_params().teacher.resolve("sim_wide")
+    rng = np.random.default_rng(0)
+    draws = [draw_wide(rng, wide) for _ in range(4000)]
+    for name in ERROR_PARAMS:
+        low, high = getattr(wide, name)
+        values = np.array([d[name] for d in draws])
+        assert low <= values.min() and values.max() <= high
+        if low > 0:  # log-uniform: the median sits at the geometric mean, not at the midpoint
+            assert np.median(values) == pytest.approx(np.sqrt(low * high), rel=0.1)
+
+
+def test_resimulated_windows_each_get_their_own_teacher(clip):
+    from refiner.config import load_params
+
+    wide = load_params().teacher.resolve("sim_wide")
+    a = Augment(crop=16, resim=wide, resim_prob=1.0, conf_gamma=(0.33, 3.0))
+    ds = RandomWindows([clip], 6, [0, 4], a, samples=12, seed=3)
+    spread, stored = [], zarr.open_group(clip.teacher_path, mode="r")["depth"]
+    for i in range(len(ds)):
+        s = ds[i]
+        gt, teacher = s["gt"][:, 0].numpy(), s["teacher"][:, 0].numpy()
+        assert torch.equal(s["depth"], s["teacher"]) and not s["use_gt"]  # the input is the new teacher
+        assert np.isfinite(teacher).all() and ((teacher > 0) == (gt > 0)).all()
+        assert ((s["conf"] >= 0) & (s["conf"] <= 1)).all()
+        start = int(s["start"])
+        assert not any(np.allclose(teacher[0], stored[start][y : y + 16, x : x + 16]) for y in (0, 16) for x in (0, 16))
+        ok = gt > 0
+        spread.append(float(np.std(np.log(teacher[ok] / gt[ok]))))
+    assert max(spread) > 4 * min(spread)  # error levels span the wide family from window to window
