@@ -9,12 +9,14 @@ With a :class:`refiner.frame_cache.FrameCache`, whole frames are kept in memory 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from refiner.errors import repro_target
+from refiner.errors import writer_target
 from refiner.frame_cache import FrameCache
 from refiner.manifest import find_clip
 from refiner.masks import still_static_mask
@@ -135,6 +137,51 @@ class Clip:
         return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None
 
 
+class ClipPool:
+    """At most ``max_open`` clips open at once, the least recently read closed first: training over hundreds of
+    clips keeps a bounded number of stores (and their array handles) open, opens a clip once however many windows
+    it gives, and shares one byte-bounded frame cache. Each data-loader process gets an empty pool of its own."""
+
+    def __init__(self, max_open: int = 64, cache: FrameCache | None = None) -> None:
+        if max_open < 1:
+            raise ValueError(f"max_open must be >= 1, got {max_open}")
+        self.max_open, self.cache, self.opened = max_open, cache, 0  # opened: how many times a clip was opened
+        self._open: OrderedDict[str, Clip] = OrderedDict()
+
+    def get(self, entry: dict) -> Clip:
+        """The open clip of a manifest entry (opened now if it is not)."""
+        key = entry["decoded"]
+        clip = self._open.pop(key, None)
+        if clip is None:
+            clip = Clip(entry["decoded"], entry["teacher"], entry["calibration"], entry["guidance"], self.cache)
+            self.opened += 1
+        self._open[key] = clip
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return clip
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": OrderedDict()}
+
+
+class LazyClip:
+    """A clip of the manifest read through a :class:`ClipPool`: its frame count, size and low-res factor come from
+    the manifest entry, so listing hundreds of clips opens none; any read opens it (or finds it open)."""
+
+    def __init__(self, entry: dict, pool: ClipPool) -> None:
+        self.entry, self.pool = entry, pool
+        self.frames, self.height, self.width = int(entry["frames"]), int(entry["height"]), int(entry["width"])
+        self.factor, self.decoded_path = int(entry["low_res_factor"]), str(entry["decoded"])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or "pool" not in self.__dict__:  # copying and unpickling look up dunders first
+            raise AttributeError(name)
+        return getattr(self.pool.get(self.entry), name)
+
+
 def _frame_slice(win: Window) -> slice:
     """The window's frames as a slice (a single frame index t → t..t+1)."""
     return win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)
@@ -148,9 +195,9 @@ def full(t: slice | int) -> Window:
 def open_clip(manifest_dir: str | Path, name: str) -> tuple[Clip, dict]:
     """Clip ``name`` with the calibration table the manifest gave it, and its entry (plus its ``split``)."""
     entry, split = find_clip(manifest_dir, name)
-    if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the teacher stage's job
-        raise FileNotFoundError(
-            f"{entry['teacher']}: the teacher cache of clip {name!r} is missing; "
-            f"build it with `dvc repro {repro_target('teacher', name)}`"
-        )
+    if not (Path(entry["teacher"]) / "zarr.json").is_file():  # never built here: that is the prepare stage's job
+        target = writer_target(entry["teacher"])
+        how = f"`dvc repro {target}`" if target else "`dvc repro` (the prepare stage of its shard writes it)"
+        missing = f"{entry['teacher']}: the teacher cache of clip {name!r} is missing"
+        raise FileNotFoundError(f"{missing}; build it with {how}")
     return Clip(entry["decoded"], entry["teacher"], entry["calibration"]), {**entry, "split": split}

@@ -465,6 +465,22 @@ class StereoParams(_Model):
     max_video_frames: int | None = Field(ge=1)
 
 
+class PrepareParams(_Model):
+    """Clip preparation on Ray (:mod:`refiner.prepare`): how many DVC stages share the corpus, and where it runs.
+    Only ``shards`` changes what is written; the other keys say where and how (no stage re-runs for them)."""
+
+    shards: Seq[int] = Field(min_length=1, description="the integers 0, 1, ..., N-1 in order")
+    ray_address: Str | None  # null: $RAY_ADDRESS, else a local Ray started by the stage
+    local_cpus: int = Field(ge=1)
+    max_retries: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _numbered(self) -> Self:
+        if list(self.shards) != list(range(len(self.shards))):
+            raise bad("shards", list(self.shards), "the integers 0, 1, ..., N-1 in order (one stage prepare@<i> each)")
+        return self
+
+
 class Params(_Model):
     """All of params.yaml."""
 
@@ -472,6 +488,7 @@ class Params(_Model):
 
     corpus: CorpusParams
     decode: DecodeParams
+    prepare: PrepareParams
     windows: WindowParams
     teacher: TeacherParams
     loss: LossParams

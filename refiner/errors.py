@@ -39,16 +39,17 @@ def run_stage(main: Callable[[], object]) -> None:
         sys.exit(1)
 
 
-def repro_target(stage: str, clip: str | None = None) -> str:
-    """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, a per-clip one through its own
-    file (each per-clip stage is ``pipelines/<stage>/dvc.yaml``; see the root dvc.yaml)."""
-    return stage if clip is None else f"pipelines/{stage}/dvc.yaml:{stage}@{clip}"
+def repro_target(stage: str, item: str | None = None) -> str:
+    """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, one item of a per-clip or
+    per-shard stage (``item``: the clip or the shard) through its own file, ``pipelines/<stage>/dvc.yaml`` (see
+    the root dvc.yaml)."""
+    return stage if item is None else f"pipelines/{stage}/dvc.yaml:{stage}@{item}"
 
 
 def writer_target(path: str | Path) -> str | None:
     """The ``dvc repro`` target of the stage whose dvc.yaml (the root one or ``pipelines/*/dvc.yaml``, read from
-    the working directory) lists ``path`` among its outputs; None for a path no stage writes (e.g. a cache of
-    refiner-video)."""
+    the working directory) lists ``path``, or a folder holding it, among its outputs; None for a path no stage
+    writes (e.g. a cache of refiner-video)."""
     try:
         rel = Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
@@ -60,8 +61,8 @@ def writer_target(path: str | Path) -> str | None:
             for out in [o for kind in ("outs", "metrics", "plots") for o in body.get(kind) or []]:
                 template = re.escape(out if isinstance(out, str) else next(iter(out)))
                 for var in (re.escape("${item}"), re.escape("${key}")):
-                    template = template.replace(var, "(?P<clip>[^/]+)", 1).replace(var, "(?P=clip)")
-                m = re.fullmatch(template, rel)
+                    template = template.replace(var, "(?P<item>[^/]+)", 1).replace(var, "(?P=item)")
+                m = re.fullmatch(template + "(?:/.+)?", rel)  # the output itself or a file in it
                 if m:
-                    return repro_target(stage, m.groupdict().get("clip"))
+                    return repro_target(stage, m.groupdict().get("item"))
     return None

@@ -53,8 +53,9 @@ def store_digest(*paths: str | Path) -> str:
     return h.hexdigest()
 
 
-def clip_entry(name: str, decoded: str, teacher: str, guidance: str) -> dict[str, Any]:
-    """One clip's manifest entry, read from its stores (which must exist and agree in frame count)."""
+def clip_entry(name: str, decoded: str, teacher: str, guidance: str, digest: str | None = None) -> dict[str, Any]:
+    """One clip's manifest entry, read from its stores (which must exist and agree in frame count); ``digest``: their
+    content digest as the prepare stage recorded it (else :func:`store_digest` reads every file)."""
     dec = open_group(decoded, ("rgb", "K"), "decoded clip store")
     tea = open_group(teacher, ("depth", "uncertainty", "rank", "low_mapping"), "teacher store")
     open_group(guidance, (), "guidance store")
@@ -78,7 +79,7 @@ def clip_entry(name: str, decoded: str, teacher: str, guidance: str) -> dict[str
         "guidance": guidance,
         "depth_gt_path": f"{decoded}/depth_gt" if has_gt else None,
         "calibration": {},  # filled by calibrate()
-        "digest": store_digest(decoded, teacher, guidance),
+        "digest": digest or store_digest(decoded, teacher, guidance),
     }
 
 

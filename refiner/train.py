@@ -30,7 +30,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from refiner.checkpoint import load_refiner, load_training_state, save_refiner, save_training_state
-from refiner.clip import Clip
+from refiner.clip import Clip, ClipPool, LazyClip
 from refiner.config import Params, TrainParams
 from refiner.dataset import Augment, ClipWindows, RandomWindows
 from refiner.frame_cache import FrameCache
@@ -187,7 +187,8 @@ def _data(params: Params, manifest: str | Path, world: int, rank: int):
         resim_gt_fraction=tp.resim_gt_fraction,
         conf_gamma=tp.conf_gamma,
     )
-    train_clips = [clip(e) for e in train_entries]
+    pool = ClipPool(cache=cache)  # hundreds of train clips: a bounded number open at once, none per window
+    train_clips = [LazyClip(e, pool) for e in train_entries]
     length = win.length + (win.length - win.overlap if params.model.carry_state else 0)  # + the carried prefix
     train_set = RandomWindows(
         train_clips, length, win.keyframes, augment, tp.eval_every * tp.batch_size * world, tp.seed

@@ -6,16 +6,18 @@ import sys
 from refiner.config import load_params
 from refiner.errors import run_stage
 from refiner.manifest import SPLITS, calibrate, clip_entry, write_manifest
+from refiner.shards import read_prepared
 
 
 def main() -> None:
-    clips_dir, out_dir = sys.argv[1:3]
+    prepared_dir, out_dir = sys.argv[1:3]
     params = load_params()
     corpus = params.corpus
+    stores = read_prepared(prepared_dir, list(corpus.clips))
 
     def entry(name: str) -> dict:
-        d = f"{clips_dir}/{name}"
-        return clip_entry(name, f"{d}/decoded.zarr", f"{d}/teacher.zarr", f"{d}/guidance.zarr")
+        s = stores[name]
+        return clip_entry(name, s["decoded"], s["teacher"], s["guidance"], s["digest"])
 
     splits = {split: [entry(n) for n in corpus.names(split)] for split in SPLITS}
     tp = params.teacher

@@ -59,9 +59,10 @@ def make_corpus(
     static_frames: int = 5,
     factor: int = 4,
     render: tuple[int, int] | None = None,
+    clips_dir: str = "clips",
 ) -> Path:
-    """A manifest of two train clips, one val and one test clip (``render``: see :func:`make_clip`); returns the
-    manifest folder."""
+    """A manifest of two train clips, one val and one test clip (``render``: see :func:`make_clip`), the clips in
+    ``root/clips_dir``; returns the manifest folder."""
     plan = {
         "train": [("tr_a", 1, "dolly"), ("tr_b", 2, "pan")],
         "val": [("va", 3, "forward")],
@@ -69,7 +70,8 @@ def make_corpus(
     }
 
     def clips(c: list) -> list[dict]:
-        return [make_clip(root / "clips", n, frames, size, static_frames, seed, p, factor, render) for n, seed, p in c]
+        at = root / clips_dir
+        return [make_clip(at, n, frames, size, static_frames, seed, p, factor, render) for n, seed, p in c]
 
     splits = {s: clips(c) for s, c in plan.items()}
     write_manifest(root / "manifest", *calibrate(splits, 10, "self"))

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from refiner.errors import repro_target
+from refiner.shards import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {
@@ -33,6 +34,7 @@ TINY = {
         "test": ["te_a", "te_b"],
     },
     "decode": {"size": 32},
+    "prepare": {"shards": [0, 1], "local_cpus": 2},  # tr_a, va in shard 0; tr_b, te_a, te_b in shard 1
     "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]},
     "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "init": None},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
@@ -82,9 +84,10 @@ def repo(tmp_path_factory):
 def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
     tmp, env, out = repo
     ran = _ran(out)
+    assert {"shards", "prepare@0", "prepare@1", "manifest", "train", "report"} <= ran  # 2 stages prepare 5 clips
+    assert not [s for s in ran if s.split("@")[0] in ("synth", "decode", "teacher", "guidance")]
     for clip in CLIPS:
-        assert {f"synth@{clip}", f"decode@{clip}", f"teacher@{clip}", f"guidance@{clip}"} <= ran
-    assert {"manifest", "train", "report"} <= ran
+        assert (tmp / f"data/clips/{shard_of(clip, 2)}/{clip}/guidance.zarr/zarr.json").is_file()
     assert {s for s in ran if s.split("@")[0] in ("infer", "evaluate", "stereo")} == {
         f"{s}@{c}" for s in ("infer", "evaluate", "stereo") for c in ("te_a", "te_b")
     }
@@ -102,21 +105,33 @@ def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
     assert "reports/metrics.json" in shown.stdout and "reports/train/metrics.json" in shown.stdout
 
 
+def _untouched(tmp: Path, clips: list[str]) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of every file the prepare stage wrote for these clips."""
+    files = [f for c in clips for root in ("data/clips", "reports/teacher") for f in (tmp / root).glob(f"*/{c}/**/*")]
+    return {str(f): (f.stat().st_ino, f.stat().st_mtime_ns) for f in files if f.is_file()}
+
+
 @pytest.mark.slow
-def test_second_repro_does_nothing_and_a_test_clip_change_skips_training(repo):
+def test_second_repro_does_nothing_and_a_test_clip_change_reruns_that_clip_only(repo):
     tmp, env, _ = repo
     second = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
     assert "Running stage" not in second.stdout
-    target = repro_target("teacher", "te_a")  # what error messages tell users to run
+    target = repro_target("prepare", str(shard_of("te_a", 2)))  # what error messages tell users to run
     dry = _run([sys.executable, "-m", "dvc", "repro", "--dry", "-f", "-s", target], tmp, env)
-    assert _ran(dry.stdout) == {"teacher@te_a"}
+    assert _ran(dry.stdout) == {"prepare@1"}
+    others = _untouched(tmp, ["tr_a", "tr_b", "va", "te_a"])
     params = yaml.safe_load((tmp / "params.yaml").read_text())
     params["corpus"]["clips"]["te_b"]["seed"] = 9
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = _ran(_run([sys.executable, "-m", "dvc", "repro"], tmp, env).stdout)
-    assert "train" not in third
-    assert {"synth@te_b", "infer@te_b", "evaluate@te_b", "report"} <= third
-    assert not any(s.endswith(("@te_a", "@tr_a", "@tr_b", "@va")) for s in third)
+    third = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
+    ran = _ran(third.stdout)
+    assert {"shards", "prepare@1", "manifest", "infer@te_b", "evaluate@te_b", "stereo@te_b", "report"} <= ran
+    assert "train" not in ran and "prepare@0" not in ran  # te_b's shard only, and no training for a test clip
+    assert not any(s.endswith(("@te_a", "@tr_a", "@tr_b", "@va")) for s in ran)
+    assert "3 clips: 1 prepared, 2 up to date" in third.stdout  # inside prepare@1: te_b's work only
+    assert _untouched(tmp, ["tr_a", "tr_b", "va", "te_a"]) == others  # no other clip's file was written
+    status = _run([sys.executable, "-m", "dvc", "status"], tmp, env)
+    assert "up to date" in status.stdout
 
 
 @pytest.mark.slow

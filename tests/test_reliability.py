@@ -297,8 +297,8 @@ def test_truncated_chunk_names_store_array_frame_and_the_stage_to_re_run(tmp_pat
     for name in ("params.yaml", "dvc.yaml"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
-    make_corpus(tmp_path / "data", frames=10, size=32, static_frames=5)
-    chunk = tmp_path / "data/clips/te/teacher.zarr/depth/c.3.0.0"
+    make_corpus(tmp_path / "data", frames=10, size=32, static_frames=5, clips_dir="clips/0")  # shard 0's layout
+    chunk = tmp_path / "data/clips/0/te/teacher.zarr/depth/c.3.0.0"
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     _model(tmp_path / "m.safetensors")
     args = ["te", "data/manifest", "m.safetensors", "data/infer/te.zarr", "data/infer/te_frames", "reports/te/infer"]
@@ -306,9 +306,9 @@ def test_truncated_chunk_names_store_array_frame_and_the_stage_to_re_run(tmp_pat
         [sys.executable, str(ROOT / "stages/infer.py"), *args], cwd=tmp_path, env=_env(), capture_output=True, text=True
     )
     assert re.fullmatch(
-        r"error: \S*/data/clips/te/teacher\.zarr/depth: frame 3 cannot be decoded \(.*\): its chunk file c\.3\.0\.0 "
+        r"error: \S*/data/clips/0/te/teacher\.zarr/depth: frame 3 cannot be decoded \(.*\): its chunk file c\.3\.0\.0 "
         r"is truncated or corrupt; re-run the stage that writes it: "
-        r"dvc repro -f -s pipelines/teacher/dvc\.yaml:teacher@te",
+        r"dvc repro -f -s pipelines/prepare/dvc\.yaml:prepare@0",
         _one_line_error(done),
     )
     assert not (tmp_path / "data/infer/te.zarr").exists()
@@ -398,19 +398,19 @@ CLIPS = {
     "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
     "te": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
 }
-ORDER = ("synth", "decode", "teacher", "guidance", "manifest", "infer", "evaluate", "stereo", "report")
+ORDER = ("shards", "prepare", "manifest", "infer", "adapt", "evaluate", "stereo", "report")
 TUM_LABEL = SimulatedTeacher.label  # what the teacher stage records in the store
 
 
 def _stage_commands(stage: str, params: dict) -> list[list[str]]:
-    """The stage's command lines from its dvc.yaml, one per clip of its foreach (the pipeline's own arguments)."""
-    path = ROOT / "dvc.yaml" if stage in ("manifest", "report") else ROOT / f"pipelines/{stage}/dvc.yaml"
+    """The stage's command lines from its dvc.yaml, one per item of its foreach (the pipeline's own arguments)."""
+    path = ROOT / "dvc.yaml" if stage in ("shards", "manifest", "report") else ROOT / f"pipelines/{stage}/dvc.yaml"
     body = yaml.safe_load(path.read_text())["stages"][stage]
     if "foreach" not in body:
         return [body["cmd"].split()]
-    items = params["corpus"]["clips"] if body["foreach"] == "${corpus.clips}" else params["corpus"]["test"]
+    section, key = body["foreach"][2:-1].split(".")  # ${corpus.test}, ${prepare.shards}
     cmd = body["do"]["cmd"]
-    return [cmd.replace("${key}", n).replace("${item}", n).split() for n in items]
+    return [cmd.replace("${key}", str(n)).replace("${item}", str(n)).split() for n in params[section][key]]
 
 
 @pytest.fixture(scope="module")
@@ -505,7 +505,7 @@ def test_stereo_video_of_a_tum_clip_has_its_source_resolution_and_its_left_eye_i
     frames = list(decode_frames(mini / "reports/clips/kin/stereo/stereo_sbs.mp4"))
     assert len(frames) == 9 and frames[0].shape == (48, 128, 3)  # 2 x 64 wide, 48 high (canonical: 44 x 32)
     source = Image.open(sorted((mini / "tum/rgbd_dataset_freiburg1_xyz/rgb").iterdir())[0]).convert("RGB")
-    dec = zarr.open_group(str(mini / "data/clips/kin/decoded.zarr"), mode="r")
+    dec = zarr.open_group(str(mini / "data/clips/0/kin/decoded.zarr"), mode="r")
     canonical = image_to_source(torch.from_numpy(dec["rgb"][0]).permute(2, 0, 1), store_map(dec)).permute(1, 2, 0)
 
     def luma_error(image) -> float:  # H.264 keeps luma, not the chroma of per-pixel noise
@@ -534,7 +534,7 @@ def test_frames_of_a_clip_whose_source_is_gone_come_back_at_the_source_resolutio
 
 def test_a_15_hz_clip_writes_15_fps_videos(mini):
     assert _json(mini, "reports/clips/kin/metrics.json")["clip"]["frames"] == 9
-    assert zarr.open_group(str(mini / "data/clips/kin/decoded.zarr"), mode="r").attrs["fps"] == pytest.approx(15, 1e-4)
+    assert zarr.open_group(str(mini / "data/clips/0/kin/decoded.zarr"), mode="r").attrs["fps"] == pytest.approx(15, 1e-4)
     for video in ("infer/side_by_side.mp4", "stereo/stereo_sbs.mp4"):
         with av.open(str(mini / "reports/clips/kin" / video)) as c:
             assert c.streams.video[0].average_rate == 15, video  # 14.99992 was truncated to 14

@@ -9,17 +9,17 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import yaml
 import zarr
 from PIL import Image
 
 from refiner.adapters import ingest
 from refiner.config import ConfigError, load_params, params_from_dict
 from refiner.ingest import ingest_video
+from refiner.prepare import ClipPaths, run_steps
+from refiner.shards import plan_of
 from refiner.store import StoreError, open_group
 from refiner.synth import render_clip, write_clip
 from refiner.video import VideoError
-from stages import decode
 from tests.adapter_fixtures import write_h5, write_hypersim, write_tum
 
 CAM = {"fx": 30.0, "fy": 30.0, "cx": 15.5, "cy": 11.5}
@@ -406,6 +406,7 @@ def test_invalid_params_name_the_key(changes, match):
 
 
 def test_a_tum_folder_is_a_clip_by_one_params_entry(tmp_path, monkeypatch):
+    """The prepare stage's synth and decode steps on a TUM clip named by one params entry."""
     seq, _ = write_tum(tmp_path, frames=3)
     raw = _with(
         **{
@@ -415,18 +416,20 @@ def test_a_tum_folder_is_a_clip_by_one_params_entry(tmp_path, monkeypatch):
             "train.crop": 16,
         }
     )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["decode", "kinect", "data/clips/kinect/synth", "data/clips/kinect/decoded.zarr"])
-    decode.main()
-    g = zarr.open_group("data/clips/kinect/decoded.zarr", mode="r")
+    paths = ClipPaths(Path("data/clips/0/kinect"), Path("views/kinect"))
+    run_steps(("synth", "decode"), plan_of(params_from_dict(raw), "kinect"), paths, {})
+    g = zarr.open_group("data/clips/0/kinect/decoded.zarr", mode="r")
     assert g.attrs["dataset_name"] == "tum" and g["depth_gt"].shape == (2, 16, 20)  # 24x32: 16 x 21.3 -> 20 (x4)
     shutil.rmtree("data")
     raw["corpus"]["clips"]["kinect"]["source"] = str(tmp_path / "rgbd_dataset_freiburg1_missing")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     _fails(
-        tmp_path / "data/clips/kinect/decoded.zarr",
+        tmp_path / "data/clips/0/kinect/decoded.zarr",
         FileNotFoundError,
         r"freiburg1_missing: TUM sequence folder not found",
-        decode.main,
+        run_steps,
+        ("synth", "decode"),
+        plan_of(params_from_dict(raw), "kinect"),
+        paths,
+        {},
     )

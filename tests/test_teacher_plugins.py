@@ -1,5 +1,5 @@
 """Teachers as plug-ins: a teacher from a package outside refiner/, found through its entry point, runs through the
-teacher stage and refiner-video with no code change; calibration tables belong to one teacher only."""
+prepare stage (in a Ray worker) and refiner-video with no code change; calibration tables belong to one teacher only."""
 
 import json
 import os
@@ -70,25 +70,31 @@ def _run(args: list[str], cwd: Path, site: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def test_an_entry_point_teacher_runs_through_the_teacher_stage(plugin_site, tmp_path):
-    entry = make_clip(tmp_path / "clips", "cam", frames=7, size=32)
+def test_an_entry_point_teacher_runs_through_the_prepare_stage_on_ray(plugin_site, tmp_path):
+    """The shards and prepare stages' scripts on three tiny clips, one taught by the plug-in in a Ray worker."""
     raw = tiny_params().model_dump(mode="json")
-    raw["corpus"]["clips"]["room_t1"]["teacher"] = "ramp"  # a clip names the plug-in, as users do
+    clips = {n: {"kind": "synthetic", "seed": s} for n, s in (("tr", 1), ("va", 2), ("te", 3))}
+    clips["te"]["teacher"] = "ramp"  # a clip names the plug-in, as users do
+    raw["corpus"].update(clips=clips, train=["tr"], val=["va"], test=["te"])
+    raw["corpus"]["synthetic"].update(width=32, height=32, frames=7, static_frames=5)
+    raw["decode"]["size"], raw["train"]["crop"], raw["adapt"]["crop"] = 32, 16, 16
     raw["teacher"]["options"] = {"ramp": {"offset": 0.5}}
+    raw["prepare"].update(shards=[0], local_cpus=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    out, metrics = tmp_path / "ramp.zarr", tmp_path / "m.json"
-    stage = [sys.executable, str(ROOT / "stages/teacher.py"), "room_t1", entry["decoded"], str(out), str(metrics)]
-    _run([*stage, str(tmp_path / "view.png")], tmp_path, plugin_site)
-    g = zarr.open_group(str(out), mode="r")
+    _run([sys.executable, str(ROOT / "stages/shards.py"), "data/shards"], tmp_path, plugin_site)
+    args = ["data/shards/0.json", "data/clips/0", "views", "index.json", "metrics.json", "cache"]
+    _run([sys.executable, str(ROOT / "stages/prepare.py"), *args], tmp_path, plugin_site)
+    g = zarr.open_group(str(tmp_path / "data/clips/0/te/teacher.zarr"), mode="r")
     assert (g.attrs["teacher"], g.attrs["teacher_plugin"], g.attrs["has_uncertainty"]) == ("ramp", "ramp", False)
     assert g.attrs["teacher_label"].startswith("ramp: a test plug-in")
     ramp = np.linspace(0, 1, 32, dtype=np.float32)[None].repeat(32, 0)
     for t in (0, 4, 6):  # batches of 3: frames 0-2, 3-5, 6 in order, each with its own index
         np.testing.assert_allclose(g["depth"][t], 2.5 + 0.01 * t + ramp, rtol=1e-6)
     assert np.all(g["uncertainty"][...] == 1) and np.allclose(g["rank"][3], 0.5)  # none given: every rank ties
-    np.testing.assert_array_equal(g["K_prompt"][...], zarr.open_group(entry["decoded"], mode="r")["K"][...])
+    decoded = zarr.open_group(str(tmp_path / "data/clips/0/te/decoded.zarr"), mode="r")
+    np.testing.assert_array_equal(g["K_prompt"][...], decoded["K"][...])
     assert np.isnan(g["K_predicted"][...]).all()  # it predicts no camera
-    assert json.loads(metrics.read_text())["teacher_id"] == g.attrs["teacher_id"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["te"]["teacher_id"] == g.attrs["teacher_id"]
 
 
 def test_an_entry_point_teacher_runs_through_refiner_video(plugin_site, tmp_path):
