@@ -20,7 +20,10 @@ different machines compare by their ratios:
   ``refiner-video --fast``'s window overlap;
 - memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
   fresh process (flat: both are bounded by a window or a span, and the still segment is 16 frames in both);
-- repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it.
+- repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it;
+- prepare, prepare_default: clip preparation on Ray (``benchmarks/bench_prepare.py``): the overhead per clip at 500
+  tiny clips vs the former per-clip stages, no-op and one-changed-clip repros, a killed worker; the default corpus
+  built fresh by the former per-clip stages and by this tree, alternately.
 
 Results are also written to ``reports/bench.json``.
 """
@@ -57,6 +60,7 @@ import refiner.model.blend as blend_mod  # noqa: E402
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
 import refiner.train as train_mod  # noqa: E402
+from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
 from refiner.cli import FAST_OVERLAP  # noqa: E402
 from refiner.clip import Clip  # noqa: E402
@@ -628,6 +632,8 @@ BENCHES = {
     "infer": bench_infer,
     "memory": bench_memory,
     "repro": bench_repro,
+    "prepare": bench_prepare,
+    "prepare_default": bench_prepare_default,
 }
 
 

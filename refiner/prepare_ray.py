@@ -134,15 +134,11 @@ def connect(p: PrepareParams) -> str:
     if address:
         ray.init(address=address, **quiet)
     else:
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # this checkout's refiner
-        ray.init(
-            address="local",
-            num_cpus=min(p.local_cpus, os.cpu_count() or 1),
-            include_dashboard=False,
-            object_store_memory=OBJECT_STORE_BYTES,
-            runtime_env={"env_vars": {"PYTHONPATH": path}},
-            **quiet,
-        )
+        # the workers inherit this environment: they import this checkout's refiner, as the driver does
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        cpus = min(p.local_cpus, os.cpu_count() or 1)
+        store = OBJECT_STORE_BYTES
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=store, **quiet)
     res = ray.cluster_resources()
     where = f"the Ray cluster at {address}" if address else "a local Ray"
     return f"{where}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs, {len(ray.nodes())} node(s)"
@@ -168,22 +164,25 @@ def dispatch(runs: list[ClipRun], workers: Workers, driver: dict[str, dict]) -> 
     failures = []
     with tqdm(total=len(runs), desc="prepare", unit="clip", file=sys.stderr) as bar:
         while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            run = pending.pop(ref)
-            workers.returned(ref)
-            try:
-                result = ray.get(ref)
-            except ray.exceptions.RayError as e:
-                failures.append(_failure(run.plan.name, e))
-                bar.update(1)
-                continue
-            run.outcomes += result["outcomes"]
-            ran = {o.step: round(o.seconds, 4) for o in result["outcomes"] if o.ran}  # early cutoff: not all
-            run.where.append({**result["where"], "steps": ran})
-            if run.groups:
-                pending[workers.submit(run.groups.pop(0), run, driver[run.plan.name])] = run
-            else:
-                bar.update(1)
+            refs = list(pending)
+            ready, rest = ray.wait(refs, num_returns=1)
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0] if rest else []  # all done by now
+            for ref in ready:
+                run = pending.pop(ref)
+                workers.returned(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    failures.append(_failure(run.plan.name, e))
+                    bar.update(1)
+                    continue
+                run.outcomes += result["outcomes"]
+                ran = {o.step: round(o.seconds, 4) for o in result["outcomes"] if o.ran}  # early cutoff: not all
+                run.where.append({**result["where"], "steps": ran})
+                if run.groups:
+                    pending[workers.submit(run.groups.pop(0), run, driver[run.plan.name])] = run
+                else:
+                    bar.update(1)
     return failures
 
 
