@@ -95,18 +95,17 @@ def _clip_plan(name: str, entry: dict[str, Any]) -> ClipPlan:
     )
 
 
-def read_prepared(folder: str | Path, names: list[str]) -> dict[str, dict]:
-    """Each clip's stores and digest as the prepare stages recorded them (``folder/<shard>.json``)."""
-    found: dict[str, dict] = {}
-    for path in sorted(Path(folder).glob("*.json")):
-        found |= read_json(path, "prepared clips (a prepare stage)")
-    missing = [n for n in names if n not in found]
+def read_prepared(folder: str | Path, names: list[str], shards: int) -> dict[str, dict]:
+    """Each clip's stores and digest as its shard's prepare stage recorded them (``folder/<shard>.json``, of the
+    ``shards`` shards there are now: an index left by a shard since removed is never read)."""
+    index = {i: read_json(Path(folder) / f"{i}.json", "prepared clips (a prepare stage)") for i in range(shards)}
+    missing = [n for n in names if n not in index[shard_of(n, shards)]]
     if missing:
         raise ConfigError(
-            f"{folder}: no prepared clip {missing[0]!r} ({len(missing)} missing); run its shard's prepare stage: "
-            "dvc repro"
+            f"{folder}/{shard_of(missing[0], shards)}.json: no prepared clip {missing[0]!r} ({len(missing)} missing); "
+            "run the prepare stages first: dvc repro"
         )
-    return {n: found[n] for n in names}
+    return {n: index[shard_of(n, shards)][n] for n in names}
 
 
 def plan_of(params: Params, name: str) -> ClipPlan:

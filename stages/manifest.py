@@ -13,7 +13,7 @@ def main() -> None:
     prepared_dir, out_dir = sys.argv[1:3]
     params = load_params()
     corpus = params.corpus
-    stores = read_prepared(prepared_dir, list(corpus.clips))
+    stores = read_prepared(prepared_dir, list(corpus.clips), len(params.prepare.shards))
 
     def entry(name: str) -> dict:
         s = stores[name]
