@@ -135,6 +135,50 @@ class Clip:
         return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None
 
 
+class ClipPart:
+    """Frames [start, stop) of a clip read as a clip of their own (one scene between two cuts): window reads are
+    shifted by ``start``; everything else (size, factor, calibration, fps, stores) is the whole clip's."""
+
+    def __init__(self, clip: Clip, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= clip.frames:
+            raise ValueError(f"frames [{start}, {stop}) are not inside the clip's {clip.frames} frames")
+        self.clip, self.start, self.frames = clip, start, stop - start
+        self.static_frames = min(clip.static_frames, self.frames) if start == 0 else 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.clip, name)
+
+    def _shift(self, win: Window) -> Window:
+        t = win[0]
+        t = (
+            t + self.start
+            if isinstance(t, int)
+            else slice((t.start or 0) + self.start, self.start + (self.frames if t.stop is None else t.stop))
+        )
+        return (t, *win[1:])
+
+    def teacher_depth(self, win: Window) -> np.ndarray:
+        return self.clip.teacher_depth(self._shift(win))
+
+    def confidence(self, win: Window) -> np.ndarray:
+        return self.clip.confidence(self._shift(win))
+
+    def edges(self, win: Window) -> np.ndarray | None:
+        return self.clip.edges(self._shift(win))
+
+    def rgb(self, win: Window) -> np.ndarray:
+        return self.clip.rgb(self._shift(win))
+
+    def gt(self, win: Window) -> np.ndarray:
+        return self.clip.gt(self._shift(win))
+
+    def moving(self, win: Window) -> np.ndarray | None:
+        return self.clip.moving(self._shift(win))
+
+    def K(self, frames: slice = slice(None)) -> np.ndarray:
+        return self.clip.K(self._shift((frames,))[0])
+
+
 def _frame_slice(win: Window) -> slice:
     """The window's frames as a slice (a single frame index t → t..t+1)."""
     return win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)

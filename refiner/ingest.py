@@ -297,7 +297,7 @@ def ingest_video(
     info = video_info(video)
     w, h = int(info["width"]), int(info["height"])
     K = resolve_intrinsics(intrinsics, w, h, str(intrinsics))
-    gt_group = open_group(gt, ("depth", "poses"), "ground-truth store") if gt else None
+    gt_group = open_group(gt, ("depth",), "ground-truth store") if gt else None  # poses, moving_mask optional
     attrs = {
         "source_video": str(video),
         "stride": stride,
