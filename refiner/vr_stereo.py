@@ -9,7 +9,7 @@ true scale (README, "Stereo for VR players"). Pixels without depth (0) count as 
 
 Comfort (``max_disparity``, a fraction of the width, M pixels): |d| up to M/2 is kept as it is; above, it is
 compressed smoothly, d' = sign(d)·(M/2 + M/2·tanh((|d| − M/2)/(M/2))), which is continuous with slope 1 at M/2
-and never reaches M: nothing is clipped, far and near layers keep their order.
+and never exceeds M: nothing is clipped, far and near layers keep their order.
 
 The right eye is splatted with a z-buffer (the nearest surface wins, :func:`refiner.stereo.forward_warp`) and
 every disoccluded pixel is filled from the background side of its row (:func:`refiner.stereo.fill_holes`), the
