@@ -2,10 +2,10 @@
 
 Items of the canonical stream are ``(t, refined, teacher)`` on the canonical grid; :func:`at_source` maps each
 refined frame once to the source resolution (:func:`refiner.camera.depth_to_source`, edge-aware) and hands
-``(t, depth)`` to the source-resolution writers: per-frame files, the teacher | refined (| GT) review video, the
-whole-clip Zarr store and the stereo video (the 16-bit depth video is
-:func:`refiner.depth_video.encode_depth_video` on the depth alone). Each keeps one frame in memory. The files go
-into folders that are themselves replaced atomically (the infer stage's temporaries, refiner-video's ``--out``).
+``(t, depth)`` to the source-resolution writers: per-frame files, the teacher | refined (| GT) review video and the
+whole-clip Zarr store; refiner-video adds the 16-bit depth video (:func:`refiner.depth_video.encode_depth_video`)
+and the stereo video (:func:`refiner.vr_stereo.stereo_writer`). Each keeps one frame in memory. The files go into
+folders that are themselves replaced atomically (the infer stage's temporaries, refiner-video's ``--out``).
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import torch
 from refiner.camera import depth_to_source
 from refiner.canonical import CanonicalMap
 from refiner.clip import Clip
-from refiner.convergence import AutoConvergence
 from refiner.export import log_depth_range, side_by_side_row
 from refiner.source_res import EDGE_REL, SourceFrames
 from refiner.store import create_group, frames_array, small_array
 from refiner.streaming import Streams, fan_out
 from refiner.video import encode_mp4
-from refiner.vr_stereo import StereoSettings, pack, right_eye
 
 Consumer = Callable[[Iterable], Any]
 
@@ -85,27 +83,5 @@ def source_store(out: Path, shape: tuple[int, int, int], K: np.ndarray, attrs: d
             count += 1
         small_array(group, "K", np.asarray(K, dtype=np.float64))
         return count
-
-    return write
-
-
-def stereo_video(path: Path, rgb: Iterable[np.ndarray], fx: np.ndarray, s: StereoSettings, cuts, fps: float):
-    """The stereo video for VR players (:mod:`refiner.vr_stereo`) from the source frames ``rgb`` and each
-    ``(t, depth)``; ``--convergence-m auto`` follows :class:`refiner.convergence.AutoConvergence`, restarted at
-    ``cuts``. Returns the frame count and the convergence distances used (min, median, max)."""
-
-    def write(items: Iterable) -> dict:
-        auto, used, starts = AutoConvergence(fps), [], set(cuts)
-
-        def frames() -> Iterable[np.ndarray]:
-            for (t, depth), left in zip(items, rgb, strict=False):
-                if left.shape[:2] != depth.shape:
-                    raise ValueError(f"source frame {t} is {left.shape[:2]}, its depth {depth.shape}")
-                c = auto.update(depth, t in starts) if s.convergence_m is None else s.convergence_m
-                used.append(c)
-                yield pack(left, right_eye(left, depth, float(fx[t]), s, c), s.format)
-
-        count = encode_mp4(frames(), path, fps)
-        return {"frames": count, "convergence_m": [float(np.min(used)), float(np.median(used)), float(np.max(used))]}
 
     return write

@@ -32,7 +32,7 @@ from refiner.gt_store import check_gt_store
 from refiner.infer import run_infer
 from refiner.manifest import calibration_for
 from refiner.out_folder import LISTING, listing, output_folder
-from refiner.sinks import source_store, stereo_video
+from refiner.sinks import source_store
 from refiner.source_res import source_K, source_rgb, store_map, write_intrinsics
 from refiner.store import read_json, write_json
 from refiner.video_cache import prepare_stores
@@ -44,6 +44,7 @@ from refiner.video_settings import (
     teacher_params,
     with_overrides,
 )
+from refiner.vr_stereo import stereo_writer
 
 
 def check_inputs(args: argparse.Namespace) -> dict | Path:
@@ -88,7 +89,7 @@ def _writers(args: argparse.Namespace, clip: Clip, s: Settings, tmp: Path, cuts:
     if args.stereo:
         st = stereo_settings(args)
         sbs = tmp / st.file_name(args.name)
-        writers["stereo"] = stereo_video(sbs, source_rgb(clip.dec), K[:, 0, 0], st, cuts, clip.fps)
+        writers["stereo"] = stereo_writer(sbs, source_rgb(clip.dec), K[:, 0, 0], st, cuts, clip.fps)
     write_intrinsics(tmp / "intrinsics.json", K[0], m.src_width, m.src_height)
     return writers
 

@@ -19,13 +19,17 @@ few that no row neighbour reaches with the left image's pixel, so the result has
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from refiner.convergence import AutoConvergence
 from refiner.stereo import fill_holes, forward_warp
+from refiner.video import encode_mp4
 
 FORMATS = {  # --stereo-format: file name suffix players recognise, and the layout
     "full-sbs": "_LRF_Full_SBS",  # left | right, each eye at full size (2W x H)
@@ -98,3 +102,25 @@ def _half_width(image: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(image.shape[0], image.shape[1] // 2), mode="bilinear", antialias=True)
     return x[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def stereo_writer(path: Path, rgb: Iterable[np.ndarray], fx: np.ndarray, s: StereoSettings, cuts, fps: float):
+    """The stereo video, a writer for :func:`refiner.streaming.fan_out` of ``(t, depth)`` at source resolution, with
+    the source frames ``rgb``; ``--convergence-m auto`` follows :class:`refiner.convergence.AutoConvergence`,
+    restarted at ``cuts``. Returns the frame count and the convergence distances used (min, median, max)."""
+
+    def write(items: Iterable) -> dict:
+        auto, used, starts = AutoConvergence(fps), [], set(cuts)
+
+        def frames() -> Iterable[np.ndarray]:
+            for (t, depth), left in zip(items, rgb, strict=False):
+                if left.shape[:2] != depth.shape:
+                    raise ValueError(f"source frame {t} is {left.shape[:2]}, its depth {depth.shape}")
+                c = auto.update(depth, t in starts) if s.convergence_m is None else s.convergence_m
+                used.append(c)
+                yield pack(left, right_eye(left, depth, float(fx[t]), s, c), s.format)
+
+        count = encode_mp4(frames(), path, fps)
+        return {"frames": count, "convergence_m": [float(np.min(used)), float(np.median(used)), float(np.max(used))]}
+
+    return write
