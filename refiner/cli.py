@@ -180,10 +180,14 @@ def main(argv: list[str] | None = None) -> None:
     from refiner.errors import run_stage
 
     def run() -> None:
-        args = parse_args(argv)
-        from refiner.video_run import refine_video, report  # torch, Zarr: only once the command line is right
+        from refiner.progress import Progress
 
-        summary = refine_video(args)
+        args = parse_args(argv)
+        starting = Progress(None, "starting: torch, the model, the cache key", lambda: 0, not args.quiet)
+        with starting:  # a second or more of imports and hashing: the heartbeat shows it is alive
+            from refiner.video_run import refine_video, report  # torch, Zarr: only once the command line is right
+
+            summary = refine_video(args, started=starting.finish)
         print(report(summary))
 
     run_stage(run)

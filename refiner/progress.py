@@ -17,11 +17,13 @@ HEARTBEAT_S = 0.5  # the longest gap between two redraws of the bar
 
 
 class Progress:
-    """``with Progress(total, desc, poll) as p: ... p.note("window 2/7")``; ``poll()`` gives the count done."""
+    """``with Progress(total, desc, poll) as p: ... p.note("window 2/7")``; ``poll()`` gives the count done (with
+    ``total`` None the bar shows the elapsed time only)."""
 
     def __init__(self, total: int, desc: str, poll: Callable[[], int], enabled: bool = True) -> None:
         self.poll, self.enabled = poll, enabled
-        self.bar = tqdm(total=total, desc=desc, unit="frame", disable=not enabled, mininterval=0)
+        elapsed_only = {"bar_format": "{desc} {elapsed}"} if total is None else {"unit": "frame"}
+        self.bar = tqdm(total=total, desc=desc, disable=not enabled, mininterval=0, **elapsed_only)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"progress {desc}", daemon=True)
 
@@ -31,10 +33,14 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.finish(exc[0] is None)
+
+    def finish(self, draw: bool = True) -> None:
+        """Stop the heartbeat and close the bar (again: nothing happens)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        if exc[0] is None:
+        if draw and not self.bar.disable and self.bar.total is not None:
             self._draw()
         self.bar.close()
 
@@ -43,7 +49,7 @@ class Progress:
         self.bar.set_postfix_str(text, refresh=False)
 
     def _draw(self) -> None:
-        self.bar.n = min(self.poll(), self.bar.total)
+        self.bar.n = self.poll() if self.bar.total is None else min(self.poll(), self.bar.total)
         self.bar.refresh()
 
     def _beat(self) -> None:

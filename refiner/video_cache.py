@@ -62,9 +62,9 @@ def cache_folder(root: Path | None, key: dict) -> Path:
     return root / f"video-{key['video_sha256'][:12]}-{settings[:8]}"
 
 
-def prepare_stores(args, intrinsics, decode: DecodeParams, tp: TeacherParams) -> tuple[Path, Path, bool]:
-    """(decoded store, teacher store, reused): decode and run the teacher unless the cache holds both."""
-    key = cache_key(args.video, intrinsics, args.gt, args.stride, decode, tp)
+def prepare_stores(args, key: dict, intrinsics, decode: DecodeParams, tp: TeacherParams) -> tuple[Path, Path, bool]:
+    """(decoded store, teacher store, reused): decode and run the teacher unless the cache holds both under
+    ``key`` (:func:`cache_key`)."""
     folder = cache_folder(args.cache, key)
     decoded, teacher = folder / "decoded.zarr", folder / "teacher.zarr"
     if (decoded / "zarr.json").is_file() and (teacher / "zarr.json").is_file():

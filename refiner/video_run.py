@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ from refiner.out_folder import LISTING, listing, output_folder
 from refiner.sinks import source_store
 from refiner.source_res import source_K, source_rgb, store_map, write_intrinsics
 from refiner.store import read_json, write_json
-from refiner.video_cache import prepare_stores
+from refiner.video_cache import cache_key, prepare_stores
 from refiner.video_settings import (
     Settings,
     adapt_params,
@@ -94,8 +95,9 @@ def _writers(args: argparse.Namespace, clip: Clip, s: Settings, tmp: Path, cuts:
     return writers
 
 
-def refine_video(args: argparse.Namespace) -> dict:
-    """Everything the command does; returns its summary (also written to ``OUT/outputs.json``)."""
+def refine_video(args: argparse.Namespace, started: Callable[[], None] = lambda: None) -> dict:
+    """Everything the command does; returns its summary (also written to ``OUT/outputs.json``). ``started()`` is
+    called once the setup (model, settings, the video's hash) is done, before the first stage's progress bar."""
     torch.set_num_threads(args.threads)
     clock, intrinsics = _Clock(), check_inputs(args)
     s = with_overrides(load_settings(args.params), args)
@@ -105,7 +107,9 @@ def refine_video(args: argparse.Namespace) -> dict:
     tp = teacher_params(args, s, model.factor)
     with output_folder(args.out) as tmp:
         clock.lap("setup_s")
-        decoded, teacher, reused = prepare_stores(args, intrinsics, s.decode, tp)
+        key = cache_key(args.video, intrinsics, args.gt, args.stride, s.decode, tp)
+        started()
+        decoded, teacher, reused = prepare_stores(args, key, intrinsics, s.decode, tp)
         tables = read_json(args.calibration, "calibration") if args.calibration else {}
         clip = Clip(decoded, teacher, calibration_for(tables, teacher, s.teacher.calibration_fallback))
         cuts = [] if args.no_cuts else detect_cuts(clip, not args.quiet)
