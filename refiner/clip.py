@@ -136,8 +136,11 @@ class Clip:
 
 
 class ClipPart:
-    """Frames [start, stop) of a clip read as a clip of their own (one scene between two cuts): window reads are
-    shifted by ``start``; everything else (size, factor, calibration, fps, stores) is the whole clip's."""
+    """Frames [start, stop) of a clip read as a clip of their own (one scene between two cuts): the window reads
+    (:data:`WINDOW_READS`, :meth:`K`) are shifted by ``start``; everything else (size, factor, calibration, fps,
+    stores) is the whole clip's."""
+
+    WINDOW_READS = ("teacher_depth", "confidence", "edges", "rgb", "gt", "moving")
 
     def __init__(self, clip: Clip, start: int, stop: int) -> None:
         if not 0 <= start < stop <= clip.frames:
@@ -146,34 +149,15 @@ class ClipPart:
         self.static_frames = min(clip.static_frames, self.frames) if start == 0 else 0
 
     def __getattr__(self, name: str):
-        return getattr(self.clip, name)
+        attr = getattr(self.clip, name)
+        return (lambda win: attr(self._shift(win))) if name in self.WINDOW_READS else attr
 
     def _shift(self, win: Window) -> Window:
         t = win[0]
-        t = (
-            t + self.start
-            if isinstance(t, int)
-            else slice((t.start or 0) + self.start, self.start + (self.frames if t.stop is None else t.stop))
-        )
-        return (t, *win[1:])
-
-    def teacher_depth(self, win: Window) -> np.ndarray:
-        return self.clip.teacher_depth(self._shift(win))
-
-    def confidence(self, win: Window) -> np.ndarray:
-        return self.clip.confidence(self._shift(win))
-
-    def edges(self, win: Window) -> np.ndarray | None:
-        return self.clip.edges(self._shift(win))
-
-    def rgb(self, win: Window) -> np.ndarray:
-        return self.clip.rgb(self._shift(win))
-
-    def gt(self, win: Window) -> np.ndarray:
-        return self.clip.gt(self._shift(win))
-
-    def moving(self, win: Window) -> np.ndarray | None:
-        return self.clip.moving(self._shift(win))
+        if isinstance(t, int):
+            return (t + self.start, *win[1:])
+        stop = self.frames if t.stop is None else t.stop
+        return (slice((t.start or 0) + self.start, stop + self.start), *win[1:])
 
     def K(self, frames: slice = slice(None)) -> np.ndarray:
         return self.clip.K(self._shift((frames,))[0])

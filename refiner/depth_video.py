@@ -17,31 +17,22 @@ import av
 import numpy as np
 
 from refiner.export import PNG_ENCODING, PNG_MAX_M, PNG_MIN_M, depth_to_png16, png16_to_depth
-from refiner.store import atomic_path
-from refiner.video import VideoError, video_rate
+from refiner.video import VideoError, encode_video, video_rate
 
 
 def encode_depth_video(
     frames: Iterable[np.ndarray], path: str | Path, fps: float, min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M
 ) -> int:
     """Depth frames (H, W) in metres → FFV1 gray16 Matroska at ``path`` (atomic); returns the frame count."""
-    path, count = Path(path), 0
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="matroska") as container:
-        container.metadata.update(
-            {"DEPTH_ENCODING": PNG_ENCODING, "DEPTH_MIN_M": repr(float(min_m)), "DEPTH_MAX_M": repr(float(max_m))}
-        )
-        stream = None
-        for depth in frames:
-            value = depth_to_png16(np.asarray(depth, dtype=np.float32), min_m, max_m)
-            if stream is None:
-                stream = container.add_stream("ffv1", rate=video_rate(fps))
-                stream.width, stream.height, stream.pix_fmt = value.shape[1], value.shape[0], "gray16le"
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(value, format="gray16le")))
-            count += 1
-        if stream is None:
-            raise VideoError(f"{path}: no depth frames to encode")
-        container.mux(stream.encode())
-    return count
+
+    def ffv1(container, first: np.ndarray):
+        stream = container.add_stream("ffv1", rate=video_rate(fps))
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "gray16le"
+        return stream
+
+    values = (depth_to_png16(np.asarray(d, dtype=np.float32), min_m, max_m) for d in frames)
+    tags = {"DEPTH_ENCODING": PNG_ENCODING, "DEPTH_MIN_M": repr(float(min_m)), "DEPTH_MAX_M": repr(float(max_m))}
+    return encode_video(values, path, "matroska", "gray16le", ffv1, tags)
 
 
 def read_depth_video(path: str | Path) -> Iterator[np.ndarray]:

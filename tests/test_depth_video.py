@@ -26,6 +26,6 @@ def test_depth_video_keeps_its_own_range_and_refuses_other_videos(tmp_path):
     encode_depth_video(depth, tmp_path / "d.mkv", fps=10, min_m=1.0, max_m=5.0)
     back = next(read_depth_video(tmp_path / "d.mkv"))
     assert np.abs(back / 3.0 - 1).max() <= png16_precision(1.0, 5.0) + 1e-6
-    with pytest.raises(VideoError, match="no depth frames"):
+    with pytest.raises(VideoError, match="no frames to encode"):
         encode_depth_video([], tmp_path / "e.mkv", fps=10)
     assert not (tmp_path / "e.mkv").exists()

@@ -78,7 +78,9 @@ def test_the_comfort_limit_caps_the_shift_of_a_very_near_object():
     assert 40 - cols.min() <= 5 and len(cols) == 20
 
 
-@pytest.mark.parametrize(("fmt", "shape"), [("full-sbs", (40, 200, 3)), ("half-sbs", (40, 100, 3)), ("tb", (80, 100, 3))])
+@pytest.mark.parametrize(
+    ("fmt", "shape"), [("full-sbs", (40, 200, 3)), ("half-sbs", (40, 100, 3)), ("tb", (80, 100, 3))]
+)
 def test_packing_formats_and_the_names_players_read(fmt, shape):
     left, _ = _square_scene()
     right = np.zeros_like(left)
