@@ -646,24 +646,30 @@ def _cli(args: list[str]) -> list[str]:
 
 
 def _silences(cmd: list[str]) -> dict:
-    """Run ``cmd`` and time its progress output (stderr): the longest stretch without any output from the start of
-    the command to its end, and the longest without the refine bar's count of written frames moving."""
+    """Run ``cmd`` and time what it prints (progress bars on stderr, the summary on stdout): the longest stretch
+    without any output from the start of the command to its end, and the longest without the refine bar's count of
+    written frames moving."""
     start = last = time.perf_counter()
-    longest, count, count_at, longest_count = 0.0, None, None, 0.0
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=_bench_env())
-    while chunk := os.read(proc.stderr.fileno(), 4096):
+    longest, count, count_at, longest_count, where, before = 0.0, None, None, 0.0, "", b""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_bench_env())
+    while chunk := os.read(proc.stdout.fileno(), 4096):
         now = time.perf_counter()
-        longest, last = max(longest, now - last), now
+        if now - last > longest:
+            longest, where = now - last, before.decode(errors="replace").strip().split("\r")[-1][:60]
+        last, before = now, chunk
         for n in PROGRESS.findall(chunk):  # from the refine bar's first appearance on
             if int(n) != count:
                 longest_count, count, count_at = max(longest_count, now - (count_at or now)), int(n), now
     if proc.wait():
         raise RuntimeError(f"{' '.join(cmd)} failed with status {proc.returncode}")
     end = time.perf_counter()
+    if end - last > longest:
+        longest, where = end - last, "the last output"
     return {
         "wall_s": end - start,
-        "longest_silence_s": max(longest, end - last),
-        "longest_no_new_frame_s": longest_count,
+        "longest_silence_s": longest,
+        "silence_after": where,
+        "no_new_frame_s": longest_count,
     }
 
 
