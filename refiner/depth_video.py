@@ -25,7 +25,7 @@ def encode_depth_video(
 ) -> int:
     """Depth frames (H, W) in metres → FFV1 gray16 Matroska at ``path`` (atomic); returns the frame count."""
 
-    def ffv1(container, first: np.ndarray):
+    def ffv1(container: av.container.OutputContainer, first: np.ndarray) -> av.video.stream.VideoStream:
         stream = container.add_stream("ffv1", rate=video_rate(fps))
         stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], "gray16le"
         return stream

@@ -116,7 +116,17 @@ def _window_delta(model, batch: dict, p: InferParams, state, state_index, device
     return out.delta_full.float()[0, :, 0].cpu(), out.state, float(max(out.clamp_hit_rate.values()))
 
 
-def _window(model, batch: dict, k: int, s: int, nxt, p: InferParams, device, cache: dict, state):
+def _window(
+    model: torch.nn.Module,
+    batch: dict,
+    k: int,
+    s: int,
+    nxt: int | None,
+    p: InferParams,
+    device: torch.device,
+    cache: dict,
+    state: object,
+) -> tuple[torch.Tensor, object, float]:
     """One window's residual (confidence EMA, carried state, optional re-anchoring): (ΔD [n, H, W], next state,
     clamp hit rate)."""
     if p.confidence_ema > 0:
@@ -130,7 +140,9 @@ def _window(model, batch: dict, k: int, s: int, nxt, p: InferParams, device, cac
     return delta, state, hits
 
 
-def _finished(blender: WindowBlender, clip, p: InferParams, monitor: _Monitor, before: int) -> Iterator[tuple]:
+def _finished(
+    blender: WindowBlender, clip: Clip | ClipPart, p: InferParams, monitor: _Monitor, before: int
+) -> Iterator[tuple]:
     """(t, refined, teacher) of every frame the blender has finished below ``before``."""
     for t, delta in blender.pop_ready(before):
         base = clip.teacher_depth(full(t))
@@ -142,7 +154,15 @@ def _finished(blender: WindowBlender, clip, p: InferParams, monitor: _Monitor, b
 
 
 @torch.no_grad()
-def _refine_scene(model, clip, windows: WindowParams, p: InferParams, device, monitor: _Monitor, note) -> Iterator:
+def _refine_scene(
+    model: torch.nn.Module,
+    clip: Clip | ClipPart,
+    windows: WindowParams,
+    p: InferParams,
+    device: torch.device,
+    monitor: _Monitor,
+    note: Callable[[int, int], None],
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(t, refined, teacher) of every frame of ``clip`` (a whole clip or one scene), in order: fresh carried state,
     blending and confidence EMA."""
     frames = ClipWindows(clip, windows.length, windows.keyframes, windows.overlap)
@@ -248,7 +268,15 @@ def _write_reports(clip: Clip, reports_dir: Path, stats: dict) -> None:
     )
 
 
-def _writers(clip: Clip, p: InferParams, out, frames_dir, reports_dir: Path, source: dict, streams: Streams) -> dict:
+def _writers(
+    clip: Clip,
+    p: InferParams,
+    out: Path | None,
+    frames_dir: Path | None,
+    reports_dir: Path,
+    source: dict,
+    streams: Streams,
+) -> dict:
     """The canonical store (``out``; None: none) and, at the source resolution, the per-frame files (``frames_dir``;
     None: none) and ``source``: the review video and the caller's writers."""
     m = store_map(clip.dec)

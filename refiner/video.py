@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,7 +26,12 @@ def video_rate(fps: float) -> Fraction:
 
 
 def encode_video(
-    frames: Iterable[np.ndarray], path: str | Path, container_format: str, pix_fmt: str, add_stream, metadata=None
+    frames: Iterable[np.ndarray],
+    path: str | Path,
+    container_format: str,
+    pix_fmt: str,
+    add_stream: Callable[[av.container.OutputContainer, np.ndarray], av.video.stream.VideoStream],
+    metadata: dict[str, str] | None = None,
 ) -> int:
     """Encode frames (arrays of ``pix_fmt``) into one video stream of a new file at ``path``, atomically; the stream
     is ``add_stream(container, first_frame)``, ``metadata`` the container's tags; returns the frame count."""
@@ -54,7 +59,7 @@ def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: 
                 raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
             yield frame
 
-    def h264(container, first: np.ndarray):
+    def h264(container: av.container.OutputContainer, first: np.ndarray) -> av.video.stream.VideoStream:
         h, w = first.shape[:2]
         if h % 2 or w % 2:
             raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")

@@ -10,6 +10,7 @@ both stores are complete, so a failed run leaves no entry behind.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -41,7 +42,9 @@ def store_fingerprint(path: Path | None) -> list | None:
     )
 
 
-def cache_key(video: Path, intrinsics: dict | Path, gt: Path | None, stride: int, decode: DecodeParams, tp) -> dict:
+def cache_key(
+    video: Path, intrinsics: dict | Path, gt: Path | None, stride: int, decode: DecodeParams, tp: TeacherParams
+) -> dict:
     """Everything that changes the decoded and teacher stores of ``video``."""
     info = video_info(video)
     K = resolve_intrinsics(intrinsics, int(info["width"]), int(info["height"]), str(intrinsics))
@@ -62,7 +65,9 @@ def cache_folder(root: Path | None, key: dict) -> Path:
     return root / f"video-{key['video_sha256'][:12]}-{settings[:8]}"
 
 
-def prepare_stores(args, key: dict, intrinsics, decode: DecodeParams, tp: TeacherParams) -> tuple[Path, Path, bool]:
+def prepare_stores(
+    args: argparse.Namespace, key: dict, intrinsics: dict | Path, decode: DecodeParams, tp: TeacherParams
+) -> tuple[Path, Path, bool]:
     """(decoded store, teacher store, reused): decode and run the teacher unless the cache holds both under
     ``key`` (:func:`cache_key`)."""
     folder = cache_folder(args.cache, key)

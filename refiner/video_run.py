@@ -65,7 +65,9 @@ def check_inputs(args: argparse.Namespace) -> dict | Path:
     return args.intrinsics if args.intrinsics is not None else {"hfov_deg": args.hfov_deg}
 
 
-def _adapted(model, clip: Clip, args: argparse.Namespace, s: Settings) -> tuple[torch.nn.Module, dict | None]:
+def _adapted(
+    model: torch.nn.Module, clip: Clip, args: argparse.Namespace, s: Settings
+) -> tuple[torch.nn.Module, dict | None]:
     """``--adapt STEPS``: the GT-free adapted copy and its summary; else the model as it is."""
     if args.adapt is None:
         return model, None
@@ -150,7 +152,9 @@ class _Clock:
         self.laps[name], self.last = round(now - self.last, 3), now
 
 
-def summarise(args, s: Settings, clip: Clip, stats: dict, reused: bool, laps: dict, adapted: dict | None) -> dict:
+def summarise(
+    args: argparse.Namespace, s: Settings, clip: Clip, stats: dict, reused: bool, laps: dict, adapted: dict | None
+) -> dict:
     """What ran, with which model and teacher, how fast, the scenes and the stereo settings."""
     m, seconds = store_map(clip.dec), sum(laps.values())
     stereo = stats["writers"].get("stereo")

@@ -14,7 +14,16 @@ from pathlib import Path
 import yaml
 
 from refiner.cli import FAST_OVERLAP
-from refiner.config import DecodeParams, InferParams, Params, StereoParams, TeacherParams, WindowParams, load_params
+from refiner.config import (
+    DecodeParams,
+    InferParams,
+    ModelParams,
+    Params,
+    StereoParams,
+    TeacherParams,
+    WindowParams,
+    load_params,
+)
 from refiner.plugins import is_teacher_name, unknown_teacher
 from refiner.vr_stereo import StereoSettings
 
@@ -75,7 +84,7 @@ def teacher_params(args: argparse.Namespace, s: Settings, factor: int) -> Teache
     return p if args.seed is None else p.replace(seed=args.seed)
 
 
-def adapt_params(args: argparse.Namespace, s: Settings, model_params) -> Params:
+def adapt_params(args: argparse.Namespace, s: Settings, model_params: ModelParams) -> Params:
     """The whole params for ``--adapt`` (its train, loss and adapt sections), with the command line's windows and
     the checkpoint's model params; one line when only the packaged defaults are at hand."""
     path = params_path(args.params)

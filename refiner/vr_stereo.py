@@ -19,7 +19,7 @@ few that no row neighbour reaches with the left image's pixel, so the result has
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +104,9 @@ def _half_width(image: np.ndarray) -> np.ndarray:
     return x[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
 
-def stereo_writer(path: Path, rgb: Iterable[np.ndarray], fx: np.ndarray, s: StereoSettings, cuts, fps: float):
+def stereo_writer(
+    path: Path, rgb: Iterable[np.ndarray], fx: np.ndarray, s: StereoSettings, cuts: Iterable[int], fps: float
+) -> Callable[[Iterable], dict]:
     """The stereo video, a writer for :func:`refiner.streaming.fan_out` of ``(t, depth)`` at source resolution, with
     the source frames ``rgb``; ``--convergence-m auto`` follows :class:`refiner.convergence.AutoConvergence`,
     restarted at ``cuts``. Returns the frame count and the convergence distances used (min, median, max)."""
