@@ -7,7 +7,10 @@ before this window's start, so context runs over the whole clip at constant memo
 blended across overlapping windows (:class:`WindowBlender`) → refined = teacher + ΔD, clamped to the
 depth range. Drift control: optional per-window bias removal on a cadence (toward the teacher, never a
 global rescale) and a warning when the refined/teacher ratio of the centre patch's median depth trends.
-A clip shorter than N frames is one short window.
+A clip shorter than N frames is one short window. Given scene cuts (:mod:`refiner.cuts`), each scene is refined as
+a clip of its own (:class:`Refinement`), so no state, blend or monitor reaches across a cut. :func:`run_infer` hands
+each refined frame, in order, to writer threads through bounded queues (:mod:`refiner.streaming`,
+:mod:`refiner.sinks`) while the next window is computed.
 """
 
 from __future__ import annotations
