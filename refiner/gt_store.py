@@ -39,9 +39,10 @@ def check_gt_store(path: Path) -> None:
     for name, ok in OPTIONAL.items():
         if name in arrays and not ok(arrays[name].shape, depth.shape[0]):
             raise ValueError(f"--gt {path}: {name} has shape {arrays[name].shape}; {fix}")
-    missing = depth.nchunks - depth.nchunks_initialized
-    if missing:
-        raise ValueError(
-            f"--gt {path}: depth lacks {missing} of its {depth.nchunks} chunks; write the store again, every chunk "
-            "(zarr: config={'write_empty_chunks': True})"
-        )
+    for name, arr in sorted(arrays.items()):  # decode refuses a store with missing chunks
+        missing = arr.nchunks - arr.nchunks_initialized
+        if missing:
+            raise ValueError(
+                f"--gt {path}: {name} lacks {missing} of its {arr.nchunks} chunks; write the store again with every "
+                "chunk, even all-zero ones (zarr: config={'write_empty_chunks': True})"
+            )
