@@ -21,7 +21,7 @@ EXPORTS = {
     "ffv1": "depth_16bit.mkv: 16-bit lossless depth video (FFV1 gray16, log encoding)",
     "npy": "frames/depth_*.npy: float32 metres per frame",
     "png16": "frames/depth_*.png: 16-bit PNG per frame (log encoding)",
-    "review": "review.mp4: teacher | refined (| GT) depth, coloured",
+    "review": "reports/side_by_side.mp4: teacher | refined (| GT) depth, coloured",
     "canonical": "refined_canonical.zarr: refined depth on the canonical grid (what evaluate reads)",
 }
 DEFAULT_EXPORT = "zarr"
