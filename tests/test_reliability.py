@@ -89,10 +89,12 @@ def test_one_frame_video_runs_through_refiner_video(tmp_path, capsys):
         "--model",
         str(_model(tmp_path / "m.safetensors")),
     ]
-    refiner_video([*argv, "--out", str(tmp_path / "out"), "--size", "32", "--quiet", "--stereo"])
+    refiner_video(
+        [*argv, "--out", str(tmp_path / "out"), "--size", "32", "--quiet", "--stereo", "--cache", str(tmp_path)]
+    )
     depth = zarr.open_group(str(tmp_path / "out/depth.zarr"), mode="r")["depth"][...]
     assert depth.shape == (1, 32, 48) and (depth > 0).all()
-    assert len(list(decode_frames(tmp_path / "out/stereo_sbs.mp4"))) == 1
+    assert len(list(decode_frames(tmp_path / "out/clip_LRF_Full_SBS.mp4"))) == 1
 
 
 def test_one_frame_tum_clip_refines_and_its_temporal_metrics_say_why_not(tmp_path):
