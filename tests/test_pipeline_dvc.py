@@ -22,7 +22,7 @@ CLIPS = {
     "tr_b": {"kind": "synthetic", "seed": 2, "camera_path": "pan"},
     "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
     "te_a": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
-    "te_b": {"kind": "synthetic", "seed": 5, "camera_path": "dolly"},
+    "te_b": {"kind": "synthetic", "seed": 5, "camera_path": "dolly", "teacher": "learned"},  # a second teacher
 }
 TINY = {
     "corpus": {
@@ -37,6 +37,7 @@ TINY = {
     "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "init": None},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},
+    "adapt": {"clips": ["te_b"], "steps": 2, "crop": 16},
 }
 
 
@@ -85,11 +86,15 @@ def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
     for clip in CLIPS:
         assert {f"synth@{clip}", f"decode@{clip}", f"teacher@{clip}", f"guidance@{clip}"} <= ran
     assert {"manifest", "train", "report"} <= ran
-    assert {s for s in ran if s.split("@")[0] in ("infer", "evaluate", "stereo")} == {
-        f"{s}@{c}" for s in ("infer", "evaluate", "stereo") for c in ("te_a", "te_b")
+    assert {s for s in ran if s.split("@")[0] in ("adapt", "infer", "evaluate", "stereo")} == {
+        f"{s}@{c}" for s in ("adapt", "infer", "evaluate", "stereo") for c in ("te_a", "te_b")
     }
     agg = json.loads((tmp / "reports/metrics.json").read_text())
     assert agg["clips"] == ["te_a", "te_b"]
+    groups = agg["groups"]  # one group per teacher; the adapted refiner only where adapt.clips lists the clip
+    assert groups["simulated"]["clips"] == ["te_a"] and groups["learned"]["clips"] == ["te_b"]
+    assert "refiner_adapt" in groups["learned"]["methods"] and "refiner_adapt" not in groups["simulated"]["methods"]
+    assert (tmp / "data/adapt/te_a/NOT_ADAPTED").is_file() and (tmp / "data/adapt/te_b/refined.zarr").is_dir()
     per = {c: json.loads((tmp / f"reports/clips/{c}/metrics.json").read_text()) for c in ("te_a", "te_b")}
     for method, figures in agg["methods"].items():
         for key, value in figures.items():
