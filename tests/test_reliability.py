@@ -400,7 +400,7 @@ CLIPS = {
     "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
     "te": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
 }
-ORDER = ("synth", "decode", "teacher", "guidance", "manifest", "infer", "evaluate", "stereo", "report")
+ORDER = ("synth", "decode", "teacher", "guidance", "manifest", "infer", "adapt", "evaluate", "stereo", "report")
 TUM_LABEL = SimulatedTeacher.label  # what the teacher stage records in the store
 
 
@@ -424,6 +424,7 @@ def mini(tmp_path_factory):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["corpus"].update(clips={**CLIPS, "kin": {"kind": "tum", "source": str(seq), "camera": CAM}})
     params["corpus"].update(train=["tr"], val=["va"], test=["kin", "te"])  # the clip lacking figures first
+    params["adapt"].update(clips=[])
     params["corpus"]["synthetic"].update(width=40, height=32, frames=8, static_frames=5, fps=6)
     params.update(decode={**params["decode"], "size": 32})
     params["windows"].update(length=4, overlap=2, keyframes=[0, 2])
