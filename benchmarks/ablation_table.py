@@ -1,11 +1,15 @@
-"""The ablation table: test-split means of every ``abl-*`` experiment (``benchmarks/ablation.sh`` runs them).
+"""The ablation tables: test-split means of every ``abl-*`` experiment (``benchmarks/ablation.sh`` runs them), or
+with ``--prefix tabl- --by-teacher`` one table per teacher group of every ``tabl-*`` experiment
+(``benchmarks/ablation_teachers.sh``).
 
 Reads each experiment's committed ``reports/metrics.json`` and ``reports/train/metrics.json`` from its git ref
-(``refs/exps/.../abl-*``), prints a markdown table and writes it to ``benchmarks/ablation.md``.
+(``refs/exps/.../<prefix>*``), prints markdown and writes it to ``benchmarks/ablation.md`` (or
+``ablation_teachers.md``).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -24,21 +28,52 @@ COLUMNS = {  # column title: (method key, metric key)
     "jitter px": "disparity_jitter_px",
 }
 OUT = Path(__file__).with_name("ablation.md")
+TEACHERS_HEADER = (
+    "# Robustness to teachers (synthetic stand-ins)\n\n"
+    "`bash benchmarks/ablation_teachers.sh`: each row trained from scratch with the same budget; `narrow` = each "
+    "clip's stored teacher only, `wide` = windows re-simulated from the sim_wide family with noise inputs and the "
+    "noise-aware clamp; `refiner_adapt` = the same model adapted GT-free on each test clip. Means over each "
+    "teacher group's test clips of `reports/metrics.json`.\n"
+)
 
 
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
 
 
-def experiments() -> dict[str, str]:
-    """Experiment name -> git ref, for every ``abl-*`` experiment, sorted by name (the row order)."""
+def experiments(prefix: str = "abl-") -> dict[str, str]:
+    """Experiment name -> git ref, for every experiment named ``prefix``*, sorted by name (the row order)."""
     refs = _git("for-each-ref", "--format=%(refname)", "refs/exps").split()
-    named = {ref.rsplit("/", 1)[-1]: ref for ref in refs if ref.rsplit("/", 1)[-1].startswith("abl-")}
+    named = {ref.rsplit("/", 1)[-1]: ref for ref in refs if ref.rsplit("/", 1)[-1].startswith(prefix)}
     return dict(sorted(named.items()))
 
 
 def _row(title: str, values: dict, extra: str) -> str:
-    return f"| {title} | " + " | ".join(f"{values[k]:.4f}" for k in COLUMNS.values()) + f" | {extra} |"
+    return (
+        f"| {title} | " + " | ".join(f"{values.get(k, float('nan')):.4f}" for k in COLUMNS.values()) + f" | {extra} |"
+    )
+
+
+def teacher_tables(exps: dict[str, str]) -> str:
+    """Per teacher group: a row per experiment and refined method (refiner, refiner_adapt), then the baselines of
+    the first experiment, with the clamp hit rate (mean over the group's clips) and the clips a refiner harmed."""
+    rows: dict[str, list[str]] = {}
+    baselines: dict[str, dict] = {}
+    for name, ref in exps.items():
+        for teacher, g in json.loads(_git("show", f"{ref}:reports/metrics.json"))["groups"].items():
+            baselines.setdefault(teacher, g["methods"])
+            for method in (m for m in ("refiner", "refiner_adapt") if m in g["methods"]):
+                hits = [c[method] for c in g["clamp_hit_rate"].values() if method in c]
+                harmed = [n for n, h in g["do_no_harm"].items() if not all(h.get(method, {}).values())]
+                extra = f"{sum(hits) / len(hits):.1%}; harmed: {', '.join(harmed) or 'none'}"
+                rows.setdefault(teacher, []).append(_row(f"{name} {method}", g["methods"][method], extra))
+    head = "| row | " + " | ".join(COLUMNS) + " | clamp hits; clips where flicker or tae_vda > teacher |"
+    rule = "|" + "---|" * (len(COLUMNS) + 2)
+    out = ""
+    for teacher, lines in rows.items():
+        lines = lines + [_row(m, baselines[teacher][m], "") for m in ("teacher", "ema", "bilateral")]
+        out += f"\n## Teacher `{teacher}`\n\n{head}\n{rule}\n" + "\n".join(lines) + "\n"
+    return out
 
 
 def table(exps: dict[str, str]) -> str:
@@ -74,11 +109,16 @@ def header(exps: dict[str, str]) -> str:
 
 
 def main() -> None:
-    exps = experiments()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prefix", default="abl-", help="experiment names to read")
+    ap.add_argument("--by-teacher", action="store_true", help="one table per teacher group (ablation_teachers.sh)")
+    a = ap.parse_args()
+    exps = experiments(a.prefix)
     if not exps:
-        raise SystemExit("error: no abl-* experiments; run: bash benchmarks/ablation.sh")
-    text = header(exps) + table(exps)
-    OUT.write_text(text)
+        raise SystemExit(f"error: no {a.prefix}* experiments; run: bash benchmarks/ablation*.sh")
+    text = (TEACHERS_HEADER + teacher_tables(exps)) if a.by_teacher else header(exps) + table(exps)
+    out = OUT.with_name("ablation_teachers.md") if a.by_teacher else OUT
+    out.write_text(text)
     print(text)
 
 

@@ -24,6 +24,13 @@ different machines compare by their ratios:
 - prepare, prepare_default: clip preparation on Ray (``benchmarks/bench_prepare.py``): the overhead per clip at 500
   tiny clips vs the former per-clip stages, no-op and one-changed-clip repros, a killed worker; the default corpus
   built fresh by the former per-clip stages and by this tree, alternately.
+- video: ``refiner-video`` on a rendered 640x360 clip of 48 frames with npy + png16 exports, end to end with the
+  teacher cached (the command's own clock: model, cache lookup, cut detection, refining and every writer; and the
+  whole process, interpreter start and imports included) vs the refine step alone (the same frames computed and
+  thrown away); the longest stretch without progress output in a first run (decode and teacher
+  included); the refine step with two busy competing processes vs quiet, at 1 and 2 torch threads;
+- video_memory: peak RSS of a whole ``refiner-video`` run with every writer and the stereo video at 2000 vs 200
+  frames (72x128 frames, as a 2000-frame 640x360 run takes about an hour on 2 cores), each in a fresh process.
 
 Results are also written to ``reports/bench.json``.
 """
@@ -38,6 +45,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -62,15 +70,17 @@ import refiner.model.refiner as refiner_mod  # noqa: E402
 import refiner.train as train_mod  # noqa: E402
 from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
 from refiner.baselines import ema  # noqa: E402
+from refiner.checkpoint import load_refiner  # noqa: E402
 from refiner.cli import FAST_OVERLAP  # noqa: E402
 from refiner.clip import Clip  # noqa: E402
 from refiner.config import ModelParams, load_params  # noqa: E402
 from refiner.dataset import Augment, RandomWindows  # noqa: E402
 from refiner.evaluate import evaluate_clip  # noqa: E402
 from refiner.frame_cache import FrameCache  # noqa: E402
-from refiner.infer import refine_clip  # noqa: E402
+from refiner.infer import Refinement, refine_clip  # noqa: E402
 from refiner.ingest import ingest_video  # noqa: E402
 from refiner.lowres import downsample  # noqa: E402
+from refiner.manifest import calibration_for  # noqa: E402
 from refiner.mapping import low_mapping  # noqa: E402
 from refiner.model import Refiner  # noqa: E402
 from refiner.store import create_group, frames_array, open_group  # noqa: E402
@@ -621,6 +631,144 @@ def bench_repro(tmp: Path) -> dict:
     return {"full_repro_s": t_full, "noop_repro_s": t_noop, "ratio": t_full / t_noop}
 
 
+# --- refiner-video end to end ------------------------------------------------------------------------------------
+
+VIDEO_CLIP = (48, 360, 640)  # frames, height, width: the issue's rendered 640x360 clip
+MEMORY_CLIPS = ((200, 72, 128), (2000, 72, 128))  # tiny frames: a 2000-frame 640x360 run takes an hour here
+PROGRESS = re.compile(rb"refine \+ write:[^\r\n]*?(\d+)/\d+")
+
+
+def _video_source(root: Path, frames: int, height: int, width: int) -> list[str]:
+    """A rendered clip with GT and the refiner-video arguments that run the simulated teacher on it."""
+    write_clip(render_clip(frames, height, width, 70.0, 0.063, 16, seed=3), root, fps=24, crf=12, baseline_m=0.063)
+    args = [str(root / "clip.mp4"), "--intrinsics", str(root / "camera.json"), "--teacher", "simulated"]
+    return [*args, "--gt", str(root / "gt.zarr")]
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "refiner.cli", *args]
+
+
+def _silences(cmd: list[str]) -> dict:
+    """Run ``cmd`` and time what it prints (progress bars on stderr, the summary on stdout): the longest stretch
+    without any output from the start of the command to its end, and the longest without the refine bar's count of
+    written frames moving."""
+    start = last = time.perf_counter()
+    longest, count, count_at, longest_count, where, before = 0.0, None, None, 0.0, "", b""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_bench_env())
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        now = time.perf_counter()
+        if now - last > longest:
+            longest, where = now - last, before.decode(errors="replace").strip().split("\r")[-1][:60]
+        last, before = now, chunk
+        for n in PROGRESS.findall(chunk):  # from the refine bar's first appearance on
+            if int(n) != count:
+                longest_count, count, count_at = max(longest_count, now - (count_at or now)), int(n), now
+    if proc.wait():
+        raise RuntimeError(f"{' '.join(cmd)} failed with status {proc.returncode}")
+    end = time.perf_counter()
+    if end - last > longest:
+        longest, where = end - last, "the last output"
+    return {
+        "wall_s": end - start,
+        "longest_silence_s": longest,
+        "silence_after": where,
+        "no_new_frame_s": longest_count,
+    }
+
+
+def _bench_env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), DVC_NO_ANALYTICS="1")
+
+
+def _refine_alone(model: torch.nn.Module, clip: Clip, threads: int) -> float:
+    """Seconds to compute every refined frame of ``clip`` (teacher cached; nothing written) with ``threads``."""
+    params = load_params(ROOT / "params.yaml")
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    for _ in Refinement(model, clip, params.windows, params.infer):
+        pass
+    return time.perf_counter() - t0
+
+
+def _busy(n: int) -> list[subprocess.Popen]:
+    """``n`` competing processes that keep one core each busy until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _contended(model: torch.nn.Module, clip: Clip, threads: int) -> float:
+    """:func:`_refine_alone` while two busy processes run."""
+    others = _busy(2)
+    try:
+        return _refine_alone(model, clip, threads)
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
+
+
+def _contention(model: torch.nn.Module, clip: Clip, rounds: int = 2) -> dict:
+    """The refine step quiet and with two busy processes, at 1 and 2 torch threads: the best of ``rounds``
+    alternating (quiet, busy) pairs, so a change of the machine's other load hits both sides alike."""
+    out = {}
+    for threads in (1, 2):
+        pairs = [(_refine_alone(model, clip, threads), _contended(model, clip, threads)) for _ in range(rounds)]
+        quiet, busy = min(q for q, _ in pairs), min(b for _, b in pairs)
+        out |= {f"refine_quiet_s_{threads}t": quiet, f"refine_busy_s_{threads}t": busy}
+        out[f"busy_vs_quiet_{threads}t"] = busy / quiet
+    return out
+
+
+def bench_video(tmp: Path) -> dict:
+    """refiner-video on a rendered 640x360 clip of 48 frames with npy + png16 exports: end to end with the teacher
+    cached vs the refine step alone, the longest silence of a first run, and the refine step under contention."""
+    frames = VIDEO_CLIP[0]
+    args = _video_source(tmp / "src", *VIDEO_CLIP) + ["--cache", str(tmp / "cache"), "--export", "npy,png16"]
+    first = _silences(_cli([*args, "--out", str(tmp / "out1")]))
+    walls, own = [], []  # the whole process, and the command's own clock (after interpreter start and imports)
+    for _ in range(2):
+        walls.append(_timed(lambda: subprocess.run(_cli([*args, "--out", str(tmp / "out2"), "--quiet"]), check=True)))
+        own.append(json.loads((tmp / "out2/outputs.json").read_text())["seconds"])
+    t_wall, t_end = min(walls), min(own)
+    cache = next((tmp / "cache").iterdir())
+    model = load_refiner(ROOT / "models/pretrained/refiner.safetensors")[0]
+    clip = Clip(cache / "decoded.zarr", cache / "teacher.zarr", calibration_for({}, cache / "teacher.zarr", "self"))
+    t_refine = min(_refine_alone(model, clip, 1) for _ in range(2))
+    return {
+        "frames": frames,
+        "fps_end_to_end_cached": frames / t_end,
+        "fps_end_to_end_cached_with_interpreter_start": frames / t_wall,
+        "fps_refine_alone": frames / t_refine,
+        "ratio": t_refine / t_end,
+        "ratio_with_interpreter_start": t_refine / t_wall,
+        **{f"first_run_{k}": v for k, v in first.items()},
+        **_contention(model, clip),
+        "loadavg_1min": _load(),
+    }
+
+
+def _video_memory_child(args: list[str]) -> None:
+    """In a fresh process: refiner-video with ``args``, then print this process's peak RSS (MiB)."""
+    from refiner.cli import main as refiner_video
+
+    refiner_video(args)
+    print(_peak_rss_mb())
+
+
+def bench_video_memory(tmp: Path) -> dict:
+    """Peak RSS of a whole refiner-video run (decode, teacher, refine, every writer and the stereo video), each in a
+    fresh process, at 200 and 2000 frames of 72x128 (canonical 64x112)."""
+    out = {}
+    for frames, height, width in MEMORY_CLIPS:
+        args = _video_source(tmp / f"src{frames}", frames, height, width) + ["--size", "64", "--quiet", "--stereo"]
+        args += ["--export", "npy,png16,zarr,ffv1,review", "--cache", str(tmp / "cache"), "--out", str(tmp / "o")]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--video-memory-child", *args]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=_bench_env())
+        out[f"peak_rss_mb_{frames}"] = float(done.stdout.split()[-1])
+    small, large = (f"peak_rss_mb_{f}" for f, _, _ in MEMORY_CLIPS)
+    return {**out, "ratio": out[large] / out[small], "loadavg_1min": _load()}
+
+
 BENCHES = {
     "decode": bench_decode,
     "cache": bench_cache,
@@ -634,6 +782,8 @@ BENCHES = {
     "repro": bench_repro,
     "prepare": bench_prepare,
     "prepare_default": bench_prepare_default,
+    "video": bench_video,
+    "video_memory": bench_video_memory,
 }
 
 
@@ -642,11 +792,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these benchmarks")
     parser.add_argument("--scan-peak-child", choices=("baseline", "fast"), help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--video-memory-child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scan_peak_child:
         return _scan_peak_child(args.scan_peak_child)
     if args.memory_child:
         return _memory_child(*args.memory_child)
+    if args.video_memory_child:
+        return _video_memory_child(args.video_memory_child)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"

@@ -88,7 +88,7 @@ def _tiny(work: Path, clips: int, shards: int = 1) -> list[str]:
     p["decode"]["size"] = 48
     p["windows"].update(length=4, overlap=2, keyframes=[0, 2])
     p["train"].update(steps=2, eval_every=2, crop=16, warmup_steps=1, init=None)
-    p["adapt"]["crop"] = 16
+    p["adapt"].update(crop=16, clips=[])  # the default adapts clips this corpus lacks
     p["model"].update(channels=4, ssm_hidden=4, d_state=2)
     p["evaluate"]["bilateral_radius"] = 1
     if "prepare" in p:

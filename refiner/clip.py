@@ -182,6 +182,34 @@ class LazyClip:
         return getattr(self.pool.get(self.entry), name)
 
 
+class ClipPart:
+    """Frames [start, stop) of a clip read as a clip of their own (one scene between two cuts): the window reads
+    (:data:`WINDOW_READS`, :meth:`K`) are shifted by ``start``; everything else (size, factor, calibration, fps,
+    stores) is the whole clip's."""
+
+    WINDOW_READS = ("teacher_depth", "confidence", "edges", "rgb", "gt", "moving")
+
+    def __init__(self, clip: Clip, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= clip.frames:
+            raise ValueError(f"frames [{start}, {stop}) are not inside the clip's {clip.frames} frames")
+        self.clip, self.start, self.frames = clip, start, stop - start
+        self.static_frames = min(clip.static_frames, self.frames) if start == 0 else 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.clip, name)
+        return (lambda win: attr(self._shift(win))) if name in self.WINDOW_READS else attr
+
+    def _shift(self, win: Window) -> Window:
+        t = win[0]
+        if isinstance(t, int):
+            return (t + self.start, *win[1:])
+        stop = self.frames if t.stop is None else t.stop
+        return (slice((t.start or 0) + self.start, stop + self.start), *win[1:])
+
+    def K(self, frames: slice = slice(None)) -> np.ndarray:
+        return self.clip.K(self._shift((frames,))[0])
+
+
 def _frame_slice(win: Window) -> slice:
     """The window's frames as a slice (a single frame index t → t..t+1)."""
     return win[0] if isinstance(win[0], slice) else slice(win[0], win[0] + 1)

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib import colormaps
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -34,6 +33,7 @@ PNG_MIN_M, PNG_MAX_M = 0.05, 100.0  # default range of the 16-bit PNG's log enco
 PNG_STEPS = 65534  # values 1..65535 cover [min_m, max_m]; 0 = invalid
 PNG_ENCODING = "log-uint16: depth_m = min_m * (max_m / min_m) ** ((v - 1) / 65534), v = 0 invalid"
 LEGACY_PNG_SCALE = 1000.0  # PNGs without a depth_encoding chunk: uint16 millimetres
+PNG_LEVEL = 1  # zlib level: 13 ms a 640x360 frame and 10% larger than level 6 (58 ms), which made writes the bottleneck
 
 
 def png16_precision(min_m: float = PNG_MIN_M, max_m: float = PNG_MAX_M) -> float:
@@ -68,7 +68,9 @@ def write_png16(path: str | Path, depth: np.ndarray, min_m: float = PNG_MIN_M, m
     info.add_text("depth_encoding", PNG_ENCODING)
     info.add_text("depth_min_m", repr(float(min_m)))
     info.add_text("depth_max_m", repr(float(max_m)))
-    Image.fromarray(depth_to_png16(depth, min_m, max_m)).save(path, format="PNG", pnginfo=info)
+    Image.fromarray(depth_to_png16(depth, min_m, max_m)).save(
+        path, format="PNG", pnginfo=info, compress_level=PNG_LEVEL
+    )
 
 
 def read_png16(path: str | Path) -> np.ndarray:
@@ -89,23 +91,39 @@ def export_frames(
 ) -> int:
     """Write ``depth_00000.npy`` / ``depth_00000.png`` per frame into ``out_dir`` (replaced atomically, with a
     README.txt stating units and encoding); returns the number of frames written."""
-    lo, hi = png_range
     with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        (tmp / "README.txt").write_text(
-            "Refined z-depth per frame at the source video's resolution. depth_*.npy: float32 metres, 0 = invalid.\n"
-            f"depth_*.png: uint16, log encoding over [{lo:g}, {hi:g}] m (also in each PNG's text chunks): "
-            f"0 = invalid, else depth_m = {lo:g} * ({hi:g} / {lo:g}) ** ((v - 1) / 65534); relative precision "
-            f"{png16_precision(lo, hi):.1e}. Read with refiner.export.read_png16.\n"
-            f"Written here: npy={npy}, png={png} (params.yaml infer.export_npy / infer.export_png16).\n"
-        )
-        for t in range(_length(depth)):
-            frame = np.asarray(depth[t], dtype=np.float32)
-            if npy:
-                np.save(tmp / f"depth_{t:05d}.npy", frame)
-            if png:
-                write_png16(tmp / f"depth_{t:05d}.png", frame, lo, hi)
-    return _length(depth) if npy or png else 0
+        frames = ((t, depth[t]) for t in range(_length(depth)))
+        n = write_frame_files(frames, tmp, npy, png, png_range)
+    return n if npy or png else 0
+
+
+def write_frame_files(
+    frames: Iterable[tuple[int, np.ndarray]],
+    folder: Path,
+    npy: bool,
+    png: bool,
+    png_range: tuple[float, float] = (PNG_MIN_M, PNG_MAX_M),
+) -> int:
+    """Create ``folder`` with its README.txt and write each (t, depth) as it comes (streaming: one frame in memory);
+    returns the number of frames."""
+    lo, hi = png_range
+    folder.mkdir()
+    (folder / "README.txt").write_text(
+        "Refined z-depth per frame at the source video's resolution. depth_*.npy: float32 metres, 0 = invalid.\n"
+        f"depth_*.png: uint16, log encoding over [{lo:g}, {hi:g}] m (also in each PNG's text chunks): "
+        f"0 = invalid, else depth_m = {lo:g} * ({hi:g} / {lo:g}) ** ((v - 1) / 65534); relative precision "
+        f"{png16_precision(lo, hi):.1e}. Read with refiner.export.read_png16.\n"
+        f"Written here: npy={npy}, png={png} (params.yaml infer.export_npy / infer.export_png16).\n"
+    )
+    count = 0
+    for t, depth in frames:
+        frame = np.asarray(depth, dtype=np.float32)
+        if npy:
+            np.save(folder / f"depth_{t:05d}.npy", frame)
+        if png:
+            write_png16(folder / f"depth_{t:05d}.png", frame, lo, hi)
+        count += 1
+    return count
 
 
 def log_depth_range(depth: np.ndarray) -> tuple[float, float]:
@@ -120,6 +138,8 @@ def log_depth_range(depth: np.ndarray) -> tuple[float, float]:
 @functools.cache
 def _colour_table(cmap: str) -> np.ndarray:
     """The colour map's N entries as RGB uint8 (N, 3): what ``colormaps[cmap](x)`` returns, on the 0–255 scale."""
+    from matplotlib import colormaps  # here: only the review video and figures need it (it takes 0.2 s to import)
+
     table = colormaps[cmap]
     return (table(np.arange(table.N))[:, :3] * 255).round().astype(np.uint8)
 
@@ -143,15 +163,17 @@ def _length(frames: Sequence[np.ndarray]) -> int:
     return int(frames.shape[0]) if hasattr(frames, "shape") else len(frames)  # arrays (Zarr too) or lists
 
 
+def side_by_side_row(frames: Sequence[np.ndarray], lo: float, hi: float) -> np.ndarray:
+    """Depth frames (teacher, refined, GT...) coloured on one log range [lo, hi] and put side by side, cut to even
+    sizes for H.264."""
+    row = np.concatenate([colorize(np.asarray(f), lo, hi) for f in frames], axis=1)
+    return row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
+
+
 def side_by_side_video(panels: Sequence[Sequence[np.ndarray]], path: str | Path, fps: float) -> int:
     """Encode panels (each a sequence of (H, W) depth frames: teacher, refined, GT...) side by side."""
     if not panels or any(_length(p) != _length(panels[0]) or _length(p) == 0 for p in panels):
         raise ValueError("side_by_side_video needs panels of equal, non-zero frame counts")
     lo, hi = log_depth_range(np.asarray(panels[0][0]))
-
-    def frames() -> Iterator[np.ndarray]:
-        for t in range(_length(panels[0])):
-            row = np.concatenate([colorize(np.asarray(p[t]), lo, hi) for p in panels], axis=1)
-            yield row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
-
-    return encode_mp4(frames(), path, fps)
+    rows = (side_by_side_row([p[t] for p in panels], lo, hi) for t in range(_length(panels[0])))
+    return encode_mp4(rows, path, fps)

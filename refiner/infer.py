@@ -7,13 +7,17 @@ before this window's start, so context runs over the whole clip at constant memo
 blended across overlapping windows (:class:`WindowBlender`) → refined = teacher + ΔD, clamped to the
 depth range. Drift control: optional per-window bias removal on a cadence (toward the teacher, never a
 global rescale) and a warning when the refined/teacher ratio of the centre patch's median depth trends.
-A clip shorter than N frames is one short window.
+A clip shorter than N frames is one short window. Given scene cuts (:mod:`refiner.cuts`), each scene is refined as
+a clip of its own (:class:`Refinement`), so no state, blend or monitor reaches across a cut. :func:`run_infer` hands
+each refined frame, in order, to writer threads through bounded queues (:mod:`refiner.streaming`,
+:mod:`refiner.sinks`) while the next window is computed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +25,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from refiner.clip import Clip, full
+from refiner.clip import Clip, ClipPart, full
 from refiner.config import InferParams, WindowParams
+from refiner.cuts import segments
 from refiner.dataset import ClipWindows
-from refiner.export import export_frames, side_by_side_video
+from refiner.export import write_frame_files
 from refiner.masks import static_gate
-from refiner.source_res import SourceFrames, store_map
-from refiner.store import atomic_path, atomic_paths, create_group, frames_array, open_group, write_csv, write_json
+from refiner.progress import Progress
+from refiner.sinks import at_source, canonical_store, review_video
+from refiner.source_res import store_map
+from refiner.store import atomic_path, atomic_paths, write_csv, write_json
+from refiner.streaming import Streams, fan_out
 from refiner.windows import WindowBlender
 
 OCCLUDED_WEIGHT = 0.1  # blending weight factor of a pixel a window sees changing colour (occlusion, motion)
@@ -111,7 +119,103 @@ def _window_delta(model, batch: dict, p: InferParams, state, state_index, device
     return out.delta_full.float()[0, :, 0].cpu(), out.state, float(max(out.clamp_hit_rate.values()))
 
 
+def _window(
+    model: torch.nn.Module,
+    batch: dict,
+    k: int,
+    s: int,
+    nxt: int | None,
+    p: InferParams,
+    device: torch.device,
+    cache: dict,
+    state: object,
+) -> tuple[torch.Tensor, object, float]:
+    """One window's residual (confidence EMA, carried state, optional re-anchoring): (ΔD [n, H, W], next state,
+    clamp hit rate)."""
+    if p.confidence_ema > 0:
+        batch["conf"] = _smooth_confidence(batch["conf"], s, p.confidence_ema, cache)
+    delta, state, hits = _window_delta(model, batch, p, state, nxt, device)
+    if p.reanchor_every and k % p.reanchor_every == 0:
+        teacher_w = batch["depth"][:, 0]
+        valid = teacher_w > 0
+        bias = (delta[valid] / teacher_w[valid]).mean() if valid.any() else delta.new_zeros(())
+        delta = delta - bias * teacher_w  # remove this window's mean relative residual
+    return delta, state, hits
+
+
+def _finished(
+    blender: WindowBlender, clip: Clip | ClipPart, p: InferParams, monitor: _Monitor, before: int
+) -> Iterator[tuple]:
+    """(t, refined, teacher) of every frame the blender has finished below ``before``."""
+    for t, delta in blender.pop_ready(before):
+        base = clip.teacher_depth(full(t))
+        refined = np.where(base > 0, np.clip(base + delta, p.min_depth_m, p.max_depth_m), 0).astype(np.float32)
+        if not np.isfinite(refined).all():
+            raise ValueError(f"refined depth of frame {t} is not finite; check the checkpoint")
+        monitor.frame(t, refined, base)
+        yield t, refined, base
+
+
 @torch.no_grad()
+def _refine_scene(
+    model: torch.nn.Module,
+    clip: Clip | ClipPart,
+    windows: WindowParams,
+    p: InferParams,
+    device: torch.device,
+    monitor: _Monitor,
+    note: Callable[[int, int], None],
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(t, refined, teacher) of every frame of ``clip`` (a whole clip or one scene), in order: fresh carried state,
+    blending and confidence EMA."""
+    frames = ClipWindows(clip, windows.length, windows.keyframes, windows.overlap)
+    starts, total = frames.starts, clip.frames
+    blender = WindowBlender(windows.keyframes, p.keyframe_tau, p.keyframe_boost)
+    carry = bool(getattr(model.p, "carry_state", False))
+    cache, state = {}, None
+    for k in range(len(frames)):
+        note(k, len(frames))
+        batch, s = frames[k], starts[k]
+        nxt = starts[k + 1] - s - 1 if carry and k + 1 < len(starts) else None
+        delta, state, hits = _window(model, batch, k, s, nxt, p, device, cache, state if carry else None)
+        monitor.clamp_hits.append(hits)
+        monitor.abs_delta.append(float(delta.abs().mean()))
+        gate = occlusion_weights(batch["rgb"], clip.factor) if p.occlusion_gating else None
+        blender.add(s, delta.numpy(), gate)
+        yield from _finished(blender, clip, p, monitor, starts[k + 1] if k + 1 < len(starts) else total)
+    yield from _finished(blender, clip, p, monitor, total)
+
+
+class Refinement:
+    """The refined frames of a clip as ``(t, refined, teacher)``, in clip order, one window in memory. Each scene
+    between ``cuts`` (:mod:`refiner.cuts`) is refined as a clip of its own: carried Mamba state, window blending,
+    confidence EMA and the drift monitor start afresh at a cut. ``note(text)`` hears which window runs."""
+
+    def __init__(self, model, clip: Clip, windows: WindowParams, p: InferParams, device="cpu", cuts=None) -> None:
+        self.model, self.clip, self.windows, self.p, self.device = model, clip, windows, p, torch.device(device)
+        self.cuts = None if cuts is None else [a for a, _ in segments(cuts, clip.frames)[1:]]
+        self.scenes = segments(self.cuts or [], clip.frames)
+        self.monitors: list[_Monitor] = []
+        self.note: Callable[[str], None] = lambda text: None
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for i, (a, b) in enumerate(self.scenes):
+            part = self.clip if (a, b) == (0, self.clip.frames) else ClipPart(self.clip, a, b)
+            monitor = _Monitor(_patch(part.height, part.width, self.p.drift_patch))
+            self.monitors.append(monitor)
+            scene = f"scene {i + 1}/{len(self.scenes)}, " if len(self.scenes) > 1 else ""
+
+            def note(k: int, n: int, scene: str = scene) -> None:
+                self.note(f"{scene}window {k + 1}/{n}")
+
+            for t, refined, base in _refine_scene(self.model, part, self.windows, self.p, self.device, monitor, note):
+                yield a + t, refined, base
+
+    def stats(self) -> dict:
+        """The run's statistics (:func:`_stats`), once every frame has been taken."""
+        return _stats(self.monitors, self.clip.frames, self.p, self.cuts)
+
+
 def refine_clip(
     model,
     clip: Clip,
@@ -122,72 +226,40 @@ def refine_clip(
     progress: bool = True,
 ) -> dict:
     """Refine every frame of ``clip`` into the Zarr store ``out`` (arrays ``depth`` and ``delta``); returns stats."""
-    device = torch.device(device)
-    frames = ClipWindows(clip, windows.length, windows.keyframes, windows.overlap)
-    starts, total = frames.starts, clip.frames
-    blender = WindowBlender(windows.keyframes, p.keyframe_tau, p.keyframe_boost)
-    monitor, conf_cache, state = _Monitor(_patch(clip.height, clip.width, p.drift_patch)), {}, None
-    carry = bool(getattr(model.p, "carry_state", False))
+    refinement = Refinement(model, clip, windows, p, device)
     with atomic_path(out) as tmp:
-        group = create_group(tmp, {"description": "refined z-depth in metres (teacher + blended residual)"})
-        arrays = {n: frames_array(group, n, (total, clip.height, clip.width), np.float32) for n in ("depth", "delta")}
-
-        def flush(before: int) -> None:
-            for t, delta in blender.pop_ready(before):
-                base = clip.teacher_depth(full(t))
-                refined = np.where(base > 0, np.clip(base + delta, p.min_depth_m, p.max_depth_m), 0).astype(np.float32)
-                if not np.isfinite(refined).all():
-                    raise ValueError(f"refined depth of frame {t} is not finite; check the checkpoint")
-                arrays["depth"][t], arrays["delta"][t] = refined, refined - base
-                monitor.frame(t, refined, base)
-
-        for k in tqdm(range(len(frames)), desc="infer", disable=not progress):
-            batch, s = frames[k], starts[k]
-            if p.confidence_ema > 0:
-                batch["conf"] = _smooth_confidence(batch["conf"], s, p.confidence_ema, conf_cache)
-            nxt = starts[k + 1] - s - 1 if carry and k + 1 < len(starts) else None
-            delta, state, hits = _window_delta(model, batch, p, state if carry else None, nxt, device)
-            if p.reanchor_every and k % p.reanchor_every == 0:
-                teacher_w = batch["depth"][:, 0]
-                valid = teacher_w > 0
-                bias = (delta[valid] / teacher_w[valid]).mean() if valid.any() else delta.new_zeros(())
-                delta = delta - bias * teacher_w  # remove this window's mean relative residual
-            monitor.clamp_hits.append(hits)
-            monitor.abs_delta.append(float(delta.abs().mean()))
-            gate = occlusion_weights(batch["rgb"], clip.factor) if p.occlusion_gating else None
-            blender.add(s, delta.numpy(), gate)
-            flush(starts[k + 1] if k + 1 < len(starts) else total)
-        flush(total)
-    return _stats(monitor, total, len(starts), p)
+        write = canonical_store(tmp, clip.frames, clip.height, clip.width)
+        write(tqdm(refinement, desc="infer", total=clip.frames, unit="frame", disable=not progress))
+    return refinement.stats()
 
 
-def _stats(monitor: _Monitor, total: int, windows: int, p: InferParams) -> dict:
-    refined, teacher = monitor.curves()
-    drift = drift_trend(refined / np.maximum(teacher, 1e-6))
+def _stats(monitors: list[_Monitor], total: int, p: InferParams, cuts: list[int] | None) -> dict:
+    """Windows, clamp hits, mean |ΔD| and the drift of refined against teacher depth, per scene (the largest in
+    ``drift_rel``; with ``cuts`` given, the scenes' own under ``drift_rel_scenes``)."""
+    curves = [m.curves() for m in monitors]
+    drifts = [drift_trend(refined / np.maximum(teacher, 1e-6)) for refined, teacher in curves]
+    drift = max(drifts, key=abs)
     if abs(drift) > p.drift_warn_rel:
         warnings.warn(
             f"refined depth drifts by {drift:+.1%} against the teacher over the clip on the centre patch "
             f"(threshold {p.drift_warn_rel:.1%}); consider infer.reanchor_every",
             stacklevel=3,
         )
-    return {
+    hits, deltas = (sum((getattr(m, k) for m in monitors), []) for k in ("clamp_hits", "abs_delta"))
+    stats = {
         "frames": total,
-        "windows": windows,
-        "clamp_hit_rate": float(np.mean(monitor.clamp_hits)),
-        "mean_abs_delta_m": float(np.mean(monitor.abs_delta)),
+        "windows": len(hits),
+        "clamp_hit_rate": float(np.mean(hits)),
+        "mean_abs_delta_m": float(np.mean(deltas)),
         "drift_rel": drift,
-        "patch_median_depth": refined.tolist(),
-        "teacher_patch_median_depth": teacher.tolist(),
+        "patch_median_depth": np.concatenate([c[0] for c in curves]).tolist(),
+        "teacher_patch_median_depth": np.concatenate([c[1] for c in curves]).tolist(),
     }
+    return stats if cuts is None else {**stats, "scene_cuts": cuts, "drift_rel_scenes": drifts}
 
 
-def _write_outputs(clip: Clip, p, refined, frames_dir: Path, reports_dir: Path, stats: dict) -> None:
-    """Frame exports and the teacher | refined (| GT) video at the source resolution; metrics and drift rows."""
-    m = store_map(clip.dec)  # exports at the source video's resolution
-    png_range = (p.min_depth_m, p.max_depth_m)
-    export_frames(SourceFrames(refined, m), frames_dir, npy=p.export_npy, png=p.export_png16, png_range=png_range)
-    panels = [clip.tea["depth"], refined] + ([clip.dec["depth_gt"]] if clip.has_gt else [])
-    side_by_side_video([SourceFrames(x, m) for x in panels], reports_dir / "side_by_side.mp4", fps=clip.fps)
+def _write_reports(clip: Clip, reports_dir: Path, stats: dict) -> None:
+    """metrics.json (the stats and the clip's provenance) and drift.csv (per-frame centre-patch medians)."""
     medians, teacher_medians = stats.pop("patch_median_depth"), stats.pop("teacher_patch_median_depth")
     write_json(reports_dir / "metrics.json", {**stats, "provenance": clip.provenance()})
     write_csv(
@@ -199,19 +271,63 @@ def _write_outputs(clip: Clip, p, refined, frames_dir: Path, reports_dir: Path, 
     )
 
 
-def run_infer(
-    model, clip: Clip, params, out: str | Path, frames_dir: str | Path, reports_dir: str | Path, progress: bool = True
+def _writers(
+    clip: Clip,
+    p: InferParams,
+    out: Path | None,
+    frames_dir: Path | None,
+    reports_dir: Path,
+    source: dict,
+    streams: Streams,
 ) -> dict:
-    """Refine the clip into ``out`` (canonical grid), export frames (``frames_dir``) and the teacher | refined (| GT)
-    video at the source resolution, the metrics and drift plot data (``reports_dir``). Shared by the infer stage
-    and the one-command tool (:mod:`refiner.cli`)."""
+    """The canonical store (``out``; None: none) and, at the source resolution, the per-frame files (``frames_dir``;
+    None: none) and ``source``: the review video and the caller's writers."""
+    m = store_map(clip.dec)
+    if frames_dir is not None:
+        png_range = (p.min_depth_m, p.max_depth_m)
+        source["frames"] = lambda items: write_frame_files(items, frames_dir, p.export_npy, p.export_png16, png_range)
+    writers = {"source": at_source(m, source, streams)}
+    if out is not None:
+        writers["canonical"] = canonical_store(out, clip.frames, clip.height, clip.width)
+    return writers
+
+
+def run_infer(
+    model,
+    clip: Clip,
+    params,
+    out: str | Path | None,
+    frames_dir: str | Path | None,
+    reports_dir: str | Path,
+    progress: bool = True,
+    extra: dict | None = None,
+    cuts: list[int] | None = None,
+    review: bool = True,
+) -> dict:
+    """Refine the clip into ``out`` (canonical grid; None: not kept), export frames (``frames_dir``; None: none) and
+    the teacher | refined (| GT) video (``review``) at the source resolution, the metrics and drift plot data
+    (``reports_dir``), streaming: each writer runs on its own thread fed through a bounded queue
+    (:mod:`refiner.streaming`), and ``extra`` writers of ``(t, source-resolution depth)`` join them. Scenes between
+    ``cuts`` are refined afresh (:class:`Refinement`). Returns the stats, with the source writers' results under
+    ``writers``. Shared by the infer stage and the one-command tool (:mod:`refiner.video_run`)."""
     device = next(model.parameters()).device
     if model.factor != clip.factor:
         raise ValueError(
             f"the model was trained with low-res factor {model.factor} but {clip.teacher_path} was cached with "
             f"{clip.factor}; re-run the teacher with teacher.low_res_factor {model.factor}"
         )
-    with atomic_paths(out, frames_dir, reports_dir) as (out_tmp, frames_tmp, reports_tmp):
-        stats = refine_clip(model, clip, out_tmp, params.windows, params.infer, device, progress)
-        _write_outputs(clip, params.infer, open_group(out_tmp)["depth"], frames_tmp, reports_tmp, stats)
-    return stats
+    paths = [reports_dir, *(p for p in (out, frames_dir) if p is not None)]
+    with atomic_paths(*paths) as (reports_tmp, *tmps):
+        out_tmp = tmps.pop(0) if out is not None else None
+        reports_tmp.mkdir()
+        source = dict(extra or {})
+        if review:
+            source = {"review": review_video(reports_tmp / "side_by_side.mp4", clip, store_map(clip.dec)), **source}
+        refinement, streams = Refinement(model, clip, params.windows, params.infer, device, cuts), Streams()
+        writers = _writers(clip, params.infer, out_tmp, next(iter(tmps), None), reports_tmp, source, streams)
+        with Progress(clip.frames, "refine + write", streams.finished, progress) as bar:
+            refinement.note = bar.note
+            results = fan_out(refinement, writers, streams=streams)
+        stats = refinement.stats()
+        _write_reports(clip, reports_tmp, stats)
+    return {**stats, "writers": results["source"]}

@@ -297,7 +297,7 @@ def ingest_video(
     info = video_info(video)
     w, h = int(info["width"]), int(info["height"])
     K = resolve_intrinsics(intrinsics, w, h, str(intrinsics))
-    gt_group = open_group(gt, ("depth", "poses"), "ground-truth store") if gt else None
+    gt_group = open_group(gt, ("depth",), "ground-truth store") if gt else None  # poses, moving_mask optional
     attrs = {
         "source_video": str(video),
         "stride": stride,
@@ -308,15 +308,15 @@ def ingest_video(
 
     def add_gt(group: zarr.Group, m: CanonicalMap, n: int) -> None:
         if gt_group is not None:
-            _ingest_gt(gt_group, group, m, stride, n, str(gt))
+            _ingest_gt(gt_group, group, m, stride, n, str(gt), progress)
             group.attrs["has_gt"] = True
 
     frames = (Frame(rgb, K) for rgb in decode_frames(video, stride))
     return write_clip_store(out, frames, size, attrs, progress, f"decode {Path(video).name}", add_gt, multiple, crop)
 
 
-def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> None:
-    """Subsample and transform the ground truth to match the decoded frames."""
+def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str, progress: bool = False) -> None:
+    """Subsample and transform the ground truth to match the decoded frames (a progress bar per array)."""
     total = src["depth"].shape[0]
     idx = np.arange(0, total, stride)
     if len(idx) != n:
@@ -337,7 +337,7 @@ def _ingest_gt(src, dst, m: CanonicalMap, stride: int, n: int, where: str) -> No
         out_name = {"depth": "depth_gt", "depth_right": "depth_gt_right"}.get(name, name)
         shape = (n, m.height, m.width, *arr.shape[3:])
         out = frames_array(dst, out_name, shape, arr.dtype)
-        for j, i in enumerate(idx):
+        for j, i in enumerate(tqdm(idx, desc=f"ground truth {name}", disable=not progress)):
             x = np.asarray(arr[i])
             if name.startswith("depth"):
                 check_depth(x, f"{where}/{name}[{i}]")

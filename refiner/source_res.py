@@ -21,7 +21,7 @@ from tqdm import tqdm
 from refiner.camera import depth_to_source, image_to_source
 from refiner.canonical import CanonicalMap, identity_map, source_intrinsics
 from refiner.stereo import sbs_frame
-from refiner.store import atomic_path, create_group, frames_array, small_array, write_json
+from refiner.store import write_json
 from refiner.video import decode_frames, encode_mp4
 
 EDGE_REL = 0.05  # neighbours within 5% of each other count as one surface (bilinear); else nearest
@@ -59,18 +59,6 @@ class SourceFrames:
 def source_K(group: zarr.Group) -> np.ndarray:
     """(T, 3, 3) float64 intrinsics of the source frames (the inverse map applied to the store's canonical K)."""
     return source_intrinsics(group["K"][...], store_map(group))
-
-
-def write_depth_store(depth: SourceFrames, K: np.ndarray, out: str | Path, attrs: dict, progress: bool = True) -> int:
-    """The whole clip at source resolution as a Zarr store (atomic): ``depth`` (T, H, W) float32 metres (0 =
-    invalid), one chunk per frame, and ``K`` (T, 3, 3) the source camera's intrinsics; returns the frame count."""
-    with atomic_path(out) as tmp:
-        g = create_group(tmp, {"units": "z-depth in metres, 0 = invalid", **attrs})
-        arr = frames_array(g, "depth", depth.shape, np.float32)
-        for t in tqdm(range(len(depth)), desc="depth at source resolution", disable=not progress):
-            arr[t] = depth[t]
-        small_array(g, "K", np.asarray(K, dtype=np.float64))
-    return len(depth)
 
 
 def write_intrinsics(path: str | Path, K: np.ndarray, width: int, height: int) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,30 +25,52 @@ def video_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: int = 12) -> int:
-    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 atomically at ``fps`` (:func:`video_rate`); returns the
-    frame count."""
+def encode_video(
+    frames: Iterable[np.ndarray],
+    path: str | Path,
+    container_format: str,
+    pix_fmt: str,
+    add_stream: Callable[[av.container.OutputContainer, np.ndarray], av.video.stream.VideoStream],
+    metadata: dict[str, str] | None = None,
+) -> int:
+    """Encode frames (arrays of ``pix_fmt``) into one video stream of a new file at ``path``, atomically; the stream
+    is ``add_stream(container, first_frame)``, ``metadata`` the container's tags; returns the frame count."""
     path, count = Path(path), 0
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=container_format) as container:
+        container.metadata.update(metadata or {})
         stream = None
         for frame in frames:
-            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
-            if stream is None:
-                h, w = frame.shape[:2]
-                if h % 2 or w % 2:
-                    raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
-                stream = container.add_stream("libx264", rate=video_rate(fps))
-                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                # mbtree off: its AVX-512 code gives different bytes for the same frames from run to run
-                # (seen on an AVX-512 CPU), which would break DVC's content hashes of every downstream stage
-                stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            stream = stream or add_stream(container, frame)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format=pix_fmt)))
             count += 1
         if stream is None:
             raise VideoError(f"{path}: no frames to encode")
         container.mux(stream.encode())
     return count
+
+
+def encode_mp4(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: int = 12) -> int:
+    """Encode RGB uint8 frames (H, W, 3) to an H.264 mp4 atomically at ``fps`` (:func:`video_rate`); returns the
+    frame count."""
+
+    def checked() -> Iterator[np.ndarray]:
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise VideoError(f"{path}: frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+            yield frame
+
+    def h264(container: av.container.OutputContainer, first: np.ndarray) -> av.video.stream.VideoStream:
+        h, w = first.shape[:2]
+        if h % 2 or w % 2:
+            raise VideoError(f"{path}: H.264 needs even frame sizes, got {w}x{h}")
+        stream = container.add_stream("libx264", rate=video_rate(fps))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        # mbtree off: its AVX-512 code gives different bytes for the same frames from run to run
+        # (seen on an AVX-512 CPU), which would break DVC's content hashes of every downstream stage
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+        return stream
+
+    return encode_video(checked(), path, "mp4", "rgb24", h264)
 
 
 def _open(path: Path) -> av.container.InputContainer:

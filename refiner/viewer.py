@@ -1,6 +1,6 @@
 """Look at a clip: a PNG grid of RGB / teacher depth / uncertainty (/ GT) for chosen frames, with colour bars.
 
-    python -m refiner.viewer --decoded data/clips/room_a/decoded.zarr --teacher data/clips/room_a/teacher.zarr \
+    python -m refiner.viewer --decoded data/clips/0/room_a/decoded.zarr --teacher data/clips/0/room_a/teacher.zarr \
         --frames 0 16 32 --out view.png [--video view.mp4]
 
 Depth panels share one log-scaled colour range (near = red) so teacher and GT compare directly.
@@ -78,8 +78,8 @@ def view_video(decoded: str | Path, teacher: str | Path, out: str | Path, fps: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PNG grid (and optional mp4) of RGB, teacher depth, uncertainty, GT")
-    parser.add_argument("--decoded", required=True, help="e.g. data/clips/room_a/decoded.zarr")
-    parser.add_argument("--teacher", required=True, help="e.g. data/clips/room_a/teacher.zarr")
+    parser.add_argument("--decoded", required=True, help="e.g. data/clips/0/room_a/decoded.zarr")
+    parser.add_argument("--teacher", required=True, help="e.g. data/clips/0/room_a/teacher.zarr")
     parser.add_argument("--frames", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="reports/teacher/view.png")
     parser.add_argument("--video", default=None, help="also write this mp4")

@@ -23,7 +23,7 @@ CLIPS = {
     "tr_b": {"kind": "synthetic", "seed": 2, "camera_path": "pan"},
     "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
     "te_a": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
-    "te_b": {"kind": "synthetic", "seed": 5, "camera_path": "dolly"},
+    "te_b": {"kind": "synthetic", "seed": 5, "camera_path": "dolly", "teacher": "learned"},  # a second teacher
 }
 TINY = {
     "corpus": {
@@ -39,6 +39,7 @@ TINY = {
     "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "init": None},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},
+    "adapt": {"clips": ["te_b"], "steps": 2, "crop": 16},
 }
 
 
@@ -49,7 +50,7 @@ def _run(args, cwd, env):
 
 
 def _ran(out: str) -> set[str]:
-    """Stages a repro ran, without the file a per-clip stage comes from ('pipelines/synth/dvc.yaml:synth@a')."""
+    """Stages a repro ran, without the file a per-clip stage comes from ('pipelines/prepare/dvc.yaml:prepare@0')."""
     return set(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", out))
 
 
@@ -88,11 +89,15 @@ def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
     assert not [s for s in ran if s.split("@")[0] in ("synth", "decode", "teacher", "guidance")]
     for clip in CLIPS:
         assert (tmp / f"data/clips/{shard_of(clip, 2)}/{clip}/guidance.zarr/zarr.json").is_file()
-    assert {s for s in ran if s.split("@")[0] in ("infer", "evaluate", "stereo")} == {
-        f"{s}@{c}" for s in ("infer", "evaluate", "stereo") for c in ("te_a", "te_b")
+    assert {s for s in ran if s.split("@")[0] in ("adapt", "infer", "evaluate", "stereo")} == {
+        f"{s}@{c}" for s in ("adapt", "infer", "evaluate", "stereo") for c in ("te_a", "te_b")
     }
     agg = json.loads((tmp / "reports/metrics.json").read_text())
     assert agg["clips"] == ["te_a", "te_b"]
+    groups = agg["groups"]  # one group per teacher; the adapted refiner only where adapt.clips lists the clip
+    assert groups["simulated"]["clips"] == ["te_a"] and groups["learned"]["clips"] == ["te_b"]
+    assert "refiner_adapt" in groups["learned"]["methods"] and "refiner_adapt" not in groups["simulated"]["methods"]
+    assert (tmp / "data/adapt/te_a/NOT_ADAPTED").is_file() and (tmp / "data/adapt/te_b/refined.zarr").is_dir()
     per = {c: json.loads((tmp / f"reports/clips/{c}/metrics.json").read_text()) for c in ("te_a", "te_b")}
     for method, figures in agg["methods"].items():
         for key, value in figures.items():

@@ -45,6 +45,7 @@ def _params(clips: dict) -> dict:
     raw["corpus"]["synthetic"].update(width=40, height=32, frames=8, static_frames=5, fps=6)
     raw["decode"]["size"] = 32
     raw["train"]["crop"] = raw["adapt"]["crop"] = 16
+    raw["adapt"]["clips"] = []  # the default adapts clips this corpus lacks
     raw["prepare"].update(shards=[0], local_cpus=2, max_retries=2)
     return raw
 

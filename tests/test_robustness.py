@@ -366,6 +366,9 @@ def test_ingest_entry_rejects_unknown_kind_and_options(tmp_path):
 # --- params and the stages ---
 
 
+TEST_CLIPS = load_params(Path(__file__).resolve().parents[1] / "params.yaml").corpus.test
+
+
 def _with(**changes):
     """params.yaml as a dict with dotted keys changed (a value None deletes nothing: it sets null)."""
     raw = load_params(Path(__file__).resolve().parents[1] / "params.yaml").model_dump(mode="json")
@@ -387,7 +390,7 @@ def _with(**changes):
         (
             {
                 "corpus.clips.vid": {"kind": "video", "source": "v.mp4", "intrinsics": "c.json", "teacher": "midas"},
-                "corpus.test": ["room_t1", "room_t2", "room_t3", "vid"],
+                "corpus.test": [*TEST_CLIPS, "vid"],
             },
             r"corpus\.clips\.vid\.teacher = 'midas' is invalid; allowed: a registered teacher",
         ),
@@ -411,7 +414,7 @@ def test_a_tum_folder_is_a_clip_by_one_params_entry(tmp_path, monkeypatch):
     raw = _with(
         **{
             "corpus.clips.kinect": {"kind": "tum", "source": str(seq), "camera": CAM, "teacher": "unidepth"},
-            "corpus.test": ["room_t1", "room_t2", "room_t3", "kinect"],
+            "corpus.test": [*TEST_CLIPS, "kinect"],
             "decode.size": 16,
             "train.crop": 16,
         }

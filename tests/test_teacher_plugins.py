@@ -78,6 +78,7 @@ def test_an_entry_point_teacher_runs_through_the_prepare_stage_on_ray(plugin_sit
     raw["corpus"].update(clips=clips, train=["tr"], val=["va"], test=["te"])
     raw["corpus"]["synthetic"].update(width=32, height=32, frames=7, static_frames=5)
     raw["decode"]["size"], raw["train"]["crop"], raw["adapt"]["crop"] = 32, 16, 16
+    raw["adapt"]["clips"] = []  # the default adapts clips this corpus lacks
     raw["teacher"]["options"] = {"ramp": {"offset": 0.5}}
     raw["prepare"].update(shards=[0], local_cpus=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -145,3 +146,28 @@ def test_a_teacher_without_a_fitted_table_gets_the_fallback_never_another_teache
     assert calibration_for(tables, entries[0]["teacher"], "rank") == trained  # its own teacher: its own table
     # GT sums of a clip taught by another teacher never enter a teacher's table
     assert fit_calibration([*entries, test_entry], 10)[trained["teacher_id"]] == trained
+
+
+def test_the_learned_teacher_needs_no_ground_truth(tmp_path):
+    """A video without GT, taught by the shipped learned teacher: the store is written, the clip's manifest entry
+    has no GT and gets the GT-free fallback table fitted on the clip itself, named as such."""
+    clip = render_clip(6, 64, 80, 70.0, 0.063, 3, seed=8)
+    write_clip(clip, tmp_path / "src", fps=10, crf=0, baseline_m=0.063)
+    from refiner.ingest import ingest_video
+
+    ingest_video(tmp_path / "src/clip.mp4", {"hfov_deg": 70}, tmp_path / "dec.zarr", 32, progress=False, multiple=4)
+    assert "depth_gt" not in zarr.open_group(str(tmp_path / "dec.zarr"), mode="r")  # nothing to read, nothing read
+    p = tiny_params().teacher.resolve("learned")
+    metrics = write_teacher_store(tmp_path / "dec.zarr", tmp_path / "tea.zarr", p, "mine", progress=False)
+    assert metrics["absrel_vs_gt"] is None and metrics["teacher_plugin"] == "learned"
+    g = zarr.open_group(str(tmp_path / "tea.zarr"), mode="r")
+    depth = g["depth"][...]
+    assert depth.shape == (6, 32, 40) and (depth > 0).all() and np.isfinite(depth).all()
+    assert g.attrs["has_uncertainty"] and g.attrs["teacher_label"].startswith("learned")
+    from refiner.guidance import write_guidance
+
+    write_guidance(tmp_path / "dec.zarr", tmp_path / "tea.zarr", tmp_path / "gui.zarr", progress=False)
+    entry = clip_entry("mine", str(tmp_path / "dec.zarr"), str(tmp_path / "tea.zarr"), str(tmp_path / "gui.zarr"))
+    (done,) = calibrate({"test": [entry]}, 10, "self")[0]["test"]
+    assert not done["has_gt"] and done["calibration"]["fitted_on"] == ["mine"]
+    assert done["calibration"]["source"].startswith("self:")

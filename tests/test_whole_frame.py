@@ -9,7 +9,7 @@ import zarr
 
 from refiner.canonical import CanonicalMap, canonical_map
 from refiner.checkpoint import load_refiner, save_refiner
-from refiner.cli import DEFAULTS, FAST_OVERLAP, SECTIONS, load_settings, main, parse_args, with_overrides
+from refiner.cli import FAST_OVERLAP, main, parse_args
 from refiner.clip import open_clip
 from refiner.config import ModelParams, StereoParams
 from refiner.evaluate import evaluate_clip
@@ -22,6 +22,7 @@ from refiner.stereo_report import stereo_metrics
 from refiner.synth import render_clip, write_clip
 from refiner.train import train
 from refiner.video import decode_frames
+from refiner.video_settings import DEFAULTS, SECTIONS, load_settings, with_overrides
 from refiner.windows import window_starts
 
 from .clip_fixtures import ROOT, make_clip, make_corpus, open_entry, tiny_params
@@ -61,7 +62,16 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("wf")
     write_clip(render_clip(FRAMES, H, W, 70.0, 0.063, 4, seed=5), root / "src", fps=10, crf=0, baseline_m=0.063)
     model = _model(root / "model.safetensors")
-    main(_argv(root / "src", model, root / "out", "--stereo", "--cache", str(root / "cache")))
+    exports = [
+        "--export",
+        "zarr,npy,png16,review,canonical",
+        "--stereo",
+        "--convergence-m",
+        "inf",
+        "--max-disparity",
+        "none",
+    ]
+    main(_argv(root / "src", model, root / "out", *exports, "--cache", str(root / "cache")))
     return root
 
 
@@ -85,7 +95,7 @@ def test_exported_depth_is_the_canonical_depth_mapped_back(run):
     canon = zarr.open_group(str(run / "out/refined_canonical.zarr"), mode="r")["depth"][...]
     exported = zarr.open_group(str(run / "out/depth.zarr"), mode="r")["depth"][...]
     m = CanonicalMap.from_dict(
-        dict(zarr.open_group(str(_summary(run)["outputs"]["cache"]) + "/decoded.zarr").attrs)["canonical_map"]
+        dict(zarr.open_group(str(_summary(run)["cache"]) + "/decoded.zarr").attrs)["canonical_map"]
     )
     assert m == canonical_map(H, W, SIZE, multiple=4)
     # independently of the code: each source pixel's canonical position u' = s (u + 0.5) - 0.5 and its neighbours
@@ -108,7 +118,7 @@ def test_exported_depth_is_the_canonical_depth_mapped_back(run):
 
 
 def test_videos_have_the_source_size(run):
-    sbs = list(decode_frames(run / "out/stereo_sbs.mp4"))
+    sbs = list(decode_frames(run / "out/clip_LRF_Full_SBS.mp4"))
     assert len(sbs) == FRAMES and sbs[0].shape == (H, 2 * W, 3)
     panels = next(decode_frames(run / "out/reports/side_by_side.mp4"))
     assert panels.shape == (H, 3 * W, 3)  # teacher | refined | GT
@@ -117,7 +127,7 @@ def test_videos_have_the_source_size(run):
 def test_sbs_right_eye_matches_the_rendered_right_eye(run):
     """End to end: the right half of the SBS video is the rendered right eye (b = 0.063 m), not the left image."""
     gt = zarr.open_group(str(run / "src/gt.zarr"), mode="r")
-    sbs = next(decode_frames(run / "out/stereo_sbs.mp4")).astype(float)
+    sbs = next(decode_frames(run / "out/clip_LRF_Full_SBS.mp4")).astype(float)
     left, right, truth = sbs[:, :W], sbs[:, W:], np.asarray(gt["rgb_right"][0], dtype=float)
     inner = np.s_[:, 16:-16]  # away from the borders the splat leaves to hole filling
     assert np.abs(right - truth)[inner].mean() < 0.6 * np.abs(left - truth)[inner].mean()
@@ -153,7 +163,7 @@ def test_png16_round_trips_5_cm_to_100_m(tmp_path):
 def test_the_teacher_cache_is_reused(run):
     main(_argv(run / "src", run / "model.safetensors", run / "out2", "--cache", str(run / "cache")))
     s = _summary(run, "out2")
-    assert s["teacher_cache_reused"] and "stereo_sbs" not in s["outputs"]
+    assert s["teacher_cache_reused"] and s["stereo"] is None and s["exports"] == ["zarr"]
     np.testing.assert_array_equal(
         zarr.open_group(str(run / "out2/depth.zarr"), mode="r")["depth"][...],
         zarr.open_group(str(run / "out/depth.zarr"), mode="r")["depth"][...],
@@ -179,7 +189,7 @@ def test_fails_clearly_without_intrinsics_model_or_a_runnable_teacher(run, capsy
     src, model, out = run / "src", run / "model.safetensors", run / "bad"
     argv = _argv(src, model, out)
     no_k = _without(argv, "--intrinsics")
-    assert "--intrinsics cam.json" in _error(capsys, no_k) and "--hfov-deg" in _error(capsys, no_k)
+    assert "--intrinsics" in _error(capsys, no_k) and "--hfov-deg" in _error(capsys, no_k)
     assert "--model" in _error(capsys, [a if a != str(model) else str(run / "none.safetensors") for a in argv])
     no_gt = _without(argv, "--gt")
     err = _error(capsys, no_gt)

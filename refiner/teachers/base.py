@@ -55,6 +55,13 @@ class TeacherContext:
     gt: Any = None  # Callable[[int], np.ndarray] | None
 
 
+def torch_device(choice: str):
+    """``teacher.device`` as a torch device: ``auto`` is a GPU where there is one, else the CPU."""
+    import torch  # only the teachers that run a network need it
+
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if choice == "auto" else choice)
+
+
 @runtime_checkable
 class Teacher(Protocol):
     """A frozen single-frame metric depth model."""

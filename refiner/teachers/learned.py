@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
-from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame
+from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame, torch_device
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models/teacher-learned/learned.safetensors"
 FORMAT = "refiner-learned-teacher/1"
@@ -140,7 +140,7 @@ class LearnedTeacher:
     label = "learned: a small single-frame network trained here on rendered scenes (not UniDepthV2)"
 
     def __init__(self, ctx: TeacherContext) -> None:
-        self.device = torch.device(ctx.device)
+        self.device = torch_device(ctx.device)
         self.batch_size = 8 if self.device.type == "cuda" else 2
         self.weights = Path(ctx.options.get("weights") or DEFAULT_WEIGHTS)
         self.net, self.sha256 = load_weights(self.weights, self.device)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame
+from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame, torch_device
 
 INSTALL_HINT = (
     "install UniDepth from a checkout of its repository (git clone the UniDepth repository, then "
@@ -54,8 +54,7 @@ class UniDepthTeacher:
         missing = [f for f in ("config.json", "model.safetensors") if not (weights / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{weights}: UniDepthV2 weights folder lacks {missing}; {INSTALL_HINT}")
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(auto if ctx.device == "auto" else ctx.device)
+        self.device = torch_device(ctx.device)
         self.weights, self.resolution_level = weights, p.unidepth_resolution_level
         self.model = models.UniDepthV2.from_pretrained(str(weights))
         self.model.resolution_level = p.unidepth_resolution_level
