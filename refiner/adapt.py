@@ -2,8 +2,9 @@
 
 The losses that need no ground truth (:mod:`refiner.losses`: teacher-anchored, temporal, residual, variance)
 train a copy of the refiner on random windows of the given clips, as training does (carried prefix, crops,
-reversal, teacher jitter) but with every GT read switched off: no GT supervision, no re-simulated teacher, and
-the static mask of the temporal loss from the colour gate, never from a rendered moving-object mask. The model
+reversal, teacher jitter; the teacher under the inference noise ceiling, as the model will see it) but with every
+GT read switched off: no GT supervision, no re-simulated teacher, and the static mask of the temporal loss from
+the colour gate, never from a rendered moving-object mask. The model
 passed in is never changed; the adapted copy is the EMA of the weights after ``steps`` steps (nothing to choose a
 checkpoint on without GT). Time and memory are those of that many training steps at ``adapt.crop``.
 """
@@ -26,6 +27,7 @@ from refiner.config import AdaptParams, Params
 from refiner.dataset import Augment, RandomWindows
 from refiner.infer import refine_clip
 from refiner.losses import compute_losses
+from refiner.noise_ceiling import below_ceiling
 from refiner.store import atomic_path
 from refiner.train import carried_window, lr_at, make_optimizer
 
@@ -63,6 +65,7 @@ def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int,
     for step, batch in enumerate(tqdm(loader, desc="adapt (GT-free)", disable=not progress)):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, min(10, steps // 10), ap.lr)
+        batch["depth"] = below_ceiling(batch["depth"], params.infer.noise_ceiling)  # the view inference gives it
         window, state = carried_window(net, batch, params.windows.length)
         out = net(window["depth"], window["conf"], window["rgb"], window["keyframes"], state=state)
         losses = compute_losses(out.depth, out.delta_full, window, params.loss, net.factor, ap.anchor_still)

@@ -397,6 +397,7 @@ class InferParams(_Model):
     keyframe_boost: NonNeg
     occlusion_gating: bool
     hard_clamp: bool
+    noise_ceiling: NonNeg
     min_depth_m: Pos
     max_depth_m: Pos
     reanchor_every: int = Field(ge=0)

@@ -30,7 +30,8 @@ from refiner.config import InferParams, WindowParams
 from refiner.cuts import segments
 from refiner.dataset import ClipWindows
 from refiner.export import write_frame_files
-from refiner.masks import static_gate
+from refiner.masks import centre_patch, static_gate
+from refiner.noise_ceiling import under_ceiling
 from refiner.progress import Progress
 from refiner.sinks import at_source, canonical_store, review_video
 from refiner.source_res import store_map
@@ -83,11 +84,6 @@ class _Monitor:
         return np.array([self.refined[t] for t in keys]), np.array([self.teacher[t] for t in keys])
 
 
-def _patch(height: int, width: int, fraction: float) -> tuple[slice, slice]:
-    ph, pw = max(1, int(height * fraction)), max(1, int(width * fraction))
-    return slice((height - ph) // 2, (height - ph) // 2 + ph), slice((width - pw) // 2, (width - pw) // 2 + pw)
-
-
 def _smooth_confidence(conf: torch.Tensor, start: int, eta: float, cache: dict[int, torch.Tensor]) -> torch.Tensor:
     """Causal EMA of c(x) over the clip; frames shared with the previous window reuse their smoothed value."""
     out = conf.clone()
@@ -103,20 +99,25 @@ def _smooth_confidence(conf: torch.Tensor, start: int, eta: float, cache: dict[i
 
 
 def _window_delta(model, batch: dict, p: InferParams, state, state_index, device) -> tuple[torch.Tensor, object, float]:
-    """(ΔD [n, H, W] of one window, the carried state for the next, clamp hit rate)."""
+    """(ΔD [n, H, W] of one window, the carried state for the next, clamp hit rate), under the noise ceiling."""
     inputs = {k: v[None].to(device) for k, v in batch.items() if v.dim() > 0}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with autocast:
-        out = model(
-            inputs["depth"],
-            inputs["conf"],
-            inputs["rgb"],
-            inputs["keyframes"],
-            hard_clamp=p.hard_clamp,
-            state=state,
-            state_index=state_index,
-        )
-    return out.delta_full.float()[0, :, 0].cpu(), out.state, float(max(out.clamp_hit_rate.values()))
+
+    def run(depth: torch.Tensor) -> tuple[torch.Tensor, object, float]:
+        with autocast:
+            out = model(
+                depth[None],
+                inputs["conf"],
+                inputs["rgb"],
+                inputs["keyframes"],
+                hard_clamp=p.hard_clamp,
+                state=state,
+                state_index=state_index,
+            )
+        return out.delta_full.float()[0, :, 0], out.state, float(max(out.clamp_hit_rate.values()))
+
+    delta, state, hits = under_ceiling(run, inputs["depth"][0].float(), p.noise_ceiling)
+    return delta.cpu(), state, hits
 
 
 def _window(
@@ -201,7 +202,7 @@ class Refinement:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         for i, (a, b) in enumerate(self.scenes):
             part = self.clip if (a, b) == (0, self.clip.frames) else ClipPart(self.clip, a, b)
-            monitor = _Monitor(_patch(part.height, part.width, self.p.drift_patch))
+            monitor = _Monitor(centre_patch(part.height, part.width, self.p.drift_patch))
             self.monitors.append(monitor)
             scene = f"scene {i + 1}/{len(self.scenes)}, " if len(self.scenes) > 1 else ""
 

@@ -45,3 +45,9 @@ def still_static_mask(rgb: torch.Tensor, moving: torch.Tensor | None, valid: tor
         colour = rgb.float() / 255
         moving = (colour - colour[:1]).abs().mean(-1) > STEADY_COLOUR
     return (~moving.bool()).all(0) & valid.bool().all(0)
+
+
+def centre_patch(height: int, width: int, fraction: float) -> tuple[slice, slice]:
+    """(rows, cols) of the centred patch whose sides are ``fraction`` of the frame's (at least one pixel)."""
+    ph, pw = max(1, int(height * fraction)), max(1, int(width * fraction))
+    return slice((height - ph) // 2, (height - ph) // 2 + ph), slice((width - pw) // 2, (width - pw) // 2 + pw)

@@ -82,22 +82,6 @@ def mean_errors(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} if rows else {}
 
 
-def align_disparity_affine(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """For comparison with relative-depth papers only: one least-squares scale and shift of 1/D to 1/G
-    over the whole clip; returns the aligned depth. Never used by the pipeline itself."""
-    ok = (gt > 0) & (pred > 0)
-    x, y = 1 / pred[ok].double(), 1 / gt[ok].double()
-    A = torch.stack([x, torch.ones_like(x)], 1)
-    s, b = torch.linalg.lstsq(A, y[:, None]).solution[:, 0]
-    disp = (s * 1 / pred.double().clamp_min(_EPS) + b).clamp_min(_EPS)
-    return torch.where(pred > 0, 1 / disp, torch.zeros_like(disp)).to(pred.dtype)
-
-
-def static_region_mask(moving: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(H, W) pixels never moving and always valid over frames (T, H, W) (the still-camera segment)."""
-    return (~moving.bool()).all(0) & valid.bool().all(0)
-
-
 def flicker(depth: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
     """Relative temporal std and MAD of depth (T, H, W) over the (H, W) mask (see module docstring)."""
     if depth.shape[0] < 2 or not mask.any():
@@ -493,14 +477,6 @@ def opw_nvds(
         diff = (_nvds_normalise(warped_d) - _nvds_normalise(disp[t])).abs()
         total += float((10 * (weight * diff).flatten(1).mean(1)).sum())
     return total / frames
-
-
-def patch_medians(depth: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Median depth of the centred square patch (side ``fraction`` of the frame) per frame: (T,)."""
-    h, w = depth.shape[-2:]
-    ph, pw = max(1, int(h * fraction)), max(1, int(w * fraction))
-    y0, x0 = (h - ph) // 2, (w - pw) // 2
-    return depth[:, y0 : y0 + ph, x0 : x0 + pw].flatten(1).median(1).values
 
 
 def scale_ratios(depth: torch.Tensor, gt: torch.Tensor, moving: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,7 +13,7 @@ from refiner.losses import (
     temporal_loss,
     variance_loss,
 )
-from refiner.masks import static_gate
+from refiner.masks import centre_patch, static_gate, still_static_mask
 
 P = LossParams.from_file()
 
@@ -130,3 +130,17 @@ def test_compute_losses_teacher_is_a_fixed_point():
     terms = compute_losses(b["teacher"], torch.zeros_like(b["teacher"]), b, P, 2)
     assert terms["total"].item() == pytest.approx(0.0, abs=1e-6)
     assert set(terms) >= {"close", "temp", "res", "res_mean", "var", "total"}
+
+
+def test_still_static_mask_excludes_moving_and_invalid():
+    moving = torch.zeros(3, 2, 2, dtype=torch.bool)
+    moving[1, 0, 0] = True
+    valid = torch.ones(3, 2, 2, dtype=torch.bool)
+    valid[2, 1, 1] = False
+    rgb = torch.zeros(3, 2, 2, 3, dtype=torch.uint8)
+    assert still_static_mask(rgb, moving, valid).tolist() == [[False, True], [True, False]]
+
+
+def test_centre_patch_hand_values():
+    assert centre_patch(8, 12, 0.5) == (slice(2, 6), slice(3, 9))
+    assert centre_patch(3, 3, 0.1) == (slice(1, 2), slice(1, 2))  # at least one pixel

@@ -11,10 +11,8 @@ from refiner.metrics import (
     disparity_jitter,
     flicker,
     opw_metric,
-    patch_medians,
     reproject,
     scale_ratios,
-    static_region_mask,
     tae,
 )
 from refiner.scatter import scatter_kept
@@ -47,14 +45,6 @@ def test_flicker_of_a_static_clip_with_known_flicker():
     f = flicker(depth, mask)
     assert f["std_rel"] == pytest.approx(float(scales.double().std()) / 1.0, rel=1e-6)
     assert flicker(torch.full((4, 5, 5), 3.0), mask)["std_rel"] == 0.0
-
-
-def test_static_region_mask_excludes_moving_and_invalid():
-    moving = torch.zeros(3, 2, 2, dtype=torch.bool)
-    moving[1, 0, 0] = True
-    valid = torch.ones(3, 2, 2, dtype=torch.bool)
-    valid[2, 1, 1] = False
-    assert static_region_mask(moving, valid).tolist() == [[False, True], [True, False]]
 
 
 def test_tae_zero_for_consistent_depth_and_known_for_a_scaled_frame():
@@ -95,11 +85,10 @@ def test_opw_metric_zero_when_consistent_and_positive_with_flicker():
     assert opw_metric(flick, rgb, K, poses, depth) == pytest.approx((0.05 / 1.05 + 0.05 / 1.0) / 2, rel=1e-4)
 
 
-def test_disparity_jitter_in_pixels_and_patch_medians():
+def test_disparity_jitter_in_pixels():
     depth = torch.stack([torch.full((4, 4), 2.0), torch.full((4, 4), 2.5)])
     jit = disparity_jitter(depth, torch.tensor([100.0, 100.0]), 0.06, torch.ones(4, 4, dtype=torch.bool))
     assert jit.tolist() == pytest.approx([100 * 0.06 / 2.0 - 100 * 0.06 / 2.5])
-    assert patch_medians(depth, 0.5).tolist() == [2.0, 2.5]
     assert torch.isfinite(jit).all()
 
 

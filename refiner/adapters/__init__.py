@@ -40,7 +40,9 @@ def ingest(kind: str, source: str | Path, out: str | Path, size: int, **options:
     aspect ratio kept; True: the S x S centre crop).
     """
     if kind not in ADAPTERS:
-        raise ValueError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)} (decode.source_kind)")
+        raise ValueError(
+            f"unknown source kind {kind!r}; use one of {', '.join(KINDS)} (the clip's kind in params.yaml corpus.clips)"
+        )
     allowed = options_of(kind)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
