@@ -5,8 +5,9 @@ dvclive logging, and resume after interruption.
 Data: random windows over the TRAIN clips of the manifest; validation: every window of the VAL clips.
 Test clips are never read here. Runs as one process or under ``torchrun --nproc_per_node K``
 (DistributedDataParallel; gloo on CPU, nccl on GPU). The file runs top to bottom as: set-up, optimiser and
-schedule, the carried window, validation, data, model, one step, the loop (:func:`train`), checkpoints. The resumable state lives outside the stage's outputs (``state_dir``); the model
-file is written once, at the end, from the best weights (so an interrupted run never leaves a worse one).
+schedule, the carried window, validation, data, model, one step, the loop (:func:`train`), checkpoints. The
+resumable state lives outside the stage's outputs (``state_dir``); the model file is written once, at the end,
+from the best weights (so an interrupted run never leaves a worse one).
 """
 
 from __future__ import annotations
