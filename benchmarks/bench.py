@@ -67,27 +67,27 @@ sys.path.insert(0, str(ROOT))
 import refiner.model.blend as blend_mod  # noqa: E402
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
-import refiner.train as train_mod  # noqa: E402
+import refiner.training.train as train_mod  # noqa: E402
 from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
-from refiner.baselines import ema  # noqa: E402
-from refiner.checkpoint import load_refiner  # noqa: E402
-from refiner.cli import FAST_OVERLAP  # noqa: E402
-from refiner.clip import Clip  # noqa: E402
-from refiner.config import ModelParams, load_params  # noqa: E402
-from refiner.dataset import Augment, RandomWindows  # noqa: E402
-from refiner.evaluate import evaluate_clip  # noqa: E402
-from refiner.frame_cache import FrameCache  # noqa: E402
-from refiner.infer import Refinement, refine_clip  # noqa: E402
-from refiner.ingest import ingest_video  # noqa: E402
-from refiner.lowres import downsample  # noqa: E402
-from refiner.manifest import calibration_for  # noqa: E402
-from refiner.mapping import low_mapping  # noqa: E402
-from refiner.model import Refiner  # noqa: E402
-from refiner.store import create_group, frames_array, open_group  # noqa: E402
-from refiner.synth import render_clip, write_clip  # noqa: E402
+from refiner.app.cli import FAST_OVERLAP  # noqa: E402
+from refiner.core.config import ModelParams, load_params  # noqa: E402
+from refiner.core.store import create_group, frames_array, open_group  # noqa: E402
+from refiner.core.video import decode_frames  # noqa: E402
+from refiner.data.clip import Clip  # noqa: E402
+from refiner.data.dataset import Augment, RandomWindows  # noqa: E402
+from refiner.data.frame_cache import FrameCache  # noqa: E402
+from refiner.data.ingest import ingest_video  # noqa: E402
+from refiner.data.manifest import calibration_for  # noqa: E402
+from refiner.data.synth import render_clip, write_clip  # noqa: E402
+from refiner.data.windows import window_starts  # noqa: E402
+from refiner.evaluation.baselines import ema  # noqa: E402
+from refiner.evaluation.evaluate import evaluate_clip  # noqa: E402
+from refiner.geometry.lowres_map import low_mapping  # noqa: E402
+from refiner.geometry.lowres_sampling import downsample  # noqa: E402
+from refiner.inference.infer import Refinement, refine_clip  # noqa: E402
+from refiner.model.refiner import Refiner  # noqa: E402
 from refiner.teachers.cache import write_teacher_store  # noqa: E402
-from refiner.video import decode_frames  # noqa: E402
-from refiner.windows import window_starts  # noqa: E402
+from refiner.training.checkpoint import load_refiner  # noqa: E402
 
 
 def _timed(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -400,7 +400,7 @@ def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[]
 
 
 def bench_train_step(tmp: Path) -> dict:
-    """The trainer's optimiser step (``refiner.train._step``: carried prefix, forward, losses, backward, AdamW,
+    """The trainer's optimiser step (``refiner.training.train._step``: carried prefix, forward, losses, backward, AdamW,
     EMA) on windows drawn by the data loader from a rendered 48-frame clip (batch, crop and window length as
     params.yaml), vs the same step with the code paths of commit cd49fa4 (``_with_baseline_training``)."""
     params = load_params(ROOT / "params.yaml")
@@ -646,7 +646,7 @@ def _video_source(root: Path, frames: int, height: int, width: int) -> list[str]
 
 
 def _cli(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "refiner.cli", *args]
+    return [sys.executable, "-m", "refiner.app.cli", *args]
 
 
 def _silences(cmd: list[str]) -> dict:
@@ -749,7 +749,7 @@ def bench_video(tmp: Path) -> dict:
 
 def _video_memory_child(args: list[str]) -> None:
     """In a fresh process: refiner-video with ``args``, then print this process's peak RSS (MiB)."""
-    from refiner.cli import main as refiner_video
+    from refiner.app.cli import main as refiner_video
 
     refiner_video(args)
     print(_peak_rss_mb())

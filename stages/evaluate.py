@@ -4,13 +4,13 @@ stage adapted this clip) scored on the clip → its reports."""
 import sys
 from pathlib import Path
 
-from refiner.baselines import ADAPTED, ADAPTED_STORE
-from refiner.clip import open_clip
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.evaluate import evaluate_clip
-from refiner.perceptual import load_lpips
-from refiner.reports import write_clip_report
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.data.clip import open_clip
+from refiner.evaluation.baselines import ADAPTED, ADAPTED_STORE
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.perceptual import load_lpips
+from refiner.evaluation.reports import write_clip_report
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refiner.config import (
+from refiner.core.config import (
     ClipSpec,
     ConfigError,
     ModelParams,
@@ -16,7 +16,7 @@ from refiner.config import (
     load_params,
     params_from_dict,
 )
-from refiner.synth import CAMERA_PATHS
+from refiner.data.synth import CAMERA_PATHS
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.clip import full, open_clip
-from refiner.config import EvaluateParams
-from refiner.evaluate import evaluate_clip
-from refiner.perceptual import lpips_random_backbone
-from refiner.reports import aggregate, write_aggregate, write_clip_report
-from refiner.store import create_group, frames_array
+from refiner.core.config import EvaluateParams
+from refiner.core.store import create_group, frames_array
+from refiner.data.clip import full, open_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.perceptual import lpips_random_backbone
+from refiner.evaluation.reports import aggregate, write_aggregate, write_clip_report
 
 from .clip_fixtures import make_clip, make_corpus, open_entry
 

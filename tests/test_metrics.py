@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.metrics import (
+from refiner.evaluation.metrics import (
     depth_errors,
     disparity_jitter,
     flicker,
@@ -15,7 +14,8 @@ from refiner.metrics import (
     scale_ratios,
     tae,
 )
-from refiner.scatter import scatter_kept
+from refiner.geometry.intrinsics import intrinsics_from_fov
+from refiner.geometry.scatter import scatter_kept
 
 K1 = torch.tensor(intrinsics_from_fov(16, 16, 60.0), dtype=torch.float32)
 

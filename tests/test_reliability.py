@@ -25,24 +25,24 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from refiner.adapters import ingest
-from refiner.camera import image_to_source
-from refiner.checkpoint import CheckpointError, load_refiner, save_refiner
-from refiner.cli import main as refiner_video
-from refiner.clip import Clip
-from refiner.config import ConfigError, ModelParams
-from refiner.evaluate import evaluate_clip
-from refiner.guidance import write_guidance
-from refiner.infer import run_infer
-from refiner.ingest import ingest_video
-from refiner.model import Refiner
-from refiner.source_res import source_rgb, store_map
-from refiner.spans import write_method_depths
-from refiner.stereo_report import stereo_metrics
-from refiner.synth import render_clip, write_clip
+from refiner.app.cli import main as refiner_video
+from refiner.core.config import ConfigError, ModelParams
+from refiner.core.video import decode_frames
+from refiner.data.adapters import ingest
+from refiner.data.clip import Clip
+from refiner.data.guidance import write_guidance
+from refiner.data.ingest import ingest_video
+from refiner.data.synth import render_clip, write_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.span_reader import write_method_depths
+from refiner.geometry.camera import image_to_source
+from refiner.inference.infer import run_infer
+from refiner.inference.source_res import source_rgb, store_map
+from refiner.model.refiner import Refiner
+from refiner.stereo.stereo_report import stereo_metrics
 from refiner.teachers.cache import write_teacher_store
 from refiner.teachers.simulated import SimulatedTeacher
-from refiner.video import decode_frames
+from refiner.training.checkpoint import CheckpointError, load_refiner, save_refiner
 
 from .adapter_fixtures import write_tum
 from .clip_fixtures import ROOT, make_clip, make_corpus, tiny_params
@@ -155,9 +155,9 @@ def test_tum_repeated_timestamp_is_an_error_naming_both_lines(tmp_path):
 
 KILL_INFER = """
 import os, signal, sys
-from refiner import infer
-from refiner.checkpoint import load_refiner
-from refiner.clip import open_clip
+from refiner.inference import infer
+from refiner.training.checkpoint import load_refiner
+from refiner.data.clip import open_clip
 from tests.test_reliability import P
 manifest, model, out = sys.argv[1:4]
 real, calls = infer._window_delta, []
@@ -343,9 +343,9 @@ def test_checkpoint_with_other_tensor_shapes_names_the_file_and_the_tensor(tmp_p
 WRITE = """
 import sys
 import numpy as np
-from refiner.errors import run_stage
-from refiner.ingest import ingest_video
-from refiner.video import encode_mp4
+from refiner.core.errors import run_stage
+from refiner.data.ingest import ingest_video
+from refiner.core.video import encode_mp4
 src, out, what = sys.argv[1:4]
 frames = (np.random.default_rng(t).integers(0, 256, (64, 96, 3), dtype=np.uint8) for t in range(30))
 def store():
@@ -549,11 +549,11 @@ def test_a_15_hz_clip_writes_15_fps_videos(mini):
 TRAIN_AND_SCORE = """
 import json, sys
 import torch
-from refiner.checkpoint import load_refiner
-from refiner.clip import open_clip
-from refiner.evaluate import evaluate_clip
-from refiner.infer import run_infer
-from refiner.train import train
+from refiner.training.checkpoint import load_refiner
+from refiner.data.clip import open_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.inference.infer import run_infer
+from refiner.training.train import train
 from tests.clip_fixtures import tiny_params
 root, out = sys.argv[1:3]
 p = tiny_params(

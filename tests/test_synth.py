@@ -3,9 +3,8 @@ import pytest
 import torch
 import zarr
 
-from refiner.camera import unproject
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.synth import (
+from refiner.core.video import encode_mp4
+from refiner.data.synth import (
     CAMERA_PATHS,
     Box,
     camera_poses,
@@ -15,7 +14,8 @@ from refiner.synth import (
     right_eye_poses,
     write_clip,
 )
-from refiner.video import encode_mp4
+from refiner.geometry.camera import unproject
+from refiner.geometry.intrinsics import intrinsics_from_fov
 
 
 def _world_points(depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The ``refiner-video`` application: command line, settings, cache, output folder and defaults.yaml."""
