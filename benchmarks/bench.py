@@ -78,7 +78,7 @@ from refiner.data.dataset import Augment, RandomWindows  # noqa: E402
 from refiner.data.frame_cache import FrameCache  # noqa: E402
 from refiner.data.ingest import ingest_video  # noqa: E402
 from refiner.data.manifest import calibration_for  # noqa: E402
-from refiner.data.synth import render_clip, write_clip  # noqa: E402
+from refiner.data.synth.clips import render_clip, write_clip  # noqa: E402
 from refiner.data.windows import window_starts  # noqa: E402
 from refiner.evaluation.baselines import ema  # noqa: E402
 from refiner.evaluation.evaluate import evaluate_clip  # noqa: E402

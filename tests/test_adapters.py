@@ -10,7 +10,7 @@ from refiner.data.adapters.hypersim import distance_to_depth, tonemap
 from refiner.data.adapters.images import read_hdf5
 from refiner.data.adapters.tum import associate, freiburg_intrinsics, pose_from_tum
 from refiner.data.ingest import ingest_video
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.geometry.camera import resize_depth, unproject
 from refiner.geometry.canonical import canonical_map, transform_intrinsics
 from refiner.geometry.intrinsics import intrinsics_from_fov

@@ -81,6 +81,6 @@ def test_no_refiner_dep_is_unused(name, script, deps):
 
 def test_the_check_catches_a_new_import(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("from refiner.evaluation.metrics import flicker\n")
-    assert "refiner/evaluation/metrics.py" in missing_deps(script, [])
+    script.write_text("from refiner.evaluation.depth_metrics import flicker\n")
+    assert "refiner/evaluation/depth_metrics.py" in missing_deps(script, [])
     assert missing_deps(script, ["refiner"]) == []

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from refiner.core.config import ConfigError, params_from_dict
-from refiner.data.synth import EXPOSURE_CORR, camera_poses, exposure_gains, make_scene, render, render_clip
+from refiner.data.synth.clips import EXPOSURE_CORR, exposure_gains, render_clip
+from refiner.data.synth.raycast import render
+from refiner.data.synth.scene import camera_poses, make_scene
 from refiner.geometry.intrinsics import intrinsics_from_fov
 from refiner.teachers.base import Teacher, TeacherBatch, TeacherContext
 from refiner.teachers.learned import LearnedDepthNet, LearnedTeacher, LearnedTeacherError, weights_bytes

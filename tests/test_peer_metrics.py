@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.evaluation.metrics import (
-    flow_to_previous,
-    nvds_weights,
-    opw_nvds,
-    splat_last_write,
-    tae,
-    tae_vda,
-    vda_align,
-)
+from refiner.evaluation.opw_metrics import flow_to_previous, nvds_weights, opw_nvds
 from refiner.evaluation.perceptual import ALEXNET_FILE, load_lpips, lpips_random_backbone, t_scin
+from refiner.evaluation.tae_metrics import splat_last_write, tae, tae_vda, vda_align
 from refiner.geometry.camera import project, relative_pose, transform_points, unproject
 
 

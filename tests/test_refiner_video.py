@@ -16,7 +16,7 @@ import zarr
 
 from refiner.app.cli import DEFAULT_MODEL, main
 from refiner.core.video import decode_frames, encode_mp4
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.inference.depth_video import read_depth_video
 from refiner.visual.export import png16_precision
 

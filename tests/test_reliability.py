@@ -32,7 +32,7 @@ from refiner.data.adapters import ingest
 from refiner.data.clip import Clip
 from refiner.data.guidance import write_guidance
 from refiner.data.ingest import ingest_video
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.evaluation.evaluate import evaluate_clip
 from refiner.evaluation.span_reader import write_method_depths
 from refiner.geometry.camera import image_to_source

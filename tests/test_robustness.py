@@ -19,7 +19,7 @@ from refiner.data.adapters import ingest
 from refiner.data.ingest import ingest_video
 from refiner.data.prepare import ClipPaths, run_steps
 from refiner.data.shards import plan_of
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from tests.adapter_fixtures import write_h5, write_hypersim, write_tum
 
 CAM = {"fx": 30.0, "fy": 30.0, "cx": 15.5, "cy": 11.5}

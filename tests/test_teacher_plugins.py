@@ -15,7 +15,7 @@ import zarr
 
 from refiner.core.config import ModelParams
 from refiner.data.manifest import calibrate, calibration_for, clip_entry, fit_calibration
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.model.refiner import Refiner
 from refiner.teachers import TeacherBatch, TeacherContext, make_teacher, teacher_id
 from refiner.teachers.cache import write_teacher_store

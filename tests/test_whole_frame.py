@@ -12,7 +12,7 @@ from refiner.app.video_settings import DEFAULTS, SECTIONS, load_settings, with_o
 from refiner.core.config import ModelParams, StereoParams
 from refiner.core.video import decode_frames
 from refiner.data.clip import open_clip
-from refiner.data.synth import render_clip, write_clip
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.data.windows import window_starts
 from refiner.evaluation.evaluate import evaluate_clip
 from refiner.geometry.canonical import CanonicalMap, canonical_map

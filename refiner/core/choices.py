@@ -3,10 +3,5 @@ implement each choice check they cover it)."""
 
 SOURCE_KINDS = ("video", "tum", "hypersim")  # refiner.data.adapters: how a real clip's source is read
 CLIP_KINDS = ("synthetic", *SOURCE_KINDS)  # corpus.clips.<name>.kind
-CAMERA_PATHS = (
-    "still",
-    "pan",
-    "dolly",
-    "forward",
-    "orbit",
-)  # refiner.data.synth: camera motion after the still segment
+# refiner.data.synth: camera motion after the still segment
+CAMERA_PATHS = ("still", "pan", "dolly", "forward", "orbit")

@@ -52,7 +52,7 @@ class ClipPaths:
 
 def _synth(plan: ClipPlan, paths: ClipPaths, out: Path) -> dict:
     """Render a synthetic clip into ``out``, or record where a real clip's source lives (decode reads it there)."""
-    from refiner.data.synth import render_to
+    from refiner.data.synth.clips import render_to
 
     spec = plan.spec
     if plan.synthetic is None:
@@ -121,7 +121,7 @@ class Step:
 STEPS = {
     s.name: s
     for s in (
-        Step("synth", (), ("refiner.data.synth", "refiner.core.store"), _synth, ("clip", "synthetic")),
+        Step("synth", (), ("refiner.data.synth.clips", "refiner.core.store"), _synth, ("clip", "synthetic")),
         Step("decode", ("synth",), ("refiner.data.adapters",), _decode, ("clip", "decode")),
         Step("teacher", ("decode",), ("refiner.teachers.cache",), _teacher, ("teacher",)),
         Step("guidance", ("decode", "teacher"), ("refiner.data.guidance",), _guidance),

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refiner.core.config import ClipSpec, ConfigError, Params, SyntheticDefaults, TeacherParams
+from refiner.core.config import ConfigError, Params, TeacherParams
+from refiner.core.params_corpus import ClipSpec, SyntheticDefaults
 from refiner.core.store import atomic_path, read_json, write_json
 
 VERSION = 1

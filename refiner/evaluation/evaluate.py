@@ -1,8 +1,7 @@
 """Score one clip: the raw teacher, its EMA and temporal bilateral filters, and the refiner, in one table.
 
-Per method (definitions in :mod:`refiner.evaluation.metrics` and :mod:`refiner.evaluation.perceptual`): AbsRel, RMSE,
-log-RMSE,
-δ1–3 (metric, no alignment); static-region flicker (std and MAD over the still-camera segment); TAE two
+Per method (definitions in the ``*_metrics`` modules and :mod:`refiner.evaluation.perceptual`): AbsRel, RMSE,
+log-RMSE, δ1–3 (metric, no alignment); static-region flicker (std and MAD over the still-camera segment); TAE two
 ways (``tae``: masked, z-buffered, metric; ``tae_vda``: Video Depth Anything's protocol); OPW two ways
 (``opw_metric``: metric, motion compensated; ``opw_nvds``: NVDS's per-frame normalised disparity);
 T-SCIN (LPIPS on temporal gradients, when the LPIPS backbone weights are available; else the metrics say
@@ -23,7 +22,7 @@ import torch
 
 from refiner.core.config import EvaluateParams
 from refiner.data.clip import Clip, full
-from refiner.evaluation.metrics import (
+from refiner.evaluation.depth_metrics import (
     STRATA,
     confidence_terciles,
     disparity_jitter,

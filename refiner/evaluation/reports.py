@@ -161,7 +161,7 @@ def write_clip_report(out: str | Path, result: dict, info: dict) -> None:
         *clip_header(info),
         "",
         "Metric depth, no scale alignment (except `tae_vda`, which follows VDA's protocol). Lower is better "
-        "except δ. Definitions: `refiner/evaluation/metrics.py`.",
+        "except δ. Definitions: `refiner/evaluation/*_metrics.py`.",
         "",
         *table_lines(metrics["methods"], keys),
     ]

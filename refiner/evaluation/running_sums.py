@@ -1,7 +1,7 @@
 """Running figures of one method over a clip's spans (:mod:`refiner.evaluation.span_reader`).
 
 Every figure is kept as per-frame values, per-pair values or sums, so its total over the spans equals the
-whole-clip metric of :mod:`refiner.evaluation.metrics` while memory stays one span. VDA's TAE needs its per-clip
+whole-clip metric of the ``*_metrics`` modules while memory stays one span. VDA's TAE needs its per-clip
 alignment first: :meth:`Tally.fit` sums the fit on a first pass, :meth:`Tally.add` scores on the second.
 """
 
@@ -11,27 +11,25 @@ import numpy as np
 import torch
 
 from refiner.core.config import EvaluateParams
-from refiner.evaluation.metrics import (
-    flow_to_previous,
+from refiner.evaluation.depth_metrics import (
     mean_errors,
     motion_sums,
-    nvds_weights,
-    opw_geometry,
-    opw_metric_pairs,
-    opw_nvds,
     per_frame_errors,
     scale_ratios,
     strata_sums,
+    window_medians,
+)
+from refiner.evaluation.opw_metrics import flow_to_previous, nvds_weights, opw_geometry, opw_metric_pairs, opw_nvds
+from refiner.evaluation.perceptual import t_scin_pairs
+from refiner.evaluation.span_reader import Span
+from refiner.evaluation.tae_metrics import (
     tae_from_pairs,
     tae_pairs,
     tae_vda_pair_sum,
     vda_apply,
     vda_fit_sums,
     vda_scale_shift,
-    window_medians,
 )
-from refiner.evaluation.perceptual import t_scin_pairs
-from refiner.evaluation.span_reader import Span
 
 
 class Tally:
@@ -126,6 +124,6 @@ class Tally:
 
 
 def _gt_flow(span: Span) -> torch.Tensor:
-    """GT flow t → t − 1 (:func:`refiner.evaluation.metrics.flow_to_previous`) of every frame of the span after its
+    """GT flow t → t − 1 (:func:`refiner.evaluation.opw_metrics.flow_to_previous`) of every frame of the span after its
     first."""
     return flow_to_previous(span.gt[1:], span.K[1:], span.K[:-1], span.poses[1:], span.poses[:-1])

@@ -25,7 +25,7 @@ import torch
 from refiner.core.config import StereoParams
 from refiner.core.store import create_group, frames_array, small_array
 from refiner.data.clip import Clip, full
-from refiner.evaluation.metrics import disparity_jitter
+from refiner.evaluation.depth_metrics import disparity_jitter
 from refiner.geometry.warp import (
     disparity_from_depth,
     forward_warp,

@@ -26,7 +26,7 @@ from refiner.core.store import write_json
 from refiner.data.guidance import write_guidance
 from refiner.data.ingest import ingest_video
 from refiner.data.manifest import calibrate, clip_entry, write_manifest
-from refiner.data.synth import render_to
+from refiner.data.synth.clips import render_to
 from refiner.teachers.cache import write_teacher_store
 from refiner.training.train import train
 

@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from refiner.core.choices import CAMERA_PATHS
 from refiner.core.config import load_params
 from refiner.core.store import atomic_paths
-from refiner.data.synth import camera_poses, make_scene, render
-from refiner.evaluation.metrics import depth_errors
+from refiner.data.synth.raycast import render
+from refiner.data.synth.scene import camera_poses, make_scene
+from refiner.evaluation.depth_metrics import depth_errors
 from refiner.geometry.intrinsics import intrinsics_from_fov
 from refiner.teachers.learned import LearnedDepthNet, camera_rays, weights_bytes
 

@@ -35,7 +35,7 @@ from refiner.data.clip import Clip, ClipPool, LazyClip
 from refiner.data.dataset import Augment, ClipWindows, RandomWindows
 from refiner.data.frame_cache import FrameCache
 from refiner.data.manifest import load_split
-from refiner.evaluation.metrics import flicker
+from refiner.evaluation.depth_metrics import flicker
 from refiner.model.refiner import Refiner
 from refiner.training.checkpoint import load_refiner, load_training_state, save_refiner, save_training_state
 from refiner.training.losses import compute_losses
@@ -129,7 +129,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 @torch.no_grad()
 def validate(model: torch.nn.Module, val: list[ClipWindows], device: torch.device) -> dict:
     """Val-split figures, windows run in order as inference runs them (state carried when the model carries it):
-    static flicker (:func:`refiner.evaluation.metrics.flicker`, std / median over each window's static pixels) of
+    static flicker (:func:`refiner.evaluation.depth_metrics.flicker`, std / median over each window's static pixels) of
     teacher
     and refined depth, AbsRel of each against GT, mean |ΔD|/D; means over windows."""
     rows, carry = [], bool(model.p.carry_state)
