@@ -43,11 +43,8 @@ def selective_scan_ref(
     h0: torch.Tensor | None = None,
     state_index: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Reference scan in float32, step by step, with :func:`selective_scan`'s signature.
-
-    x, delta [b, d, L]; A [d, n]; B, C [b, n, L]; D [d]; h0 [b, d, n] initial state (None: zeros).
-    Returns y [b, d, L], or (y, h [b, d, n] after step ``state_index`` ∈ [0, L)) when ``state_index`` is given.
-    """
+    """Reference scan in float32, one time step after another: :func:`selective_scan`'s signature, shapes and
+    results (y, or (y, the state after step ``state_index``))."""
     if state_index is not None and not 0 <= state_index < x.shape[-1]:
         raise ValueError(f"state_index must be in [0, {x.shape[-1]}), got {state_index}")
     with torch.autocast(x.device.type, enabled=False):
