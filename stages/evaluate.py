@@ -24,7 +24,7 @@ def main() -> None:
     if (Path(adapted) / ADAPTED_STORE).is_dir():
         stores[ADAPTED] = str(Path(adapted) / ADAPTED_STORE)
     lpips = load_lpips(params.evaluate.lpips_weights)
-    result = evaluate_clip(clip, stores, params.evaluate, params.windows.length, lpips)
+    result = evaluate_clip(clip, stores, params.evaluate, params.windows.length, params.stereo.baseline_m, lpips)
     write_clip_report(out, result, info)
     m = result["metrics"]["methods"]
     print(" | ".join(f"{k}: flicker {v.get('flicker_std_rel', float('nan')):.4f}" for k, v in m.items()))

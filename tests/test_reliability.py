@@ -110,7 +110,8 @@ def test_one_frame_tum_clip_refines_and_its_temporal_metrics_say_why_not(tmp_pat
     stats = run_infer(model, clip, P, tmp_path / "ref.zarr", tmp_path / "frames", tmp_path / "rep", progress=False)
     refined = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")["depth"][...]
     assert stats["frames"] == 1 and refined.shape == (1, *clip.dec["rgb"].shape[1:3]) and (refined > 0).any()
-    metrics = evaluate_clip(clip, str(tmp_path / "ref.zarr"), P.evaluate, P.windows.length)["metrics"]
+    result = evaluate_clip(clip, str(tmp_path / "ref.zarr"), P.evaluate, P.windows.length, P.stereo.baseline_m)
+    metrics = result["metrics"]
     assert {"absrel", "rmse", "d1"} <= set(metrics["methods"]["refiner"])
     assert not {"tae", "tae_vda", "opw_nvds", "scale_ratio_std", "flicker_std_rel"} & set(metrics["methods"]["refiner"])
     assert metrics["skipped"]["temporal"].startswith("skipped: needs ≥ 2 frames (the clip has 1)")
@@ -565,7 +566,7 @@ train(p, f"{root}/manifest", f"{out}/model.safetensors", f"{out}/state", f"{out}
 clip, _ = open_clip(f"{root}/manifest", "te")
 model = load_refiner(f"{out}/model.safetensors")[0]
 run_infer(model, clip, p, f"{out}/te.zarr", f"{out}/frames", f"{out}/reports", progress=False)
-figures = evaluate_clip(clip, f"{out}/te.zarr", p.evaluate, p.windows.length)["metrics"]["methods"]
+figures = evaluate_clip(clip, f"{out}/te.zarr", p.evaluate, p.windows.length, p.stereo.baseline_m)["metrics"]["methods"]
 print(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "methods": figures}))
 """
 

@@ -238,7 +238,8 @@ def test_non_square_windows_train_and_infer(tmp_path):
     refined = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["depth"][...]
     assert stats["frames"] == 8 and refined.shape == (8, 16, 28) and (refined > 0).all()
     assert np.load(tmp_path / "f/depth_00000.npy").shape == (18, 32)  # exports at the source resolution
-    result = evaluate_clip(clip, str(tmp_path / "o.zarr"), params.evaluate, 4)  # baselines and metrics
+    # baselines and metrics
+    result = evaluate_clip(clip, str(tmp_path / "o.zarr"), params.evaluate, 4, params.stereo.baseline_m)
     assert {"teacher", "ema", "bilateral", "refiner"} <= set(result["metrics"]["methods"])
     assert np.isfinite(result["metrics"]["methods"]["refiner"]["disparity_jitter_px"])
     metrics, _ = stereo_metrics(clip, {"refiner": refined}, {}, params.stereo)

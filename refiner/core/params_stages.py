@@ -221,7 +221,6 @@ class EvaluateParams(Section):
     sigma_depth_rel: Pos
     sigma_colour: Pos
     opw_weight: NonNeg
-    baseline_m: Pos
     tae_max_depth_m: Pos
     lpips_weights: str | None
 

@@ -64,16 +64,19 @@ def score_pass(spans: ClipSpans, tallies: dict[str, Tally], edges, window: int, 
     return snapshots
 
 
-def still_figures(spans: ClipSpans, still: tuple[torch.Tensor, int], edges: tuple[float, float]) -> dict[str, dict]:
+def still_figures(
+    spans: ClipSpans, still: tuple[torch.Tensor, int], edges: tuple[float, float], baseline_m: float
+) -> dict[str, dict]:
     """Flicker, disparity jitter and per-tercile temporal variance of every method on the still segment
-    (``still``: its static-pixel mask and length, :meth:`refiner.data.clip.Clip.still_static`)."""
+    (``still``: its static-pixel mask and length, :meth:`refiner.data.clip.Clip.still_static`; ``baseline_m``:
+    the eye separation where the clip states none, params.yaml's ``stereo.baseline_m``)."""
     static, n = still
     if n < 2:
         return {name: {} for name in spans.methods}
     clip = spans.clip
     conf = torch.from_numpy(clip.confidence(full(slice(0, n))))
     fx = torch.from_numpy(clip.display_fx()[:n])
-    baseline = clip.baseline_m(spans.p.baseline_m)
+    baseline = clip.baseline_m(baseline_m)
     out = {}
     for name, d in spans.method_depths(0, n).items():
         d = torch.from_numpy(d)
@@ -145,11 +148,13 @@ def evaluate_clip(
     refined: str | dict[str, str],
     p: EvaluateParams,
     window: int,
+    baseline_m: float,
     lpips=(None, None),
     span_windows: int = SPAN_WINDOWS,
 ) -> dict:
     """Metrics of one clip (methods, ratios, strata, GT floors, skipped), per-frame rows, drift rows and the
-    teacher/refined/GT frames of the strip figure. The clip is read ``span_windows`` windows at a time."""
+    teacher/refined/GT frames of the strip figure. The clip is read ``span_windows`` windows at a time;
+    ``baseline_m`` (``stereo.baseline_m``) is the eye separation of disparity jitter where the clip states none."""
     spans, step = ClipSpans(clip, refined, p), span_windows * window
     tallies = {name: Tally(p, lpips[0]) for name in spans.methods}
     if clip.has_gt:
@@ -158,7 +163,7 @@ def evaluate_clip(
     snap = {0, clip.frames // 2, clip.frames - 1} if clip.has_gt else set()
     snapshots = score_pass(spans, tallies, edges, window, step, snap)
     static, n_static = clip.still_static()
-    still = still_figures(spans, (static, n_static), edges)
+    still = still_figures(spans, (static, n_static), edges, baseline_m)
     metrics: dict = {"methods": method_figures(tallies, still, clip.frames)}
     metrics["ratios"] = ratios(metrics["methods"])
     if clip.has_gt:
