@@ -70,7 +70,7 @@ import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
 import refiner.training.train as train_mod  # noqa: E402
 from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
-from refiner.app.cli import FAST_OVERLAP  # noqa: E402
+from refiner.app import FAST_OVERLAP  # noqa: E402
 from refiner.core.config import ModelParams, load_params  # noqa: E402
 from refiner.core.store import create_group, frames_array, open_group  # noqa: E402
 from refiner.core.video import decode_frames  # noqa: E402

@@ -7,7 +7,8 @@ import pytest
 import yaml
 import zarr
 
-from refiner.app.cli import FAST_OVERLAP, main, parse_args
+from refiner.app import FAST_OVERLAP
+from refiner.app.cli import main, parse_args
 from refiner.app.video_settings import DEFAULTS, SECTIONS, load_settings, with_overrides
 from refiner.core.config import ModelParams, StereoParams
 from refiner.core.video import decode_frames

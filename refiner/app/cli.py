@@ -12,6 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
+from refiner.app import FAST_OVERLAP
 from refiner.core.plugins import registered
 
 DEFAULT_TEACHER = "learned"  # runs on any video with no other file (refiner/teachers/learned.py)
@@ -26,7 +27,6 @@ EXPORTS = {
 }
 DEFAULT_EXPORT = "zarr"
 STEREO_FORMATS = ("full-sbs", "half-sbs", "tb")  # refiner.stereo.vr_stereo.FORMATS
-FAST_OVERLAP = 2  # --fast: frames shared by consecutive windows (12-frame windows: 5 instead of 7 per 48 frames)
 THREADS = 1  # torch threads of the refiner (README, "Threads"): steady under load; writers use the other cores
 
 

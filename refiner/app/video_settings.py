@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from refiner.app.cli import FAST_OVERLAP
+from refiner.app import FAST_OVERLAP
 from refiner.core.config import (
     DecodeParams,
     InferParams,
