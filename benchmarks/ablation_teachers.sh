@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS=1
 export PYTHONPATH=.  # each queued run imports its own copy of refiner/, not the installed checkout
 cd "$(dirname "$0")/.."
 steps="${1:-400}"
-tests=$(python -c "from refiner.config import load_params; print(','.join(load_params().corpus.test))")
+tests=$(python -c "from refiner.core.config import load_params; print(','.join(load_params().corpus.test))")
 base=(-S train.init=null -S "train.steps=$steps" -S train.lr=0.001 -S train.warmup_steps=20 -S train.eval_every=50)
 base+=(-S "adapt.clips=[$tests]")
 queue() { dvc exp run --queue -n "$1" "${base[@]}" "${@:2}" report; }

@@ -6,7 +6,7 @@ different machines compare by their ratios:
 - decode: mp4 → canonical Zarr store, frames/s, vs reading the same frames with PyAV only;
 - cache: teacher-cache write/read MB/s and compression ratio, vs raw float32 ``.npy``;
 - scan: the selective scan at the refiner's shape (130² sequences for 518²/4, L = 12, d_inner 64, n 8), ms per
-  window, frames/s and peak memory, vs a frozen copy of the reference scan (``_scan_baseline``);
+  window, frames/s and peak memory, vs the public reference scan (``refiner.model.ops.scan.selective_scan_ref``);
 - refiner: model frames/s at 516² (518 rounded down to the low-res factor) full res on a rendered window with its
   RGB (as inference runs it), vs the EMA baseline filter on the same frames, vs the same model with a frozen copy
   of the Mamba block's old forward, and vs the same with the temporal blend's old forward too;
@@ -15,7 +15,8 @@ different machines compare by their ratios:
 - breakdown: time per part of the refiner forward (encoder, to_ssm, temporal and its scan, from_ssm, decoder, the
   model's other top-level modules, upsampling, the rest) at 516² and 516×924 (16:9);
 - train_step: the trainer's step (data loader, carried prefix, forward, losses, backward, AdamW, EMA) at
-  params.yaml's batch and crop, vs the same step with the code paths of commit cd49fa4 swapped in;
+  params.yaml's batch and crop, vs the same step with baseline code paths swapped in through public names (the
+  reference scan, the blend of commit cd49fa4, no frame cache);
 - infer: windowed inference with blending, frames/s, vs the bare model forward on the same windows, and with
   ``refiner-video --fast``'s window overlap;
 - memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
@@ -67,27 +68,28 @@ sys.path.insert(0, str(ROOT))
 import refiner.model.blend as blend_mod  # noqa: E402
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
-import refiner.train as train_mod  # noqa: E402
+import refiner.training.train as train_mod  # noqa: E402
 from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
-from refiner.baselines import ema  # noqa: E402
-from refiner.checkpoint import load_refiner  # noqa: E402
-from refiner.cli import FAST_OVERLAP  # noqa: E402
-from refiner.clip import Clip  # noqa: E402
-from refiner.config import ModelParams, load_params  # noqa: E402
-from refiner.dataset import Augment, RandomWindows  # noqa: E402
-from refiner.evaluate import evaluate_clip  # noqa: E402
-from refiner.frame_cache import FrameCache  # noqa: E402
-from refiner.infer import Refinement, refine_clip  # noqa: E402
-from refiner.ingest import ingest_video  # noqa: E402
-from refiner.lowres import downsample  # noqa: E402
-from refiner.manifest import calibration_for  # noqa: E402
-from refiner.mapping import low_mapping  # noqa: E402
-from refiner.model import Refiner  # noqa: E402
-from refiner.store import create_group, frames_array, open_group  # noqa: E402
-from refiner.synth import render_clip, write_clip  # noqa: E402
+from refiner.app import FAST_OVERLAP  # noqa: E402
+from refiner.core.config import ModelParams, load_params  # noqa: E402
+from refiner.core.store import create_group, frames_array, open_group  # noqa: E402
+from refiner.core.video import decode_frames  # noqa: E402
+from refiner.data.clip import Clip  # noqa: E402
+from refiner.data.dataset import Augment, RandomWindows  # noqa: E402
+from refiner.data.frame_cache import FrameCache  # noqa: E402
+from refiner.data.ingest import ingest_video  # noqa: E402
+from refiner.data.manifest import calibration_for  # noqa: E402
+from refiner.data.synth.clips import render_clip, write_clip  # noqa: E402
+from refiner.data.windows import window_starts  # noqa: E402
+from refiner.evaluation.baselines import ema  # noqa: E402
+from refiner.evaluation.evaluate import evaluate_clip  # noqa: E402
+from refiner.geometry.lowres_map import low_mapping  # noqa: E402
+from refiner.geometry.lowres_sampling import downsample  # noqa: E402
+from refiner.inference.infer import Refinement, refine_clip  # noqa: E402
+from refiner.model.ops.scan import selective_scan, selective_scan_ref  # noqa: E402
+from refiner.model.refiner import Refiner  # noqa: E402
 from refiner.teachers.cache import write_teacher_store  # noqa: E402
-from refiner.video import decode_frames  # noqa: E402
-from refiner.windows import window_starts  # noqa: E402
+from refiner.training.checkpoint import load_refiner  # noqa: E402
 
 
 def _timed(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -151,20 +153,6 @@ SCAN_SHAPE = (130 * 130, 12, 64, 8)  # sequences (518² / 4), frames, d_inner, d
 REFINER_WINDOW = (12, 518 // 4 * 4, 4)  # frames, side (516²: 518 rounded down to the factor), low-res factor
 
 
-def _scan_baseline(
-    x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor
-) -> torch.Tensor:
-    """Frozen copy of ``selective_scan_ref`` (commit 8c4e676), the baseline every scan speed-up is measured against."""
-    with torch.autocast(x.device.type, enabled=False):
-        x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
-        h = x.new_zeros(x.shape[0], x.shape[1], A.shape[1])  # [b, d, n]
-        ys = []
-        for x_t, dt_t, B_t, C_t in zip(x.unbind(-1), delta.unbind(-1), B.unbind(-1), C.unbind(-1), strict=True):
-            h = torch.exp(dt_t.unsqueeze(-1) * A) * h + (dt_t * x_t).unsqueeze(-1) * B_t.unsqueeze(1)
-            ys.append((h * C_t.unsqueeze(1)).sum(-1))
-        return torch.stack(ys, dim=-1) + D[None, :, None] * x
-
-
 def _scan_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Scan inputs at the refiner's shape, laid out as ``Mamba`` passes them ([b, d, L] views of [b, L, d])."""
     s, length, d, n = SCAN_SHAPE
@@ -202,7 +190,7 @@ def _peak_rss_mb() -> float:
 def _scan_peak_child(which: str) -> None:
     """In a fresh process: print the growth of peak RSS (MiB) over one scan window (``which``: baseline/fast)."""
     args = _scan_inputs()
-    fn = _scan_baseline if which == "baseline" else mamba_mod.selective_scan
+    fn = selective_scan_ref if which == "baseline" else selective_scan
     before = _peak_rss_mb()
     with torch.no_grad():
         fn(*args)
@@ -218,8 +206,8 @@ def bench_scan(tmp: Path) -> dict:
     """New selective scan vs the frozen baseline, one window at the refiner's shape (no autograd)."""
     args = _scan_inputs()
     with torch.no_grad():
-        err = float((mamba_mod.selective_scan(*args) - _scan_baseline(*args)).abs().max())
-        base, fast = functools.partial(_scan_baseline, *args), functools.partial(mamba_mod.selective_scan, *args)
+        err = float((selective_scan(*args) - selective_scan_ref(*args)).abs().max())
+        base, fast = functools.partial(selective_scan_ref, *args), functools.partial(selective_scan, *args)
         t_base, t_fast = _timed_interleaved(base, fast, repeat=7)
     frames = SCAN_SHAPE[1]
     return {
@@ -290,7 +278,7 @@ def _mamba_forward_baseline(
     dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
     delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float()).transpose(1, 2)
     A = -torch.exp(self.A_log.float())
-    y = _scan_baseline(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D)
+    y = selective_scan_ref(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D)
     y = y * F.silu(z.float())
     return self.out_proj(y.transpose(1, 2).to(hidden_states.dtype))
 
@@ -372,37 +360,33 @@ def _blend_forward_baseline(self, depth: torch.Tensor, rgb: torch.Tensor | None,
     return torch.where(valid, depth + m * (torch.stack(means, 1) - depth), depth)
 
 
-def _scan_bld_baseline(x, delta, A, B, C, D, h0=None, state_index=None, block=None):  # noqa: ANN001, ANN201
-    """``selective_scan_bld`` as of commit cd49fa4: with autograd, autograd through each block's per-step ops
-    (``_scan_block``); without, the same buffered scan as today."""
-    with torch.autocast(x.device.type, enabled=False):
-        x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
-        h0 = None if h0 is None else h0.float()
-        At = A.t().contiguous()
-        blk = mamba_mod._block_size(x.shape[0], x.shape[1], At.shape[0], x.shape[2], x.device, block)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, delta, A, B, C, D, h0)):
-            return mamba_mod._scan_functional(x, delta, At, B, C, D, h0, state_index, blk)
-        return mamba_mod._scan_nograd(x, delta, At, B, C, D, h0, state_index, blk)
+def _scan_bld_reference(x, delta, A, B, C, D, h0=None, state_index=None, block=None):  # noqa: ANN001, ANN201
+    """``selective_scan_bld``'s call through the public reference scan (:func:`selective_scan_ref`, step by step:
+    under autograd, autograd through every per-step op), time-major in and out; ``block`` is ignored."""
+    args = (t.transpose(1, 2) for t in (x, delta, B, C))
+    x_, delta_, B_, C_ = args
+    out = selective_scan_ref(x_, delta_, A, B_, C_, D, None if h0 is None else h0.transpose(1, 2), state_index)
+    y, h = (out, None) if state_index is None else out
+    return y.transpose(1, 2), (None if h is None else h.transpose(1, 2))
 
 
 def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[], object]:
-    """``fn`` with the training step's code paths of commit cd49fa4 swapped in: the scan and the blend under
-    autograd, the carried prefix through the whole model, and window reads that reopen every Zarr array and
+    """``fn`` with baseline code paths swapped in through public names only: the public reference scan and the
+    blend of commit cd49fa4 under autograd, the carried prefix through the whole model, and window reads that
     bypass the frame cache."""
     swaps = [
-        (mamba_mod, "selective_scan_bld", _scan_bld_baseline),
+        (mamba_mod, "selective_scan_bld", _scan_bld_reference),
         (blend_mod.TemporalBlend, "forward", _blend_forward_baseline),
         (Refiner, "carried_state", lambda self, d, c, rgb, k, i: self(d, c, rgb, k, state_index=i).state),
-        (Clip, "_array", lambda self, group, store, name: group[name]),
         (clip, "cache", None),
     ]
     return _with_swaps(fn, swaps)
 
 
 def bench_train_step(tmp: Path) -> dict:
-    """The trainer's optimiser step (``refiner.train._step``: carried prefix, forward, losses, backward, AdamW,
+    """The trainer's optimiser step (``refiner.training.train._step``: carried prefix, forward, losses, backward, AdamW,
     EMA) on windows drawn by the data loader from a rendered 48-frame clip (batch, crop and window length as
-    params.yaml), vs the same step with the code paths of commit cd49fa4 (``_with_baseline_training``)."""
+    params.yaml), vs the same step with baseline code paths (``_with_baseline_training``)."""
     params = load_params(ROOT / "params.yaml")
     tp, win = params.train, params.windows
     clip = _clip(tmp, 48, 256)
@@ -646,7 +630,7 @@ def _video_source(root: Path, frames: int, height: int, width: int) -> list[str]
 
 
 def _cli(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "refiner.cli", *args]
+    return [sys.executable, "-m", "refiner.app.cli", *args]
 
 
 def _silences(cmd: list[str]) -> dict:
@@ -749,7 +733,7 @@ def bench_video(tmp: Path) -> dict:
 
 def _video_memory_child(args: list[str]) -> None:
     """In a fresh process: refiner-video with ``args``, then print this process's peak RSS (MiB)."""
-    from refiner.cli import main as refiner_video
+    from refiner.app.cli import main as refiner_video
 
     refiner_video(args)
     print(_peak_rss_mb())

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from refiner.shards import shard_of
+from refiner.data.shards import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = "bbb67da"  # the last commit with per-clip synth, decode, teacher and guidance stages

@@ -1,13 +1,13 @@
 """Stage adapt (per test clip): a clip listed in adapt.clips is refined a second time, by a copy of the trained
-refiner fine-tuned on that clip's own teacher outputs (GT-free test-time adaptation, refiner/adapt.py); its
+refiner fine-tuned on that clip's own teacher outputs (GT-free test-time adaptation, refiner/inference/adapt.py); its
 figures are reported as the method refiner_adapt. A clip not listed gets a note saying so."""
 
 import sys
 from pathlib import Path
 
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.store import atomic_path, write_json
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.core.store import atomic_path, write_json
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
             (tmp / "NOT_ADAPTED").write_text(f"{name} is not in adapt.clips (or adapt.steps is 0)\n")
         write_json(metrics_path, {"adapted": False})
         return
-    from refiner.adapt import adapt_and_refine  # torch only where a clip is adapted
+    from refiner.inference.adapt import adapt_and_refine  # torch only where a clip is adapted
 
     summary = adapt_and_refine(name, manifest, model_path, Path(out), params)
     write_json(metrics_path, {"adapted": True, **summary})

@@ -4,13 +4,13 @@ stage adapted this clip) scored on the clip → its reports."""
 import sys
 from pathlib import Path
 
-from refiner.baselines import ADAPTED, ADAPTED_STORE
-from refiner.clip import open_clip
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.evaluate import evaluate_clip
-from refiner.perceptual import load_lpips
-from refiner.reports import write_clip_report
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.data.clip import open_clip
+from refiner.evaluation.baselines import ADAPTED, ADAPTED_STORE
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.perceptual import load_lpips
+from refiner.evaluation.reports import write_clip_report
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     if (Path(adapted) / ADAPTED_STORE).is_dir():
         stores[ADAPTED] = str(Path(adapted) / ADAPTED_STORE)
     lpips = load_lpips(params.evaluate.lpips_weights)
-    result = evaluate_clip(clip, stores, params.evaluate, params.windows.length, lpips)
+    result = evaluate_clip(clip, stores, params.evaluate, params.windows.length, params.stereo.baseline_m, lpips)
     write_clip_report(out, result, info)
     m = result["metrics"]["methods"]
     print(" | ".join(f"{k}: flicker {v.get('flicker_std_rel', float('nan')):.4f}" for k, v in m.items()))

@@ -4,11 +4,11 @@ import sys
 
 import torch
 
-from refiner.checkpoint import load_refiner
-from refiner.clip import open_clip
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.infer import run_infer
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.data.clip import open_clip
+from refiner.inference.infer import run_infer
+from refiner.training.checkpoint import load_refiner
 
 
 def main() -> None:

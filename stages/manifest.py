@@ -3,10 +3,10 @@ uses, and the per-teacher tables fitted on the train split."""
 
 import sys
 
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.manifest import SPLITS, calibrate, clip_entry, write_manifest
-from refiner.shards import read_prepared
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.data.manifest import SPLITS, calibrate, clip_entry, write_manifest
+from refiner.data.shards import read_prepared
 
 
 def main() -> None:

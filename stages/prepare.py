@@ -1,5 +1,5 @@
 """Stage prepare (per shard): every clip of the shard's plan synthesised (or located), decoded, taught and given
-its guidance map and teacher view, on Ray (refiner/prepare_ray.py); a clip whose steps are up to date is skipped.
+its guidance map and teacher view, on Ray (refiner/data/prepare_ray.py); a clip whose steps are up to date is skipped.
 
 Arguments: PLAN CLIPS_DIR VIEWS_DIR INDEX METRICS CACHE_DIR. Writes CLIPS_DIR/<clip>/ (synth/, decoded.zarr,
 teacher.zarr, guidance.zarr, digests/), VIEWS_DIR/<clip>/view.png, INDEX (per clip: stores and digests) and METRICS
@@ -9,11 +9,11 @@ teacher.zarr, guidance.zarr, digests/), VIEWS_DIR/<clip>/view.png, INDEX (per cl
 import sys
 from pathlib import Path
 
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.prepare_ray import Layout, prepare_shard
-from refiner.shards import read_plan
-from refiner.store import write_json
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.core.store import write_json
+from refiner.data.prepare_ray import Layout, prepare_shard
+from refiner.data.shards import read_plan
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 import sys
 
-from refiner.baselines import ADAPTED
-from refiner.errors import run_stage
-from refiner.manifest import load_split
-from refiner.reports import aggregate, write_aggregate
-from refiner.store import read_json
-from refiner.teacher_groups import group_lines, teacher_groups
+from refiner.core.errors import run_stage
+from refiner.core.store import read_json
+from refiner.data.manifest import load_split
+from refiner.evaluation.baselines import ADAPTED
+from refiner.evaluation.reports import aggregate, write_aggregate
+from refiner.evaluation.teacher_groups import group_lines, teacher_groups
 
 
 def clamp_hits(clip_reports: str) -> dict[str, float]:

@@ -3,9 +3,9 @@ every setting its clips are prepared with; each prepare@<i> stage depends on its
 
 import sys
 
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.shards import write_plans
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.data.shards import write_plans
 
 
 def main() -> None:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from refiner.checkpoint import load_refiner
-from refiner.clip import Clip, open_clip
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.infer import refine_clip
-from refiner.spans import write_method_depths
-from refiner.stereo_report import right_eye_store, sbs_video, stereo_metrics
-from refiner.store import open_group, write_csv, write_json
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.core.store import open_group, write_csv, write_json
+from refiner.data.clip import Clip, open_clip
+from refiner.evaluation.span_reader import write_method_depths
+from refiner.inference.infer import refine_clip
+from refiner.stereo.stereo_report import right_eye_store, sbs_video, stereo_metrics
 from refiner.teachers.cache import write_teacher_store
+from refiner.training.checkpoint import load_refiner
 
 
 def right_eye_depths(clip: Clip, name: str, model_path: str, params, work: Path) -> dict:

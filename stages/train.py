@@ -5,9 +5,9 @@ Also runs under ``torchrun --nproc_per_node K stages/train.py ...`` (Distributed
 
 import sys
 
-from refiner.config import load_params
-from refiner.errors import run_stage
-from refiner.train import train
+from refiner.core.config import load_params
+from refiner.core.errors import run_stage
+from refiner.training.train import train
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from refiner.clip import Clip
-from refiner.config import load_params
-from refiner.guidance import write_guidance
-from refiner.ingest import ingest_video
-from refiner.manifest import calibrate, clip_entry, write_manifest
-from refiner.synth import render_clip, write_clip
+from refiner.core.config import load_params
+from refiner.data.clip import Clip
+from refiner.data.guidance import write_guidance
+from refiner.data.ingest import ingest_video
+from refiner.data.manifest import calibrate, clip_entry, write_manifest
+from refiner.data.synth.clips import render_clip, write_clip
 from refiner.teachers.cache import write_teacher_store
 
 ROOT = Path(__file__).resolve().parents[1]

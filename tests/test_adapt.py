@@ -1,15 +1,16 @@
-"""GT-free adaptation (refiner/adapt.py): it reads no ground truth, leaves the trained model alone, and moves a copy."""
+"""GT-free adaptation (refiner/inference/adapt.py): it reads no ground truth, leaves the trained model alone, and moves
+a copy."""
 
 import hashlib
 
 import pytest
 import torch
 
-from refiner.adapt import adapt, adapt_crop
-from refiner.checkpoint import load_refiner, save_refiner
-from refiner.clip import Clip
-from refiner.config import ModelParams
-from refiner.model import Refiner
+from refiner.core.config import ModelParams
+from refiner.data.clip import Clip
+from refiner.inference.adapt import adapt, adapt_crop
+from refiner.model.refiner import Refiner
+from refiner.training.checkpoint import load_refiner, save_refiner
 
 from .clip_fixtures import make_clip, tiny_params
 

@@ -5,15 +5,15 @@ import pytest
 import torch
 import zarr
 
-from refiner.adapters import KINDS, ingest, options_of
-from refiner.adapters.hypersim import distance_to_depth, tonemap
-from refiner.adapters.images import read_hdf5
-from refiner.adapters.tum import associate, freiburg_intrinsics, pose_from_tum
-from refiner.camera import resize_depth, unproject
-from refiner.canonical import canonical_map, transform_intrinsics
-from refiner.ingest import ingest_video
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.synth import render_clip, write_clip
+from refiner.data.adapters import KINDS, ingest, options_of
+from refiner.data.adapters.hypersim import distance_to_depth, tonemap
+from refiner.data.adapters.images import read_hdf5
+from refiner.data.adapters.tum import associate, freiburg_intrinsics, pose_from_tum
+from refiner.data.ingest import ingest_video
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.geometry.camera import resize_depth, unproject
+from refiner.geometry.canonical import canonical_map, transform_intrinsics
+from refiner.geometry.intrinsics import intrinsics_from_fov
 from tests.adapter_fixtures import write_hypersim, write_tum
 
 CAM = {"fx": 30.0, "fy": 31.0, "cx": 15.2, "cy": 11.7}

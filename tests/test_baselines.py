@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from refiner.baselines import ema, temporal_bilateral
+from refiner.evaluation.baselines import ema, temporal_bilateral
 
 
 def test_constant_clip_passes_unchanged():

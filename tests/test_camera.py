@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.camera import (
+from refiner.geometry.camera import (
     depth_to_source,
     project,
     relative_pose,
@@ -11,8 +11,14 @@ from refiner.camera import (
     transform_points,
     unproject,
 )
-from refiner.canonical import CanonicalMap, canonical_map, identity_map, source_intrinsics, transform_intrinsics
-from refiner.intrinsics import intrinsics_from_fov, pixel_rays
+from refiner.geometry.canonical import (
+    CanonicalMap,
+    canonical_map,
+    identity_map,
+    source_intrinsics,
+    transform_intrinsics,
+)
+from refiner.geometry.intrinsics import intrinsics_from_fov, pixel_rays
 
 
 @pytest.mark.parametrize("crop", [False, True])

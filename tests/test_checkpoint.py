@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from refiner.checkpoint import CheckpointError, load_refiner, save_refiner
-from refiner.config import ModelParams
-from refiner.model import Refiner
+from refiner.core.config import ModelParams
+from refiner.model.refiner import Refiner
+from refiner.training.checkpoint import CheckpointError, load_refiner, save_refiner
 
 SMALL = ModelParams.from_file(channels=8, ssm_hidden=8, d_state=4)
 

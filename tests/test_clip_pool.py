@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from refiner.clip import Clip, ClipPool, LazyClip
-from refiner.dataset import Augment, RandomWindows
-from refiner.frame_cache import FrameCache
-from refiner.manifest import clip_entry
+from refiner.data.clip import Clip, ClipPool, LazyClip
+from refiner.data.dataset import Augment, RandomWindows
+from refiner.data.frame_cache import FrameCache
+from refiner.data.manifest import clip_entry
 
 from .clip_fixtures import make_clip
 

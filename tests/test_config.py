@@ -6,17 +6,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refiner.config import (
-    ClipSpec,
+from refiner.core.choices import CAMERA_PATHS
+from refiner.core.config import (
     ConfigError,
     ModelParams,
     Params,
-    SyntheticDefaults,
     WindowParams,
     load_params,
     params_from_dict,
 )
-from refiner.synth import CAMERA_PATHS
+from refiner.core.params_corpus import ClipSpec, SyntheticDefaults
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())

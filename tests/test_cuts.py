@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from refiner.cuts import COLOUR_BINS, colour_histogram, is_cut, median_depth, segments
+from refiner.data.cuts import COLOUR_BINS, colour_histogram, is_cut, median_depth, segments
 
 
 def test_colour_histogram_by_hand():

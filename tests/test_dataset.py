@@ -3,9 +3,9 @@ import pytest
 import torch
 import zarr
 
-from refiner.clip import Clip
-from refiner.dataset import Augment, ClipWindows, RandomWindows, read_window
-from refiner.frame_cache import FrameCache
+from refiner.data.clip import Clip
+from refiner.data.dataset import Augment, ClipWindows, RandomWindows, read_window
+from refiner.data.frame_cache import FrameCache
 
 from .clip_fixtures import make_clip, open_entry
 
@@ -82,7 +82,7 @@ def test_bad_crop_names_the_key(clip):
 
 
 def test_wide_error_models_are_drawn_per_window_log_uniformly():
-    from refiner.config import load_params
+    from refiner.core.config import load_params
     from refiner.teachers.simulated import ERROR_PARAMS, draw_wide
 
     wide = load_params().teacher.resolve("sim_wide")
@@ -97,7 +97,7 @@ def test_wide_error_models_are_drawn_per_window_log_uniformly():
 
 
 def test_resimulated_windows_each_get_their_own_teacher(clip):
-    from refiner.config import load_params
+    from refiner.core.config import load_params
 
     wide = load_params().teacher.resolve("sim_wide")
     a = Augment(crop=16, resim=wide, resim_prob=1.0, conf_gamma=(0.33, 3.0))

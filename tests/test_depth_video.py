@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from refiner.depth_video import encode_depth_video, read_depth_video
-from refiner.export import depth_to_png16, png16_precision, png16_to_depth
-from refiner.video import VideoError
+from refiner.core.video import VideoError
+from refiner.inference.depth_video import encode_depth_video, read_depth_video
+from refiner.visual.export import depth_to_png16, png16_precision, png16_to_depth
 
 
 def test_depth_video_round_trips_metres_within_the_16_bit_encodings_precision(tmp_path):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refiner.code_digest import closure
-from refiner.errors import repro_target
+from refiner.core.code_digest import closure
+from refiner.core.errors import repro_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,7 @@ def missing_deps(script: Path, deps: list[str]) -> list[str]:
 
 
 def test_repro_targets_of_error_messages_name_real_stages():
-    """Error messages tell users what to pass to `dvc repro` (:func:`refiner.errors.repro_target`): a per-clip
+    """Error messages tell users what to pass to `dvc repro` (:func:`refiner.core.errors.repro_target`): a per-clip
     stage through its own file, a corpus-wide one by name."""
     for path, name, _ in stage_bodies():
         per_clip = path.parent != ROOT
@@ -81,6 +81,6 @@ def test_no_refiner_dep_is_unused(name, script, deps):
 
 def test_the_check_catches_a_new_import(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("from refiner.metrics import flicker\n")
-    assert "refiner/metrics.py" in missing_deps(script, [])
+    script.write_text("from refiner.evaluation.depth_metrics import flicker\n")
+    assert "refiner/evaluation/depth_metrics.py" in missing_deps(script, [])
     assert missing_deps(script, ["refiner"]) == []

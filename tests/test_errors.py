@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from refiner.config import ConfigError
-from refiner.errors import run_stage
+from refiner.core.config import ConfigError
+from refiner.core.errors import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_success_returns_and_interrupt_exits_130(capsys):
 
 def test_in_a_subprocess():
     code = (
-        "from refiner.errors import run_stage\n"
+        "from refiner.core.errors import run_stage\n"
         "def main():\n    raise FileNotFoundError('data/x.zarr: not found')\n"
         "run_stage(main)"
     )

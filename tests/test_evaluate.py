@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.clip import full, open_clip
-from refiner.config import EvaluateParams
-from refiner.evaluate import evaluate_clip
-from refiner.perceptual import lpips_random_backbone
-from refiner.reports import aggregate, write_aggregate, write_clip_report
-from refiner.store import create_group, frames_array
+from refiner.core.config import EvaluateParams, StereoParams
+from refiner.core.store import create_group, frames_array
+from refiner.data.clip import full, open_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.perceptual import lpips_random_backbone
+from refiner.evaluation.reports import aggregate, write_aggregate, write_clip_report
 
 from .clip_fixtures import make_clip, make_corpus, open_entry
 
 P = EvaluateParams.from_file(bilateral_radius=1)
+B = StereoParams.from_file().baseline_m  # the eye separation of disparity jitter
 
 
 def _finite(tree) -> bool:
@@ -35,7 +36,7 @@ def scored(tmp_path_factory):
     g = create_group(refined)
     smooth = np.repeat(np.median(depth[:5], 0, keepdims=True), 8, 0)  # a "refiner" that removed the flicker
     frames_array(g, "depth", depth.shape, np.float32)[...] = smooth
-    result = evaluate_clip(clip, str(refined), P, 4, (lpips_random_backbone(), None))
+    result = evaluate_clip(clip, str(refined), P, 4, B, (lpips_random_backbone(), None))
     info = {
         "name": "te",
         "dataset_name": "synthetic",
@@ -79,7 +80,7 @@ def test_missing_lpips_weights_are_said_in_words(scored, tmp_path):
     tmp, _, _ = scored
     clip, _ = open_clip(tmp / "manifest", "te")
     note = "T-SCIN: LPIPS backbone weights not found at /nowhere"
-    result = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 4, (None, note))
+    result = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 4, B, (None, note))
     assert "t_scin" not in result["metrics"]["methods"]["teacher"] and result["metrics"]["skipped"]["t_scin"] == note
 
 
@@ -121,8 +122,8 @@ def test_span_by_span_scoring_equals_one_span_over_the_whole_clip(scored, span_w
     tmp, _, _ = scored
     clip, _ = open_clip(tmp / "manifest", "te")
     lpips = (lpips_random_backbone(), None)
-    whole = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, lpips, span_windows=4)  # 8 frames: one span
-    spans = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, lpips, span_windows=span_windows)
+    whole = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, B, lpips, span_windows=4)  # 8 frames: one span
+    spans = evaluate_clip(clip, str(tmp / "refined.zarr"), P, 2, B, lpips, span_windows=span_windows)
     _close(whole["metrics"], spans["metrics"])
     for a, b in zip(whole["per_frame"] + whole["drift"], spans["per_frame"] + spans["drift"], strict=True):
         _close(a, b)
@@ -141,7 +142,7 @@ def test_evaluate_memory_does_not_grow_with_clip_length(tmp_path):
         runs = []
         for _ in range(2):  # the lower of two: a one-off allocation elsewhere in the process is not the clip's
             tracemalloc.start()
-            evaluate_clip(clip, str(tmp_path / f"r{frames}.zarr"), P, 4)
+            evaluate_clip(clip, str(tmp_path / f"r{frames}.zarr"), P, 4, B)
             runs.append(tracemalloc.get_traced_memory()[1])
             tracemalloc.stop()
         peaks.append(min(runs))

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refiner.export import (
+from refiner.core.video import decode_frames
+from refiner.visual.export import (
     LEGACY_PNG_SCALE,
     colorize,
     depth_to_png16,
@@ -12,7 +13,6 @@ from refiner.export import (
     read_png16,
     side_by_side_video,
 )
-from refiner.video import decode_frames
 
 
 def test_png16_round_trip_within_its_documented_precision(tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from refiner.frame_cache import FrameCache
-from refiner.store import create_group, frames_array
+from refiner.core.store import create_group, frames_array
+from refiner.data.frame_cache import FrameCache
 
 
 def _array(tmp_path, frames=6, h=5, w=4):

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from refiner.filters import sobel_magnitude
-from refiner.guidance import edge_map, sobel_magnitude_np
+from refiner.data.guidance import edge_map, sobel_magnitude_np
+from refiner.geometry.filters import sobel_magnitude
 
 
 def test_numpy_sobel_equals_the_models_torch_sobel():

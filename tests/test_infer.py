@@ -7,10 +7,10 @@ import pytest
 import torch
 import zarr
 
-from refiner.clip import open_clip
-from refiner.config import InferParams, ModelParams, WindowParams
-from refiner.infer import drift_trend, occlusion_weights, refine_clip, run_infer
-from refiner.model import Refiner
+from refiner.core.config import InferParams, ModelParams, WindowParams
+from refiner.data.clip import open_clip
+from refiner.inference.infer import drift_trend, occlusion_weights, refine_clip, run_infer
+from refiner.model.refiner import Refiner
 
 from .clip_fixtures import make_clip, make_corpus, open_entry, tiny_params
 
@@ -115,7 +115,7 @@ def test_infer_outputs_change_together_or_not_at_all(tmp_path, monkeypatch):
     def broken_video(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("refiner.sinks.encode_mp4", broken_video)  # the review video, on its writer thread
+    monkeypatch.setattr("refiner.inference.sinks.encode_mp4", broken_video)  # the review video, on its writer thread
     with pytest.raises(OSError, match="disk full"):
         run_infer(model, clip, params, *outs, progress=False)
     assert [p.stat().st_ino for p in outs] == inodes

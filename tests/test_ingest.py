@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import zarr
 
-from refiner.ingest import ingest_video, load_intrinsics, resolve_intrinsics
-from refiner.store import StoreError
-from refiner.synth import render_clip, write_clip
-from refiner.video import VideoError, decode_frames, encode_mp4
+from refiner.core.store import StoreError
+from refiner.core.video import VideoError, decode_frames, encode_mp4
+from refiner.data.ingest import ingest_video, load_intrinsics, resolve_intrinsics
+from refiner.data.synth.clips import render_clip, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_good_intrinsics(tmp_path):
 
 
 def test_a_clip_camera_from_params_is_an_intrinsics_override():
-    from refiner.config import CameraSpec
+    from refiner.core.params_corpus import CameraSpec
 
     K = resolve_intrinsics(CameraSpec(fx=300, fy=310, cx=160, cy=120), 320, 240, "corpus.clips.x.camera")
     assert K[0, 0] == 300 and K[1, 1] == 310

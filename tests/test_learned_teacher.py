@@ -9,12 +9,14 @@ import pytest
 import torch
 import yaml
 
-from refiner.config import ConfigError, params_from_dict
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.synth import EXPOSURE_CORR, camera_poses, exposure_gains, make_scene, render, render_clip
+from refiner.core.config import ConfigError, params_from_dict
+from refiner.data.synth.clips import EXPOSURE_CORR, exposure_gains, render_clip
+from refiner.data.synth.raycast import render
+from refiner.data.synth.scene import camera_poses, make_scene
+from refiner.geometry.intrinsics import intrinsics_from_fov
 from refiner.teachers.base import Teacher, TeacherBatch, TeacherContext
 from refiner.teachers.learned import LearnedDepthNet, LearnedTeacher, LearnedTeacherError, weights_bytes
-from refiner.teachers.learned_training import TrainSettings, check_seeds, train_learned
+from refiner.training.teacher_training import TrainSettings, check_seeds, train_learned
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TrainSettings(
@@ -105,7 +107,7 @@ def test_identity_follows_the_weights(tmp_path):
 
 def test_missing_or_foreign_weights_give_one_clear_line(tmp_path):
     missing = tmp_path / "nowhere" / "learned.safetensors"
-    with pytest.raises(LearnedTeacherError, match="python -m refiner.teachers.learned") as e:
+    with pytest.raises(LearnedTeacherError, match="python -m refiner.training.teacher_training") as e:
         _teacher(missing)
     assert str(missing) in str(e.value) and "\n" not in str(e.value)
     junk = tmp_path / "junk.safetensors"

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from refiner.config import LossParams
-from refiner.losses import (
+from refiner.core.config import LossParams
+from refiner.geometry.masks import centre_patch, static_gate, still_static_mask
+from refiner.training.losses import (
     compute_losses,
     edge_loss,
     gt_loss,
@@ -13,7 +14,6 @@ from refiner.losses import (
     temporal_loss,
     variance_loss,
 )
-from refiner.masks import centre_patch, static_gate, still_static_mask
 
 P = LossParams.from_file()
 

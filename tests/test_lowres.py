@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from refiner.lowres import downsample, guided_upsample, upsample
-from refiner.mapping import low_mapping
+from refiner.geometry.lowres_map import low_mapping
+from refiner.geometry.lowres_sampling import downsample, guided_upsample, upsample
 
 
 @pytest.mark.parametrize("f", [2, 4])

@@ -8,15 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import refiner.model.mamba as mamba_mod
-from refiner.model.mamba import (
-    Mamba,
-    MambaState,
-    make_mamba,
-    mamba_ssm_usable,
-    selective_scan,
-    selective_scan_ref,
-)
+import refiner.model.ops.scan as scan_mod
+from refiner.model.mamba import Mamba, MambaState, make_mamba, mamba_ssm_usable
+from refiner.model.ops.scan import selective_scan, selective_scan_ref
 
 
 def _recurrence(x, delta, A, B, C, D):
@@ -162,9 +156,20 @@ def test_fast_scan_state_matches_the_recurrence_and_checks_its_index():
             selective_scan(x, delta, A, B, C, D, state_index=bad)
 
 
+@pytest.mark.parametrize("scan", [selective_scan, selective_scan_ref])
+def test_both_scans_share_one_signature_with_state_in_and_out(scan):
+    x, delta, A, B, C, D = _scan_inputs(3, 4, 3, 8)
+    full = selective_scan_ref(x, delta, A, B, C, D)
+    head, h = scan(x[..., :5], delta[..., :5], A, B[..., :5], C[..., :5], D, None, 4)
+    tail = scan(x[..., 5:], delta[..., 5:], A, B[..., 5:], C[..., 5:], D, h, None)
+    torch.testing.assert_close(torch.cat([head, tail], -1), full, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="state_index"):
+        scan(x, delta, A, B, C, D, None, 8)
+
+
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30])  # states recomputed in backward / kept from forward
 def test_fast_scan_gradients_match_the_reference(monkeypatch, keep_bytes):
-    monkeypatch.setattr(mamba_mod, "KEEP_STATES_BYTES", keep_bytes)
+    monkeypatch.setattr(scan_mod, "KEEP_STATES_BYTES", keep_bytes)
     args = _scan_inputs(5, 3, 4, 6)
     ours = [t.clone().requires_grad_(True) for t in args]
     ref = [t.clone().requires_grad_(True) for t in args]
@@ -177,7 +182,7 @@ def test_fast_scan_gradients_match_the_reference(monkeypatch, keep_bytes):
 
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30])
 def test_fast_scan_gradients_flow_through_the_carried_state(monkeypatch, keep_bytes):
-    monkeypatch.setattr(mamba_mod, "KEEP_STATES_BYTES", keep_bytes)
+    monkeypatch.setattr(scan_mod, "KEEP_STATES_BYTES", keep_bytes)
     args = _scan_inputs(4, 3, 2, 8)
     g = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(2))
     one = [t.clone().requires_grad_(True) for t in args]
@@ -192,39 +197,39 @@ def test_fast_scan_gradients_flow_through_the_carried_state(monkeypatch, keep_by
 
 
 def test_scan_compile_is_opt_in_and_falls_back_to_eager(monkeypatch):
-    monkeypatch.delenv(mamba_mod.COMPILE_ENV, raising=False)
-    assert mamba_mod._Compiled.get() is None  # off unless asked for
+    monkeypatch.delenv(scan_mod.COMPILE_ENV, raising=False)
+    assert scan_mod._Compiled.get() is None  # off unless asked for
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler")
 
-    monkeypatch.setenv(mamba_mod.COMPILE_ENV, "1")
-    monkeypatch.setattr(mamba_mod._Compiled, "fn", None)
-    monkeypatch.setattr(mamba_mod._Compiled, "failed", False)
+    monkeypatch.setenv(scan_mod.COMPILE_ENV, "1")
+    monkeypatch.setattr(scan_mod._Compiled, "fn", None)
+    monkeypatch.setattr(scan_mod._Compiled, "failed", False)
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
     args = _scan_inputs(3, 2, 2, 4)
     with pytest.warns(UserWarning, match="torch.compile"):
         y = selective_scan(*args)
     torch.testing.assert_close(y, selective_scan_ref(*args), rtol=1e-5, atol=1e-5)
-    assert mamba_mod._Compiled.get() is None  # disabled for the rest of the process
+    assert scan_mod._Compiled.get() is None  # disabled for the rest of the process
 
 
 @pytest.mark.slow
 def test_compiled_scan_equals_eager_values_state_and_gradients(monkeypatch):
     """REFINER_SCAN_COMPILE=1 really compiles the block (about 20 s on 2 cores) and gives the eager scan's
     outputs, state and gradients; skipped only where torch.compile cannot run (the fallback test covers that)."""
-    monkeypatch.setenv(mamba_mod.COMPILE_ENV, "1")
-    monkeypatch.setattr(mamba_mod._Compiled, "fn", None)
-    monkeypatch.setattr(mamba_mod._Compiled, "failed", False)
+    monkeypatch.setenv(scan_mod.COMPILE_ENV, "1")
+    monkeypatch.setattr(scan_mod._Compiled, "fn", None)
+    monkeypatch.setattr(scan_mod._Compiled, "failed", False)
     eager = [t.requires_grad_() for t in _scan_inputs(6, 4, 3, 5, seed=3)]
     compiled = [t.detach().clone().requires_grad_() for t in eager]
     with pytest.MonkeyPatch.context() as off:
-        off.setenv(mamba_mod.COMPILE_ENV, "0")
+        off.setenv(scan_mod.COMPILE_ENV, "0")
         y_e, h_e = selective_scan(*eager, state_index=2, block=4)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         y_c, h_c = selective_scan(*compiled, state_index=2, block=4)
-    if mamba_mod._Compiled.get() is None:
+    if scan_mod._Compiled.get() is None:
         pytest.skip(f"torch.compile cannot run here: {[str(w.message) for w in caught]}")
     torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(h_c, h_e, rtol=1e-5, atol=1e-6)
@@ -240,7 +245,7 @@ def batch_slices(request, monkeypatch) -> str:
     """Mamba.forward on the whole batch at once, or in slices of 5 sequences scanned one sequence per block."""
     if request.param == "sliced":
         monkeypatch.setattr(Mamba, "_batch_step", lambda self, hidden_states: 5)
-        monkeypatch.setattr(mamba_mod, "BLOCK_BYTES_CPU", 1)
+        monkeypatch.setattr(scan_mod, "BLOCK_BYTES_CPU", 1)
     return request.param
 
 

@@ -5,17 +5,11 @@ import math
 import pytest
 import torch
 
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.metrics import (
-    depth_errors,
-    disparity_jitter,
-    flicker,
-    opw_metric,
-    reproject,
-    scale_ratios,
-    tae,
-)
-from refiner.scatter import scatter_kept
+from refiner.evaluation.depth_metrics import depth_errors, disparity_jitter, flicker, scale_ratios
+from refiner.evaluation.opw_metrics import opw_metric
+from refiner.evaluation.tae_metrics import reproject, tae
+from refiner.geometry.intrinsics import intrinsics_from_fov
+from refiner.geometry.scatter import scatter_kept
 
 K1 = torch.tensor(intrinsics_from_fov(16, 16, 60.0), dtype=torch.float32)
 

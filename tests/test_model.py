@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from refiner.config import ModelParams
-from refiner.lowres import downsample, downsample_depth
-from refiner.model import Refiner
-from refiner.model.refiner import TemporalMixer, clamp_residual, residual_bound, temporal_noise
+from refiner.core.config import ModelParams
+from refiner.geometry.lowres_sampling import downsample, downsample_depth
+from refiner.model.refiner import Refiner, TemporalMixer, clamp_residual, residual_bound, temporal_noise
 
 SMALL = ModelParams.from_file(channels=8, ssm_hidden=8, d_state=4)
 

@@ -4,8 +4,8 @@ import math
 
 import torch
 
+from refiner.inference.noise_ceiling import below_ceiling, compress, compression, under_ceiling
 from refiner.model.refiner import temporal_noise
-from refiner.noise_ceiling import below_ceiling, compress, compression, under_ceiling
 
 
 def _noisy(sigma: float, n: int = 8, seed: int = 0) -> torch.Tensor:

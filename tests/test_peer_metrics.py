@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.camera import project, relative_pose, transform_points, unproject
-from refiner.metrics import flow_to_previous, nvds_weights, opw_nvds, splat_last_write, tae, tae_vda, vda_align
-from refiner.perceptual import ALEXNET_FILE, load_lpips, lpips_random_backbone, t_scin
+from refiner.evaluation.opw_metrics import flow_to_previous, nvds_weights, opw_nvds
+from refiner.evaluation.perceptual import ALEXNET_FILE, load_lpips, lpips_random_backbone, t_scin
+from refiner.evaluation.tae_metrics import splat_last_write, tae, tae_vda, vda_align
+from refiner.geometry.camera import project, relative_pose, transform_points, unproject
 
 
 def _pose(tx=0.0, ty=0.0, tz=0.0, yaw=0.0):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refiner.errors import repro_target
-from refiner.shards import shard_of
+from refiner.core.errors import repro_target
+from refiner.data.shards import shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from refiner.config import ConfigError, load_params, params_from_dict
-from refiner.shards import read_plan, shard_of, write_plans
+from refiner.core.config import ConfigError, load_params, params_from_dict
+from refiner.data.shards import read_plan, shard_of, write_plans
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = {

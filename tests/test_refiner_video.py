@@ -14,11 +14,11 @@ import pytest
 import yaml
 import zarr
 
-from refiner.cli import DEFAULT_MODEL, main
-from refiner.depth_video import read_depth_video
-from refiner.export import png16_precision
-from refiner.synth import render_clip, write_clip
-from refiner.video import decode_frames, encode_mp4
+from refiner.app.cli import DEFAULT_MODEL, main
+from refiner.core.video import decode_frames, encode_mp4
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.inference.depth_video import read_depth_video
+from refiner.visual.export import png16_precision
 
 from .clip_fixtures import ROOT
 
@@ -198,12 +198,12 @@ def test_help_marks_what_is_required_and_imports_no_torch():
     code = textwrap.dedent(
         """
         import sys
-        from refiner.cli import parse_args
+        from refiner.app.cli import parse_args
         try:
             parse_args(["--help"])
         except SystemExit:
             pass
-        print(sorted(m for m in ("torch", "zarr", "refiner.video_run") if m in sys.modules))
+        print(sorted(m for m in ("torch", "zarr", "refiner.app.video_run") if m in sys.modules))
         """
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -25,24 +25,24 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from refiner.adapters import ingest
-from refiner.camera import image_to_source
-from refiner.checkpoint import CheckpointError, load_refiner, save_refiner
-from refiner.cli import main as refiner_video
-from refiner.clip import Clip
-from refiner.config import ConfigError, ModelParams
-from refiner.evaluate import evaluate_clip
-from refiner.guidance import write_guidance
-from refiner.infer import run_infer
-from refiner.ingest import ingest_video
-from refiner.model import Refiner
-from refiner.source_res import source_rgb, store_map
-from refiner.spans import write_method_depths
-from refiner.stereo_report import stereo_metrics
-from refiner.synth import render_clip, write_clip
+from refiner.app.cli import main as refiner_video
+from refiner.core.config import ConfigError, ModelParams
+from refiner.core.video import decode_frames
+from refiner.data.adapters import ingest
+from refiner.data.clip import Clip
+from refiner.data.guidance import write_guidance
+from refiner.data.ingest import ingest_video
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.span_reader import write_method_depths
+from refiner.geometry.camera import image_to_source
+from refiner.inference.infer import run_infer
+from refiner.inference.source_res import source_rgb, store_map
+from refiner.model.refiner import Refiner
+from refiner.stereo.stereo_report import stereo_metrics
 from refiner.teachers.cache import write_teacher_store
 from refiner.teachers.simulated import SimulatedTeacher
-from refiner.video import decode_frames
+from refiner.training.checkpoint import CheckpointError, load_refiner, save_refiner
 
 from .adapter_fixtures import write_tum
 from .clip_fixtures import ROOT, make_clip, make_corpus, tiny_params
@@ -110,7 +110,8 @@ def test_one_frame_tum_clip_refines_and_its_temporal_metrics_say_why_not(tmp_pat
     stats = run_infer(model, clip, P, tmp_path / "ref.zarr", tmp_path / "frames", tmp_path / "rep", progress=False)
     refined = zarr.open_group(str(tmp_path / "ref.zarr"), mode="r")["depth"][...]
     assert stats["frames"] == 1 and refined.shape == (1, *clip.dec["rgb"].shape[1:3]) and (refined > 0).any()
-    metrics = evaluate_clip(clip, str(tmp_path / "ref.zarr"), P.evaluate, P.windows.length)["metrics"]
+    result = evaluate_clip(clip, str(tmp_path / "ref.zarr"), P.evaluate, P.windows.length, P.stereo.baseline_m)
+    metrics = result["metrics"]
     assert {"absrel", "rmse", "d1"} <= set(metrics["methods"]["refiner"])
     assert not {"tae", "tae_vda", "opw_nvds", "scale_ratio_std", "flicker_std_rel"} & set(metrics["methods"]["refiner"])
     assert metrics["skipped"]["temporal"].startswith("skipped: needs ≥ 2 frames (the clip has 1)")
@@ -155,9 +156,9 @@ def test_tum_repeated_timestamp_is_an_error_naming_both_lines(tmp_path):
 
 KILL_INFER = """
 import os, signal, sys
-from refiner import infer
-from refiner.checkpoint import load_refiner
-from refiner.clip import open_clip
+from refiner.inference import infer
+from refiner.training.checkpoint import load_refiner
+from refiner.data.clip import open_clip
 from tests.test_reliability import P
 manifest, model, out = sys.argv[1:4]
 real, calls = infer._window_delta, []
@@ -343,9 +344,9 @@ def test_checkpoint_with_other_tensor_shapes_names_the_file_and_the_tensor(tmp_p
 WRITE = """
 import sys
 import numpy as np
-from refiner.errors import run_stage
-from refiner.ingest import ingest_video
-from refiner.video import encode_mp4
+from refiner.core.errors import run_stage
+from refiner.data.ingest import ingest_video
+from refiner.core.video import encode_mp4
 src, out, what = sys.argv[1:4]
 frames = (np.random.default_rng(t).integers(0, 256, (64, 96, 3), dtype=np.uint8) for t in range(30))
 def store():
@@ -549,11 +550,11 @@ def test_a_15_hz_clip_writes_15_fps_videos(mini):
 TRAIN_AND_SCORE = """
 import json, sys
 import torch
-from refiner.checkpoint import load_refiner
-from refiner.clip import open_clip
-from refiner.evaluate import evaluate_clip
-from refiner.infer import run_infer
-from refiner.train import train
+from refiner.training.checkpoint import load_refiner
+from refiner.data.clip import open_clip
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.inference.infer import run_infer
+from refiner.training.train import train
 from tests.clip_fixtures import tiny_params
 root, out = sys.argv[1:3]
 p = tiny_params(
@@ -565,7 +566,7 @@ train(p, f"{root}/manifest", f"{out}/model.safetensors", f"{out}/state", f"{out}
 clip, _ = open_clip(f"{root}/manifest", "te")
 model = load_refiner(f"{out}/model.safetensors")[0]
 run_infer(model, clip, p, f"{out}/te.zarr", f"{out}/frames", f"{out}/reports", progress=False)
-figures = evaluate_clip(clip, f"{out}/te.zarr", p.evaluate, p.windows.length)["metrics"]["methods"]
+figures = evaluate_clip(clip, f"{out}/te.zarr", p.evaluate, p.windows.length, p.stereo.baseline_m)["metrics"]["methods"]
 print(json.dumps({"cpu": torch.backends.cpu.get_cpu_capability(), "methods": figures}))
 """
 

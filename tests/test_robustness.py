@@ -12,14 +12,14 @@ import pytest
 import zarr
 from PIL import Image
 
-from refiner.adapters import ingest
-from refiner.config import ConfigError, load_params, params_from_dict
-from refiner.ingest import ingest_video
-from refiner.prepare import ClipPaths, run_steps
-from refiner.shards import plan_of
-from refiner.store import StoreError, open_group
-from refiner.synth import render_clip, write_clip
-from refiner.video import VideoError
+from refiner.core.config import ConfigError, load_params, params_from_dict
+from refiner.core.store import StoreError, open_group
+from refiner.core.video import VideoError
+from refiner.data.adapters import ingest
+from refiner.data.ingest import ingest_video
+from refiner.data.prepare import ClipPaths, run_steps
+from refiner.data.shards import plan_of
+from refiner.data.synth.clips import render_clip, write_clip
 from tests.adapter_fixtures import write_h5, write_hypersim, write_tum
 
 CAM = {"fx": 30.0, "fy": 30.0, "cx": 15.5, "cy": 11.5}

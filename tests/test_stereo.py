@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.config import StereoParams
-from refiner.stereo import (
+from refiner.core.config import StereoParams
+from refiner.core.store import create_group, frames_array
+from refiner.core.video import decode_frames
+from refiner.geometry.warp import (
     backward_warp,
     depth_from_disparity,
     disparity_from_depth,
@@ -13,9 +15,7 @@ from refiner.stereo import (
     forward_warp,
     round_trip_error,
 )
-from refiner.stereo_report import sbs_video, stereo_metrics
-from refiner.store import create_group, frames_array
-from refiner.video import decode_frames
+from refiner.stereo.stereo_report import sbs_video, stereo_metrics
 
 from .clip_fixtures import make_clip, open_entry
 

@@ -8,7 +8,7 @@ appears at u − d, so the box sits at columns 2..5 and the (infinite) wall fill
 import pytest
 import torch
 
-from refiner.stereo import (
+from refiner.geometry.warp import (
     lr_inverse_consistency,
     occlusion_mask_lr,
     occlusion_mask_rl,

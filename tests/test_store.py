@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from refiner.store import (
+from refiner.core.store import (
     StoreError,
     atomic_path,
     check_finite,

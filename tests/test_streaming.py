@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from refiner.store import atomic_path
-from refiner.streaming import Aborted, Streams, fan_out
+from refiner.core.store import atomic_path
+from refiner.core.streaming import Aborted, Streams, fan_out
 
 
 def test_every_consumer_gets_every_item_in_order_and_returns_its_result():

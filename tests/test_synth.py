@@ -3,19 +3,14 @@ import pytest
 import torch
 import zarr
 
-from refiner.camera import unproject
-from refiner.intrinsics import intrinsics_from_fov
-from refiner.synth import (
-    CAMERA_PATHS,
-    Box,
-    camera_poses,
-    make_scene,
-    render,
-    render_clip,
-    right_eye_poses,
-    write_clip,
-)
-from refiner.video import encode_mp4
+from refiner.core.choices import CAMERA_PATHS
+from refiner.core.video import encode_mp4
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.data.synth.raycast import render
+from refiner.data.synth.scene import camera_poses, make_scene, right_eye_poses
+from refiner.data.synth.shapes import Box
+from refiner.geometry.camera import unproject
+from refiner.geometry.intrinsics import intrinsics_from_fov
 
 
 def _world_points(depth: np.ndarray, K: np.ndarray, pose: np.ndarray) -> np.ndarray:

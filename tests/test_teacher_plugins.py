@@ -13,13 +13,13 @@ import pytest
 import yaml
 import zarr
 
-from refiner.checkpoint import save_refiner
-from refiner.config import ModelParams
-from refiner.manifest import calibrate, calibration_for, clip_entry, fit_calibration
-from refiner.model import Refiner
-from refiner.synth import render_clip, write_clip
+from refiner.core.config import ModelParams
+from refiner.data.manifest import calibrate, calibration_for, clip_entry, fit_calibration
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.model.refiner import Refiner
 from refiner.teachers import TeacherBatch, TeacherContext, make_teacher, teacher_id
 from refiner.teachers.cache import write_teacher_store
+from refiner.training.checkpoint import save_refiner
 
 from .clip_fixtures import ROOT, make_clip, tiny_params
 
@@ -106,7 +106,7 @@ def test_an_entry_point_teacher_runs_through_refiner_video(plugin_site, tmp_path
     argv = [str(tmp_path / "src/clip.mp4"), "--hfov-deg", "70", "--model", str(tmp_path / "m.safetensors")]
     argv += ["--out", str(tmp_path / "out"), "--teacher", "ramp", "--size", "32", "--quiet"]
     argv += ["--cache", str(tmp_path / "cache")]
-    _run([sys.executable, "-m", "refiner.cli", *argv], tmp_path, plugin_site)
+    _run([sys.executable, "-m", "refiner.app.cli", *argv], tmp_path, plugin_site)
     summary = json.loads((tmp_path / "out/outputs.json").read_text())
     assert summary["teacher"] == "ramp" and summary["teacher_id"].startswith("ramp:")
     assert summary["calibration"]["source"].startswith("self:")  # no table fitted for it: the stated fallback
@@ -153,7 +153,7 @@ def test_the_learned_teacher_needs_no_ground_truth(tmp_path):
     has no GT and gets the GT-free fallback table fitted on the clip itself, named as such."""
     clip = render_clip(6, 64, 80, 70.0, 0.063, 3, seed=8)
     write_clip(clip, tmp_path / "src", fps=10, crf=0, baseline_m=0.063)
-    from refiner.ingest import ingest_video
+    from refiner.data.ingest import ingest_video
 
     ingest_video(tmp_path / "src/clip.mp4", {"hfov_deg": 70}, tmp_path / "dec.zarr", 32, progress=False, multiple=4)
     assert "depth_gt" not in zarr.open_group(str(tmp_path / "dec.zarr"), mode="r")  # nothing to read, nothing read
@@ -164,7 +164,7 @@ def test_the_learned_teacher_needs_no_ground_truth(tmp_path):
     depth = g["depth"][...]
     assert depth.shape == (6, 32, 40) and (depth > 0).all() and np.isfinite(depth).all()
     assert g.attrs["has_uncertainty"] and g.attrs["teacher_label"].startswith("learned")
-    from refiner.guidance import write_guidance
+    from refiner.data.guidance import write_guidance
 
     write_guidance(tmp_path / "dec.zarr", tmp_path / "tea.zarr", tmp_path / "gui.zarr", progress=False)
     entry = clip_entry("mine", str(tmp_path / "dec.zarr"), str(tmp_path / "tea.zarr"), str(tmp_path / "gui.zarr"))

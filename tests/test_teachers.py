@@ -11,9 +11,9 @@ import torch
 import zarr
 from scipy.stats import spearmanr
 
-from refiner.guidance import edge_map
-from refiner.manifest import find_clip, fit_calibration, load_calibration, load_split, validate_manifest
-from refiner.synth import render_clip
+from refiner.data.guidance import edge_map
+from refiner.data.manifest import find_clip, fit_calibration, load_calibration, load_split, validate_manifest
+from refiner.data.synth.clips import render_clip
 from refiner.teachers import TeacherBatch, TeacherContext, make_teacher
 from refiner.teachers.calibration import CalibrationAccumulator
 from refiner.teachers.confidence import uncertainty_rank, uncertainty_to_confidence

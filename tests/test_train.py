@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from refiner.checkpoint import load_refiner
-from refiner.model import Refiner
-from refiner.train import lr_at, param_groups, train
+from refiner.model.refiner import Refiner
+from refiner.training.checkpoint import load_refiner
+from refiner.training.train import lr_at, param_groups, train
 
 from .clip_fixtures import make_corpus, tiny_params
 
@@ -105,7 +105,7 @@ def test_torchrun_two_gloo_ranks_end_with_identical_weights(tmp_path):
 
 
 def test_fine_tuning_starts_from_the_init_weights_and_refuses_a_foreign_one(manifest, tmp_path):
-    from refiner.checkpoint import save_refiner
+    from refiner.training.checkpoint import save_refiner
 
     params = _params(steps=2)
     init = Refiner(params.model, 4)

@@ -7,23 +7,24 @@ import pytest
 import yaml
 import zarr
 
-from refiner.canonical import CanonicalMap, canonical_map
-from refiner.checkpoint import load_refiner, save_refiner
-from refiner.cli import FAST_OVERLAP, main, parse_args
-from refiner.clip import open_clip
-from refiner.config import ModelParams, StereoParams
-from refiner.evaluate import evaluate_clip
-from refiner.export import png16_precision, read_png16, write_png16
-from refiner.infer import run_infer
-from refiner.model import Refiner
-from refiner.source_res import SourceFrames, stereo_video
-from refiner.stereo import sbs_frame
-from refiner.stereo_report import stereo_metrics
-from refiner.synth import render_clip, write_clip
-from refiner.train import train
-from refiner.video import decode_frames
-from refiner.video_settings import DEFAULTS, SECTIONS, load_settings, with_overrides
-from refiner.windows import window_starts
+from refiner.app import FAST_OVERLAP
+from refiner.app.cli import main, parse_args
+from refiner.app.video_settings import DEFAULTS, SECTIONS, load_settings, with_overrides
+from refiner.core.config import ModelParams, StereoParams
+from refiner.core.video import decode_frames
+from refiner.data.clip import open_clip
+from refiner.data.synth.clips import render_clip, write_clip
+from refiner.data.windows import window_starts
+from refiner.evaluation.evaluate import evaluate_clip
+from refiner.geometry.canonical import CanonicalMap, canonical_map
+from refiner.geometry.warp import sbs_frame
+from refiner.inference.infer import run_infer
+from refiner.inference.source_res import SourceFrames, stereo_video
+from refiner.model.refiner import Refiner
+from refiner.stereo.stereo_report import stereo_metrics
+from refiner.training.checkpoint import load_refiner, save_refiner
+from refiner.training.train import train
+from refiner.visual.export import png16_precision, read_png16, write_png16
 
 from .clip_fixtures import ROOT, make_clip, make_corpus, open_entry, tiny_params
 
@@ -219,7 +220,7 @@ def test_packaged_defaults_validate_and_equal_params_yaml():
     params["teacher"]["profiles"] = {}  # the corpus's test-group profiles are not the tool's business
     for name, cls in SECTIONS.items():
         cls(**defaults[name])
-        assert defaults[name] == params[name], f"refiner/defaults.yaml section {name} differs from params.yaml"
+        assert defaults[name] == params[name], f"refiner/app/defaults.yaml section {name} differs from params.yaml"
 
 
 def test_non_square_windows_train_and_infer(tmp_path):
@@ -238,7 +239,8 @@ def test_non_square_windows_train_and_infer(tmp_path):
     refined = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["depth"][...]
     assert stats["frames"] == 8 and refined.shape == (8, 16, 28) and (refined > 0).all()
     assert np.load(tmp_path / "f/depth_00000.npy").shape == (18, 32)  # exports at the source resolution
-    result = evaluate_clip(clip, str(tmp_path / "o.zarr"), params.evaluate, 4)  # baselines and metrics
+    # baselines and metrics
+    result = evaluate_clip(clip, str(tmp_path / "o.zarr"), params.evaluate, 4, params.stereo.baseline_m)
     assert {"teacher", "ema", "bilateral", "refiner"} <= set(result["metrics"]["methods"])
     assert np.isfinite(result["metrics"]["methods"]["refiner"]["disparity_jitter_px"])
     metrics, _ = stereo_metrics(clip, {"refiner": refined}, {}, params.stereo)

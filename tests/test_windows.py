@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from refiner.windows import WindowBlender, blend_weights, keyframe_mask, window_starts
+from refiner.data.windows import WindowBlender, blend_weights, keyframe_mask, window_starts
 
 
 @pytest.mark.parametrize(("t", "n", "o"), [(64, 12, 6), (5, 12, 6), (12, 12, 6), (31, 12, 6), (20, 8, 0), (13, 4, 3)])

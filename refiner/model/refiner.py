@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from refiner.config import ModelParams
-from refiner.filters import sobel_magnitude
-from refiner.lowres import downsample, downsample_depth, guided_upsample, upsample
-from refiner.mapping import low_mapping
+from refiner.core.config import ModelParams
+from refiner.geometry.filters import sobel_magnitude
+from refiner.geometry.lowres_map import low_mapping
+from refiner.geometry.lowres_sampling import downsample, downsample_depth, guided_upsample, upsample
 from refiner.model.blend import TemporalBlend
 from refiner.model.mamba import Mamba, make_mamba
 

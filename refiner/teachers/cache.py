@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from refiner.config import TeacherParams
-from refiner.mapping import low_mapping
-from refiner.store import atomic_path, create_group, frames_array, open_group, small_array
+from refiner.core.config import TeacherParams
+from refiner.core.store import atomic_path, create_group, frames_array, open_group, small_array
+from refiner.geometry.lowres_map import low_mapping
 from refiner.teachers.base import Teacher, TeacherBatch, TeacherContext, TeacherFrame
 from refiner.teachers.calibration import CalibrationAccumulator, frame_disagreement
 from refiner.teachers.confidence import uncertainty_rank
@@ -102,7 +102,8 @@ def _check_grid(decoded: str | Path, height: int, width: int, f: int) -> None:
     if height % f or width % f:
         raise ValueError(
             f"{decoded}: frames {height}x{width} are not multiples of teacher.low_res_factor {f}; decode again with "
-            f"the grid's multiple set to {f} (refiner.adapters.ingest(..., multiple={f}), as the decode stage does)"
+            f"the grid's multiple set to {f} (refiner.data.adapters.ingest(..., multiple={f}),"
+            " as the decode stage does)"
         )
 
 

@@ -5,9 +5,9 @@ a network rather than out of a formula.
 it knows the focal length, hence metric scale), log depth and a log-uncertainty out (uncertainty = exp of it,
 higher = less certain, the scale of a Laplace distribution of the log-depth error, like UniDepthV2's
 ``confidence``). It was trained on rendered scenes that share no seed with the corpus, each frame on its own,
-by :mod:`refiner.teachers.learned_training`; rebuild the weights with::
+by :mod:`refiner.training.teacher_training`; rebuild the weights with::
 
-    python -m refiner.teachers.learned --out models/teacher-learned
+    python -m refiner.training.teacher_training --out models/teacher-learned
 
 :class:`LearnedTeacher` wraps it in the :class:`~refiner.teachers.base.Teacher` protocol. It never reads ground
 truth. It is not UniDepthV2 and far less accurate; its purpose is a realistic error structure.
@@ -33,7 +33,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models/teacher-learned/
 FORMAT = "refiner-learned-teacher/1"
 CHANNELS = (16, 32, 48, 64, 96)  # encoder widths at strides 2, 4, 8, 16, 32
 STEM = 12  # full-resolution stem width
-REBUILD = "python -m refiner.teachers.learned --out models/teacher-learned"
+REBUILD = "python -m refiner.training.teacher_training --out models/teacher-learned"
 
 
 class LearnedTeacherError(RuntimeError):
@@ -93,7 +93,7 @@ class LearnedDepthNet(nn.Module):
 
 def camera_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Rays (B, 2, H, W) ((u - cx) / fx, (v - cy) / fy) of intrinsics K (B, 3, 3). Pixel centres sit at integer
-    coordinates in this project (:mod:`refiner.camera`), so this is the ray through each pixel's centre."""
+    coordinates in this project (:mod:`refiner.geometry.camera`), so this is the ray through each pixel's centre."""
     K = K.float()
     u = torch.arange(width, dtype=torch.float32, device=K.device)
     v = torch.arange(height, dtype=torch.float32, device=K.device)
@@ -162,9 +162,3 @@ class LearnedTeacher:
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "weights_sha256": self.sha256}
-
-
-if __name__ == "__main__":
-    from refiner.teachers.learned_training import main
-
-    main()

@@ -9,7 +9,7 @@ this project's ``pyproject.toml``; a package outside this repository adds its ow
 and ``teacher.name: mine`` (or a clip's ``teacher: mine``) then runs it. ``teacher.name: my_pkg.teacher:MyTeacher``
 names a factory without registering it. Either way the factory is called with a
 :class:`~refiner.teachers.base.TeacherContext` and must return a :class:`~refiner.teachers.base.Teacher`.
-Names are looked up in :mod:`refiner.plugins`.
+Names are looked up in :mod:`refiner.core.plugins`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from refiner.plugins import PATH, registered, unknown_teacher
+from refiner.core.plugins import PATH, registered, unknown_teacher
 from refiner.teachers.base import Teacher, TeacherContext
 
 

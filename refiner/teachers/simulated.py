@@ -47,7 +47,7 @@ from scipy.ndimage import gaussian_filter, maximum_filter
 from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame
 
 if TYPE_CHECKING:
-    from refiner.config import TeacherParams
+    from refiner.core.config import TeacherParams
 
 NOISE_SEEN = 0.2  # share of the per-pixel depth noise the uncertainty can locate (texture-like errors)
 ERROR_PARAMS = (

@@ -1,0 +1,1 @@
+"""Foundations every layer uses: params and their validation, stores, errors, mp4 io, plug-in lookup."""

@@ -1,0 +1,1 @@
+"""Clips: synthetic rendering, ingest of real data, the clip stores, shards, preparation, datasets."""

@@ -1,0 +1,1 @@
+"""Camera and image geometry: the canonical frame, intrinsics, low-res grid, filters, masks, warps."""

@@ -1,0 +1,1 @@
+"""Inference: refining clips, test-time adaptation, noise ceiling, sinks and source-resolution output."""

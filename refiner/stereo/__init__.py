@@ -1,0 +1,1 @@
+"""Stereo: right-eye synthesis for VR, convergence, and the both-eye report."""

@@ -1,0 +1,1 @@
+"""Training: the refiner's losses, training loop, checkpoints, pre-training and the learned teacher."""

@@ -1,0 +1,1 @@
+"""Depth as pictures: colour maps, mp4 exports and the clip viewer."""
