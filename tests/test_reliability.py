@@ -575,7 +575,7 @@ def test_figures_agree_within_the_stated_tolerance_when_the_cpu_kernels_differ(t
     """Another machine sums in another order: ATen's scalar kernels (ATEN_CPU_CAPABILITY=default) against this
     CPU's vector kernels give a model with other bytes; training, inference and evaluation must still give every
     figure within the tolerance the README states."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()  # its Reliability section states the tolerance
     stated = re.search(r"relative\s+tolerance of ([0-9.e-]+)\.", readme[readme.index("## Reliability") :])
     assert stated, "README, Reliability: state the tolerance the figures agree within across machines"
     rtol = float(stated[1])
