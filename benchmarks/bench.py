@@ -360,14 +360,14 @@ def _blend_forward_baseline(self, depth: torch.Tensor, rgb: torch.Tensor | None,
     return torch.where(valid, depth + m * (torch.stack(means, 1) - depth), depth)
 
 
-def _scan_bld_reference(x, delta, A, B, C, D, h0=None, state_index=None, block=None):  # noqa: ANN001, ANN201
-    """``selective_scan_bld``'s call through the public reference scan (:func:`selective_scan_ref`, step by step:
-    under autograd, autograd through every per-step op), time-major in and out; ``block`` is ignored."""
-    args = (t.transpose(1, 2) for t in (x, delta, B, C))
-    x_, delta_, B_, C_ = args
+def _scan_reference(x, delta, A, B, C, D, h0=None, state_index=None, *, block=None, time_major=False):  # noqa: ANN001, ANN201
+    """:func:`selective_scan`'s call through the public reference scan (:func:`selective_scan_ref`, step by step:
+    under autograd, autograd through every per-step op), in either layout; ``block`` is ignored."""
+    if not time_major:
+        return selective_scan_ref(x, delta, A, B, C, D, h0, state_index)
+    x_, delta_, B_, C_ = (t.transpose(1, 2) for t in (x, delta, B, C))
     out = selective_scan_ref(x_, delta_, A, B_, C_, D, None if h0 is None else h0.transpose(1, 2), state_index)
-    y, h = (out, None) if state_index is None else out
-    return y.transpose(1, 2), (None if h is None else h.transpose(1, 2))
+    return out.transpose(1, 2) if state_index is None else (out[0].transpose(1, 2), out[1].transpose(1, 2))
 
 
 def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[], object]:
@@ -375,7 +375,7 @@ def _with_baseline_training(fn: Callable[[], object], clip: Clip) -> Callable[[]
     blend of commit cd49fa4 under autograd, the carried prefix through the whole model, and window reads that
     bypass the frame cache."""
     swaps = [
-        (mamba_mod, "selective_scan_bld", _scan_bld_reference),
+        (mamba_mod, "selective_scan", _scan_reference),
         (blend_mod.TemporalBlend, "forward", _blend_forward_baseline),
         (Refiner, "carried_state", lambda self, d, c, rgb, k, i: self(d, c, rgb, k, state_index=i).state),
         (clip, "cache", None),
@@ -465,7 +465,7 @@ def _breakdown(model: Refiner, height: int, width: int, f: int) -> dict:
     for name, child in model.named_children():  # other top-level parts (mid-res branch, full-res heads, ...)
         if name != "low":
             parts.module(name, child)
-    parts.function("scan", mamba_mod, "selective_scan_bld")
+    parts.function("scan", mamba_mod, "selective_scan")
     for name in ("upsample", "guided_upsample"):
         parts.function("upsampling", refiner_mod, name)
     for name in ("downsample", "downsample_depth"):  # the low-res inputs (newer API: inside the model)

@@ -55,3 +55,17 @@ def test_in_a_subprocess():
     env = {k: v for k, v in os.environ.items() if k != "REFINER_DEBUG"}
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert (r.returncode, r.stdout, r.stderr) == (1, "", "error: data/x.zarr: not found\n")
+
+
+def test_a_stage_script_given_an_option_prints_its_doc_and_writes_nothing(tmp_path):
+    """`python stages/shards.py --help` once wrote its output into a folder named --help."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages/shards.py"), "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Stage shards" in r.stderr and "take no options" in r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -11,8 +11,8 @@ from refiner.visual.export import (
     log_depth_range,
     png16_precision,
     read_png16,
-    side_by_side_video,
 )
+from refiner.visual.videos import write_panels_video
 
 
 def test_png16_round_trip_within_its_documented_precision(tmp_path):
@@ -64,13 +64,15 @@ def test_colorize_shared_range_and_invalid_black():
     assert lo2 < hi2 and np.log(1.0) <= lo2 and hi2 <= np.log(100.0)
 
 
-def test_side_by_side_video_decodes_with_panels_side_by_side(tmp_path):
-    teacher = [np.full((16, 16), 2.0, np.float32)] * 3
-    refined = [np.full((16, 16), 4.0, np.float32)] * 3
-    n = side_by_side_video([teacher, refined], tmp_path / "sbs.mp4", fps=5)
-    frames = list(decode_frames(tmp_path / "sbs.mp4"))
-    assert n == 3 and len(frames) == 3 and frames[0].shape == (16, 32, 3)
-    left, right = frames[0][:, :16].astype(int), frames[0][:, 16:].astype(int)
-    assert np.abs(left - right).mean() > 20  # different depths, different colours
-    with pytest.raises(ValueError, match="equal"):
-        side_by_side_video([teacher, refined[:2]], tmp_path / "x.mp4", fps=5)
+def test_panels_video_keeps_rgb_and_colours_depth_on_one_range(tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[:, :, 1] = 200  # a green image passes as it is
+    rows = [[rgb, np.full((16, 16), 2.0, np.float32), np.full((16, 16), 4.0, np.float32)]] * 3
+    n = write_panels_video(rows, tmp_path / "panels.mp4", fps=5, depth_range=(np.log(1.0), np.log(8.0)))
+    frames = list(decode_frames(tmp_path / "panels.mp4"))
+    assert n == 3 and len(frames) == 3 and frames[0].shape == (16, 48, 3)
+    image, near, far = (frames[0][:, k * 16 : (k + 1) * 16].astype(int) for k in range(3))
+    assert np.abs(image - rgb).mean() < 8  # H.264 keeps the image
+    expected = [colorize(np.full((16, 16), z, np.float32), np.log(1.0), np.log(8.0))[0, 0] for z in (2.0, 4.0)]
+    assert np.abs(near - expected[0]).mean() < 8 and np.abs(far - expected[1]).mean() < 8
+    assert np.abs(near - far).mean() > 20  # different depths, different colours

@@ -115,7 +115,7 @@ def test_infer_outputs_change_together_or_not_at_all(tmp_path, monkeypatch):
     def broken_video(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("refiner.inference.sinks.encode_mp4", broken_video)  # the review video, on its writer thread
+    monkeypatch.setattr("refiner.visual.videos.encode_mp4", broken_video)  # the review video, on its writer thread
     with pytest.raises(OSError, match="disk full"):
         run_infer(model, clip, params, *outs, progress=False)
     assert [p.stat().st_ino for p in outs] == inodes

@@ -6,10 +6,22 @@ import pytest
 import torch
 
 from refiner.evaluation.depth_metrics import depth_errors, disparity_jitter, flicker, scale_ratios
-from refiner.evaluation.opw_metrics import opw_metric
-from refiner.evaluation.tae_metrics import reproject, tae
+from refiner.evaluation.opw_metrics import opw_geometry, opw_metric_pairs
+from refiner.evaluation.tae_metrics import reproject, tae_from_pairs, tae_pairs
 from refiner.geometry.intrinsics import intrinsics_from_fov
 from refiner.geometry.scatter import scatter_kept
+
+
+def tae(*args, **kwargs) -> float:
+    """The masked metric TAE of a whole clip, from its pairs."""
+    return tae_from_pairs(*tae_pairs(*args, **kwargs))
+
+
+def opw_metric(depth, rgb, K, poses, gt) -> float:
+    """Metric-space OPW of a whole clip: the mean over its pairs (NaN when none counts)."""
+    errs = opw_metric_pairs(depth, gt, opw_geometry(rgb, K, poses, gt))
+    return sum(errs) / len(errs) if errs else math.nan
+
 
 K1 = torch.tensor(intrinsics_from_fov(16, 16, 60.0), dtype=torch.float32)
 

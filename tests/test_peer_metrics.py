@@ -7,10 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.evaluation.opw_metrics import flow_to_previous, nvds_weights, opw_nvds
+from refiner.evaluation.opw_metrics import flow_to_previous, gt_flow, nvds_weights, opw_nvds
 from refiner.evaluation.perceptual import ALEXNET_FILE, load_lpips, lpips_random_backbone, t_scin
-from refiner.evaluation.tae_metrics import splat_last_write, tae, tae_vda, vda_align
+from refiner.evaluation.tae_metrics import splat_last_write, tae_from_pairs, tae_pairs, tae_vda, vda_align
 from refiner.geometry.camera import project, relative_pose, transform_points, unproject
+
+
+def tae(*args, **kwargs) -> float:
+    """The masked metric TAE of a whole clip, from its pairs."""
+    return tae_from_pairs(*tae_pairs(*args, **kwargs))
+
+
+def nvds(depth, rgb, K, poses, gt, flow=None) -> float:
+    """NVDS's OPW of a whole clip with the GT flow (or ``flow``) and its photometric weights."""
+    flow = gt_flow(gt, K, poses) if flow is None else flow
+    return opw_nvds(depth, flow, nvds_weights(rgb, flow))
 
 
 def _pose(tx=0.0, ty=0.0, tz=0.0, yaw=0.0):
@@ -187,27 +198,27 @@ def _opw_scene(frames=4, h=20, w=24, still=False, seed=0):
 
 def test_opw_nvds_is_invariant_to_a_per_frame_depth_scale():
     depth, rgb, K, poses, gt = _opw_scene()
-    base = opw_nvds(depth, rgb, K, poses, gt)
+    base = nvds(depth, rgb, K, poses, gt)
     assert base > 0.1
     k = torch.tensor([1.0, 1.7, 0.4, 3.0])[:, None, None]
-    assert opw_nvds(depth * k, rgb, K, poses, gt) == pytest.approx(base, abs=1e-6)
+    assert nvds(depth * k, rgb, K, poses, gt) == pytest.approx(base, abs=1e-6)
 
 
 def test_opw_nvds_is_invariant_to_a_per_frame_affine_disparity_change_on_a_still_camera():
     depth, rgb, K, poses, gt = _opw_scene(still=True)
-    base = opw_nvds(depth, rgb, K, poses, gt)
+    base = nvds(depth, rgb, K, poses, gt)
     a, b = torch.tensor([1.0, 2.5, 0.3, 1.2])[:, None, None], torch.tensor([0.0, 0.2, 1.0, 0.05])[:, None, None]
     affine = 1 / (a / depth + b)
-    assert base > 0.1 and opw_nvds(affine, rgb, K, poses, gt) == pytest.approx(base, abs=1e-6)
+    assert base > 0.1 and nvds(affine, rgb, K, poses, gt) == pytest.approx(base, abs=1e-6)
 
 
 def test_opw_nvds_zero_for_gt_on_a_still_camera_and_positive_with_flicker():
     _, rgb, K, poses, gt = _opw_scene(still=True)
     gt = gt[:1].expand_as(gt).clone()  # static scene, still camera
-    assert opw_nvds(gt, rgb, K, poses, gt) == pytest.approx(0.0, abs=1e-9)
+    assert nvds(gt, rgb, K, poses, gt) == pytest.approx(0.0, abs=1e-9)
     noisy = gt.clone()
     noisy[2] *= 1 + 0.2 * torch.rand(gt.shape[1:], generator=torch.Generator().manual_seed(1))
-    assert opw_nvds(noisy, rgb, K, poses, gt) > 0.1
+    assert nvds(noisy, rgb, K, poses, gt) > 0.1
 
 
 def test_opw_nvds_hand_case_divides_by_the_number_of_frames():
@@ -217,19 +228,20 @@ def test_opw_nvds_hand_case_divides_by_the_number_of_frames():
     K = torch.eye(3, dtype=torch.float64).repeat(2, 1, 1)
     poses = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
     rgb = torch.full((2, 3, 1, 4), 100, dtype=torch.uint8)
-    assert opw_nvds(1 / disp, rgb, K, poses, 1 / disp) == pytest.approx(3.0, rel=1e-9)
-    assert opw_nvds(1 / disp, rgb, K, poses, 1 / disp, flow=torch.zeros(1, 2, 1, 4)) == pytest.approx(3.0, rel=1e-9)
+    assert nvds(1 / disp, rgb, K, poses, 1 / disp) == pytest.approx(3.0, rel=1e-9)
+    assert nvds(1 / disp, rgb, K, poses, 1 / disp, flow=torch.zeros(1, 2, 1, 4)) == pytest.approx(3.0, rel=1e-9)
 
 
-def test_opw_nvds_given_flow_equals_gt_flow_and_colour_weights_are_on_the_0_255_scale():
+def test_gt_flow_is_each_frames_flow_to_the_previous_and_colour_weights_are_on_the_0_255_scale():
     depth, rgb, K, poses, gt = _opw_scene()
-    flow = flow_to_previous(gt[1:], K[1:], K[:-1], poses[1:], poses[:-1])
-    assert opw_nvds(depth, rgb, K, poses, gt, flow=flow) == pytest.approx(opw_nvds(depth, rgb, K, poses, gt))
+    flow = gt_flow(gt, K, poses)
+    assert flow.shape == (depth.shape[0] - 1, 2, *depth.shape[1:])
+    torch.testing.assert_close(flow[2], flow_to_previous(gt[3:4], K[3:4], K[2:3], poses[3:4], poses[2:3])[0])
     # on a still camera, a colour change of 1/255 per channel already gives weights 3·exp(-50) ≈ 0
     depth, rgb, K, poses, gt = _opw_scene(still=True)
-    assert opw_nvds(depth, rgb, K, poses, gt) > 0.1
+    assert nvds(depth, rgb, K, poses, gt) > 0.1
     rgb[1::2] += 1 / 255
-    assert opw_nvds(depth, rgb, K, poses, gt) < 1e-12
+    assert nvds(depth, rgb, K, poses, gt) < 1e-12
 
 
 def test_flow_to_previous_of_a_sideways_step_is_a_uniform_shift():
@@ -302,15 +314,17 @@ def test_load_lpips_loads_a_local_backbone_without_downloading(tmp_path, monkeyp
     assert model is None and "could not load" in why
 
 
-def test_opw_nvds_with_shared_photometric_weights_is_the_same_figure():
-    """Evaluate makes NVDS's depth-independent weights once per span for every method: the same figure, bit for bit."""
+def test_opw_nvds_is_the_same_figure_whatever_the_chunks():
+    """Evaluate makes NVDS's depth-independent weights once per span for every method, in chunks of pairs: the
+    chunking changes no bit of the weights or the figure."""
     depth, _, K, poses, gt = _opw_scene()
     g = torch.Generator().manual_seed(2)
     rgb = (0.5 + 0.002 * torch.rand((depth.shape[0], 3, *depth.shape[1:]), generator=g)).double()
-    flow = flow_to_previous(gt[1:], K[1:], K[:-1], poses[1:], poses[:-1])
+    flow = gt_flow(gt, K, poses)
     weights = nvds_weights(rgb, flow, chunk=2)
+    assert torch.equal(weights, nvds_weights(rgb, flow))
     assert weights.shape == (depth.shape[0] - 1, *depth.shape[1:])
     inside = (weights > 0.01) & (weights < 2.99)  # colours differ a little; 0 where the flow leaves the image
     assert weights.min() >= 0 and weights.max() <= 3 and inside.float().mean() > 0.5
-    figure = opw_nvds(depth, rgb, K, poses, gt, flow)
-    assert figure > 0.1 and opw_nvds(depth, rgb, K, poses, gt, flow, chunk=3, weights=weights) == figure
+    figure = opw_nvds(depth, flow, weights)
+    assert figure > 0.1 and opw_nvds(depth, flow, weights, chunk=3) == figure

@@ -34,12 +34,12 @@ from refiner.data.guidance import write_guidance
 from refiner.data.ingest import ingest_video
 from refiner.data.synth.clips import render_clip, write_clip
 from refiner.evaluation.evaluate import evaluate_clip
-from refiner.evaluation.span_reader import write_method_depths
+from refiner.evaluation.method_depths import write_method_depths
+from refiner.evaluation.stereo_metrics import stereo_metrics
 from refiner.geometry.camera import image_to_source
 from refiner.inference.infer import run_infer
 from refiner.inference.source_res import source_rgb, store_map
 from refiner.model.refiner import Refiner
-from refiner.stereo.stereo_report import stereo_metrics
 from refiner.teachers.cache import write_teacher_store
 from refiner.teachers.simulated import SimulatedTeacher
 from refiner.training.checkpoint import CheckpointError, load_refiner, save_refiner

@@ -7,6 +7,7 @@ import torch
 from refiner.core.config import StereoParams
 from refiner.core.store import create_group, frames_array
 from refiner.core.video import decode_frames
+from refiner.evaluation.stereo_metrics import stereo_metrics
 from refiner.geometry.warp import (
     backward_warp,
     depth_from_disparity,
@@ -15,7 +16,7 @@ from refiner.geometry.warp import (
     forward_warp,
     round_trip_error,
 )
-from refiner.stereo.stereo_report import sbs_video, stereo_metrics
+from refiner.inference.source_res import write_source_stereo_video
 
 from .clip_fixtures import make_clip, open_entry
 
@@ -109,7 +110,7 @@ def test_report_and_video_on_a_tiny_clip(clip, tmp_path):
     values = [v for v in metrics["teacher"].values() if isinstance(v, float)]
     assert values and np.isfinite(values).all() and len(rows) == 6 and "teacher_median_disparity_px" in rows[0]
     assert metrics["teacher"]["disparity_jitter_px"] > 0 and "lr_consistency_px" not in metrics["teacher"]
-    n = sbs_video(clip, depth, tmp_path / "sbs.mp4", P)
+    n = write_source_stereo_video(clip.dec, depth, tmp_path / "sbs.mp4", clip.baseline_m(P.baseline_m), clip.fps)
     frames = list(decode_frames(tmp_path / "sbs.mp4"))
     assert n == 6 and frames[0].shape == (32, 64, 3)
 

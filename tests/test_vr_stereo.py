@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from refiner.stereo.convergence import DEFAULT_M, AutoConvergence, central_depth
-from refiner.stereo.vr_stereo import FORMATS, StereoSettings, compress, pack, right_eye, screen_disparity
+from refiner.geometry.convergence import DEFAULT_M, AutoConvergence, central_depth
+from refiner.geometry.vr_stereo import FORMATS, StereoSettings, compress, pack, right_eye, screen_disparity
 
 BACKGROUND, FOREGROUND = (50, 100, 150), (200, 40, 40)
 

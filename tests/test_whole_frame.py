@@ -1,6 +1,7 @@
 """Whole-frame depth at the video's own resolution, through the one command (refiner-video) on a 16:9 clip."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -16,15 +17,16 @@ from refiner.data.clip import open_clip
 from refiner.data.synth.clips import render_clip, write_clip
 from refiner.data.windows import window_starts
 from refiner.evaluation.evaluate import evaluate_clip
+from refiner.evaluation.stereo_metrics import stereo_metrics
 from refiner.geometry.canonical import CanonicalMap, canonical_map
-from refiner.geometry.warp import sbs_frame
+from refiner.geometry.vr_stereo import StereoSettings, right_eye
 from refiner.inference.infer import run_infer
-from refiner.inference.source_res import SourceFrames, stereo_video
+from refiner.inference.source_res import SourceFrames
 from refiner.model.refiner import Refiner
-from refiner.stereo.stereo_report import stereo_metrics
 from refiner.training.checkpoint import load_refiner, save_refiner
 from refiner.training.train import train
 from refiner.visual.export import png16_precision, read_png16, write_png16
+from refiner.visual.videos import write_stereo_video
 
 from .clip_fixtures import ROOT, make_clip, make_corpus, open_entry, tiny_params
 
@@ -142,9 +144,10 @@ def test_a_point_of_known_depth_lands_at_fx_source_b_over_z(run):
     depth = SourceFrames(np.full((1, m.height, m.width), z, np.float32), m)  # a canonical plane, mapped back
     left = np.zeros((H, W, 3), np.uint8)
     left[:, 200:202] = 255  # a bright 2-px column at u = 200, 201
-    right = sbs_frame(left, depth[0], fx, b)[:, W:]
+    parallel = StereoSettings(ipd_m=b, convergence_m=math.inf, max_disparity=None)
+    right = right_eye(left, depth[0], fx, parallel, math.inf)
     assert (np.flatnonzero(right[H // 2, :, 0] == 255) == np.round([200 - d, 201 - d])).all()
-    stereo_video([left], depth, np.array([fx]), b, run / "plane.mp4", fps=5, progress=False)
+    write_stereo_video(run / "plane.mp4", [left], [(0, depth[0])], np.array([fx]), parallel, fps=5)
     frame = next(decode_frames(run / "plane.mp4"))
     assert frame.shape == (H, 2 * W, 3)
     assert abs(frame[H // 2, W:, 0].astype(float).argmax() + 0.5 - (200.5 - d)) <= 1.0

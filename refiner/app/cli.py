@@ -26,7 +26,7 @@ EXPORTS = {
     "canonical": "refined_canonical.zarr: refined depth on the canonical grid (what evaluate reads)",
 }
 DEFAULT_EXPORT = "zarr"
-STEREO_FORMATS = ("full-sbs", "half-sbs", "tb")  # refiner.stereo.vr_stereo.FORMATS
+STEREO_FORMATS = ("full-sbs", "half-sbs", "tb")  # refiner.geometry.vr_stereo.FORMATS
 THREADS = 1  # torch threads of the refiner (README, "Threads"): steady under load; writers use the other cores
 
 

@@ -44,8 +44,8 @@ from refiner.inference.depth_video import encode_depth_video
 from refiner.inference.infer import run_infer
 from refiner.inference.sinks import source_store
 from refiner.inference.source_res import source_K, source_rgb, store_map, write_intrinsics
-from refiner.stereo.vr_stereo import stereo_writer
 from refiner.training.checkpoint import load_refiner
+from refiner.visual.videos import write_stereo_video
 
 
 def check_inputs(args: argparse.Namespace) -> dict | Path:
@@ -92,7 +92,9 @@ def _writers(args: argparse.Namespace, clip: Clip, s: Settings, tmp: Path, cuts:
     if args.stereo:
         st = stereo_settings(args)
         sbs = tmp / st.file_name(args.name)
-        writers["stereo"] = stereo_writer(sbs, source_rgb(clip.dec), K[:, 0, 0], st, cuts, clip.fps)
+        writers["stereo"] = lambda items: write_stereo_video(
+            sbs, source_rgb(clip.dec), items, K[:, 0, 0], st, clip.fps, cuts
+        )
     write_intrinsics(tmp / "intrinsics.json", K[0], m.src_width, m.src_height)
     return writers
 

@@ -25,7 +25,7 @@ from refiner.core.config import (
     load_params,
 )
 from refiner.core.plugins import is_teacher_name, unknown_teacher
-from refiner.stereo.vr_stereo import StereoSettings
+from refiner.geometry.vr_stereo import StereoSettings
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 DEFAULTS = Path(__file__).with_name("defaults.yaml")

@@ -20,8 +20,17 @@ import yaml
 def run_stage(main: Callable[[], object]) -> None:
     """Run ``main``; on an exception print one line (or the traceback with REFINER_DEBUG=1) and exit 1.
 
-    Ctrl-C exits 130 with ``error: interrupted``.
+    Ctrl-C exits 130 with ``error: interrupted``. Stage scripts take paths only, so an option (``--help``) prints
+    the script's docstring and exits 2 instead of being taken for an output folder.
     """
+    script = sys.modules[main.__module__]
+    if Path(getattr(script, "__file__", "")).parent.name == "stages" and any(a.startswith("-") for a in sys.argv[1:]):
+        doc = script.__doc__ or ""
+        print(
+            f"{doc.strip()}\n\nStage scripts take no options; DVC runs them with the paths in dvc.yaml.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         main()
     except KeyboardInterrupt:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from annotated_types import Ge, Gt, Le, MultipleOf
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from refiner.core.config_messages import message, place, yaml_number
+from refiner.core.config_messages import bad, message, place, yaml_number
 
 
 class ConfigError(ValueError):
@@ -65,6 +65,7 @@ class Section(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
     root: ClassVar[Any] = None  # the model of the whole file, :class:`refiner.core.config.Params` (it sets this)
+    ordered: ClassVar[tuple[tuple[str, str, str], ...]] = ()  # (key, "<" or ">", other key) the key must satisfy
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -73,6 +74,16 @@ class Section(BaseModel):
             raise ConfigError(message(e, type(self), place(type(self), Section.root))) from None
 
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # nested validation skips it
+
+    @model_validator(mode="after")
+    def _ordered_keys(self) -> Self:
+        """Every :attr:`ordered` relation between two keys of the section holds (the first key is blamed)."""
+        for key, op, other in self.ordered:
+            a, b = getattr(self, key), getattr(self, other)
+            if not (a < b if op == "<" else a > b):
+                where = place(type(self), Section.root) if Section.root else type(self).__name__
+                raise bad(key, a, f"number {op} {where}.{other}={b}")
+        return self
 
     @classmethod
     def known_keys(cls) -> list[str]:

@@ -94,6 +94,8 @@ class TeacherParams(Section):
 class LossParams(Section):
     """Loss weights and thresholds (refiner/training/losses.py documents each term)."""
 
+    ordered = (("lambda_gt", ">", "lambda_teacher"),)  # GT outranks the teacher
+
     lambda_teacher: NonNeg
     lambda_gt: NonNeg
     teacher_l1: NonNeg
@@ -108,12 +110,6 @@ class LossParams(Section):
     var_sigma_target: NonNeg
     w_edge: NonNeg
     edge_sigma: Pos
-
-    @model_validator(mode="after")
-    def _gt_outranks_teacher(self) -> Self:
-        if self.lambda_gt <= self.lambda_teacher:
-            raise bad("lambda_gt", self.lambda_gt, f"number > loss.lambda_teacher={self.lambda_teacher}")
-        return self
 
 
 class TrainParams(Section):
@@ -160,6 +156,8 @@ class AdaptParams(Section):
 class InferParams(Section):
     """Windowed inference, blending, drift control and exports."""
 
+    ordered = (("min_depth_m", "<", "max_depth_m"),)
+
     confidence_ema: Frac
     keyframe_tau: NonNeg
     keyframe_boost: NonNeg
@@ -173,12 +171,6 @@ class InferParams(Section):
     drift_patch: Frac
     export_npy: bool
     export_png16: bool
-
-    @model_validator(mode="after")
-    def _depth_range(self) -> Self:
-        if self.min_depth_m >= self.max_depth_m:
-            raise bad("min_depth_m", self.min_depth_m, f"number in (0, infer.max_depth_m={self.max_depth_m})")
-        return self
 
 
 class ModelParams(Section):

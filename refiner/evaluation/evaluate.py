@@ -78,7 +78,7 @@ def still_figures(
     fx = torch.from_numpy(clip.display_fx()[:n])
     baseline = clip.baseline_m(baseline_m)
     out = {}
-    for name, d in spans.method_depths(0, n).items():
+    for name, d in spans.depths.frames(0, n).items():
         d = torch.from_numpy(d)
         f = flicker(d, static)
         out[name] = {

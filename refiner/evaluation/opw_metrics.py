@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -43,9 +42,9 @@ def _sample(img: torch.Tensor, uv: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 @dataclass(frozen=True)
 class OpwPair:
-    """The depth-independent part of :func:`opw_metric` for the pair (t − 1, t): the GT flow target x' of each
-    pixel (2, H, W) and whether it lies inside frame t − 1, the photometric weight map w (H, W), the rays
-    K_{t−1}⁻¹[x', 1] (3, H, W) and the pose from camera t − 1 to camera t (1, 4, 4)."""
+    """The depth-independent part of metric-space OPW (:func:`opw_metric_pairs`) for the pair (t − 1, t): the GT
+    flow target x' of each pixel (2, H, W) and whether it lies inside frame t − 1, the photometric weight map w
+    (H, W), the rays K_{t−1}⁻¹[x', 1] (3, H, W) and the pose from camera t − 1 to camera t (1, 4, 4)."""
 
     uv: torch.Tensor
     inside: torch.Tensor
@@ -57,7 +56,9 @@ class OpwPair:
 def opw_geometry(
     rgb: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, gt: torch.Tensor, weight: float = 50.0
 ) -> list[OpwPair]:
-    """:class:`OpwPair` of every pair (t − 1, t) of the frames given: the same for every method scored on them."""
+    """:class:`OpwPair` of every pair (t − 1, t) of the frames given: the same for every method scored on them.
+    rgb (T, 3, H, W) in [0, 1]; K (T, 3, 3); poses (T, 4, 4) camera-to-world; gt (T, H, W); ``weight``: α of the
+    photometric weight exp(−α·mean_c (I_t − I_{t−1}(x'))²)."""
     out = []
     for t in range(1, gt.shape[0]):
         uv = _flow_targets(gt[t], K[t], K[t - 1], relative_pose(poses[t][None], poses[t - 1][None])[0])
@@ -76,19 +77,14 @@ def opw_geometry(
 
 
 def opw_metric_pairs(
-    depth: torch.Tensor,
-    rgb: torch.Tensor,
-    K: torch.Tensor,
-    poses: torch.Tensor,
-    gt: torch.Tensor,
-    moving: torch.Tensor | None = None,
-    weight: float = 50.0,
-    geometry: list[OpwPair] | None = None,
+    depth: torch.Tensor, gt: torch.Tensor, geometry: list[OpwPair], moving: torch.Tensor | None = None
 ) -> list[float]:
-    """:func:`opw_metric`'s error of each pair (t − 1, t) that has a counted pixel; ``geometry``: the clip's
-    :func:`opw_geometry` when several methods are scored on the same frames (None: computed here)."""
+    """Metric-space OPW's error of each pair (t − 1, t) that has a counted pixel: the photometrically weighted
+    relative depth error along GT flow (motion compensated); the clip's figure is their mean. depth, gt (T, H, W);
+    ``geometry``: :func:`opw_geometry` of these frames (the same for every method scored on them); moving (T, H, W)
+    or None."""
     errs = []
-    for t, pair in enumerate(opw_geometry(rgb, K, poses, gt, weight) if geometry is None else geometry, 1):
+    for t, pair in enumerate(geometry, 1):
         d_prev, _ = _sample(depth[t - 1][None], pair.uv)
         ok = pair.inside & (gt[t] > 0) & (depth[t] > 0) & (d_prev[0] > 0)
         if moving is not None:
@@ -102,23 +98,6 @@ def opw_metric_pairs(
         rel = (depth[t][ok] - z_prev[ok]).abs() / depth[t][ok]
         errs.append(float((w * rel).sum() / w.sum().clamp_min(_EPS)))
     return errs
-
-
-def opw_metric(
-    depth: torch.Tensor,
-    rgb: torch.Tensor,
-    K: torch.Tensor,
-    poses: torch.Tensor,
-    gt: torch.Tensor,
-    moving: torch.Tensor | None = None,
-    weight: float = 50.0,
-) -> float:
-    """Metric-space OPW: photometrically weighted relative depth error along GT flow (motion compensated).
-
-    depth, gt (T, H, W); rgb (T, 3, H, W) in [0, 1]; K (T, 3, 3); poses (T, 4, 4) camera-to-world.
-    """
-    errs = opw_metric_pairs(depth, rgb, K, poses, gt, moving, weight)
-    return float(np.mean(errs)) if errs else float("nan")
 
 
 def flow_to_previous(
@@ -178,17 +157,13 @@ def nvds_weights(rgb: torch.Tensor, flow: torch.Tensor, alpha: float = 50.0, chu
     )
 
 
-def opw_nvds(
-    depth: torch.Tensor,
-    rgb: torch.Tensor,
-    K: torch.Tensor,
-    poses: torch.Tensor,
-    gt: torch.Tensor,
-    flow: torch.Tensor | None = None,
-    alpha: float = 50.0,
-    chunk: int = 8,
-    weights: torch.Tensor | None = None,
-) -> float:
+def gt_flow(gt: torch.Tensor, K: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+    """GT flow t → t−1 (T − 1, 2, H, W) of every frame after the first of gt (T, H, W), K (T, 3, 3) and poses
+    (T, 4, 4) camera-to-world (a static scene, :func:`flow_to_previous`)."""
+    return flow_to_previous(gt[1:], K[1:], K[:-1], poses[1:], poses[:-1])
+
+
+def opw_nvds(depth: torch.Tensor, flow: torch.Tensor, weights: torch.Tensor, chunk: int = 8) -> float:
     """OPW as in NVDS's evaluation code: Σ_{t≥1} 10 · mean_x[Σ_c exp(−α(I_t − Ĩ_{t−1})²) · |n(D̃_{t−1}) − n(D_t)|] / T.
 
     D = 1/depth (0 where depth ≤ 0) is disparity; ~ is backward warping of frame t−1 into frame t with the
@@ -197,29 +172,20 @@ def opw_nvds(
     normalises with an all-ones mask); the mean runs over all pixels. T is the number of frames (NVDS
     divides the sum over T − 1 pairs by ``len(frames)``).
 
-    depth, gt (T, H, W); rgb (T, 3, H, W), uint8 or float in [0, 1]: it is put on NVDS's 0–255 scale.
-    With 0–255 values, exp(−50·ΔI²) is ~0 unless the colours agree within ~0.3 levels, so in practice
-    only pixels whose warped colour is (almost) identical count — faithful to NVDS, and the reason its
-    absolute values are small. flow: (T − 1, 2, H, W) flow t → t−1 in pixels for t = 1..T−1; None
-    computes it from GT depth, K and poses (static scene, :func:`flow_to_previous`). Scale-free: a
-    positive per-frame scale of depth (and, where the flow stays inside the image, any per-frame
-    positive affine change of disparity) leaves it unchanged. Float64; ``chunk`` pairs at a time.
-    weights: :func:`nvds_weights` of these frames and this flow (None: computed here).
+    depth (T, H, W); flow (T − 1, 2, H, W) t → t−1 in pixels for t = 1..T−1 (GT flow: :func:`gt_flow`);
+    weights: :func:`nvds_weights` of the frames' RGB and this flow, on NVDS's 0–255 colour scale, where
+    exp(−50·ΔI²) is ~0 unless the colours agree within ~0.3 levels, so in practice only pixels whose warped colour
+    is (almost) identical count — faithful to NVDS, and the reason its absolute values are small. Scale-free: a
+    positive per-frame scale of depth (and, where the flow stays inside the image, any per-frame positive affine
+    change of disparity) leaves it unchanged. Float64; ``chunk`` pairs at a time.
     """
     frames = depth.shape[0]
     if frames < 2:
         return float("nan")
     disp = torch.where(depth > 0, 1 / depth.double().clamp_min(1e-12), 0.0)
-    img = _nvds_image(rgb) if weights is None else None
     total = 0.0
     for t in torch.arange(1, frames).split(chunk):
-        f = (
-            flow[t - 1].double()
-            if flow is not None
-            else flow_to_previous(gt[t], K[t], K[t - 1], poses[t], poses[t - 1])
-        )
-        warped_d = _warp_back(disp[t - 1][:, None], f)[:, 0]
-        weight = _nvds_weight(img, t, f, alpha) if weights is None else weights[t - 1]
+        warped_d = _warp_back(disp[t - 1][:, None], flow[t - 1].double())[:, 0]
         diff = (_nvds_normalise(warped_d) - _nvds_normalise(disp[t])).abs()
-        total += float((10 * (weight * diff).flatten(1).mean(1)).sum())
+        total += float((10 * (weights[t - 1] * diff).flatten(1).mean(1)).sum())
     return total / frames

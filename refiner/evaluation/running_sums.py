@@ -19,7 +19,7 @@ from refiner.evaluation.depth_metrics import (
     strata_sums,
     window_medians,
 )
-from refiner.evaluation.opw_metrics import flow_to_previous, nvds_weights, opw_geometry, opw_metric_pairs, opw_nvds
+from refiner.evaluation.opw_metrics import gt_flow, nvds_weights, opw_geometry, opw_metric_pairs, opw_nvds
 from refiner.evaluation.perceptual import t_scin_pairs
 from refiner.evaluation.span_reader import Span
 from refiner.evaluation.tae_metrics import (
@@ -86,11 +86,11 @@ class Tally:
         self.vda_total += tae_vda_pair_sum(aligned, span.K, span.poses)
         w = self.p.opw_weight
         geometry = span.memo(f"opw_geometry_{w}", lambda: opw_geometry(span.rgb, span.K, span.poses, span.gt, w))
-        self.opw += opw_metric_pairs(depth, span.rgb, span.K, span.poses, span.gt, span.moving, w, geometry)
+        self.opw += opw_metric_pairs(depth, span.gt, geometry, span.moving)
         if len(depth) > 1:  # NVDS divides its sum over pairs by the frame count: undo it for the span's sum
-            flow = span.memo("gt_flow", lambda: _gt_flow(span))
+            flow = span.memo("gt_flow", lambda: gt_flow(span.gt, span.K, span.poses))
             weights = span.memo("nvds_weights", lambda: nvds_weights(span.rgb, flow))
-            nvds = opw_nvds(depth, span.rgb, span.K, span.poses, span.gt, flow, weights=weights)
+            nvds = opw_nvds(depth, flow, weights)
             self.nvds_total += nvds * len(depth)
 
     def figures(self, frames: int) -> dict[str, float]:
@@ -121,9 +121,3 @@ class Tally:
                     "mean_abs_delta_m": float(delta / count),
                 }
         return out
-
-
-def _gt_flow(span: Span) -> torch.Tensor:
-    """GT flow t → t − 1 (:func:`refiner.evaluation.opw_metrics.flow_to_previous`) of every frame of the span after its
-    first."""
-    return flow_to_previous(span.gt[1:], span.K[1:], span.K[:-1], span.poses[1:], span.poses[:-1])

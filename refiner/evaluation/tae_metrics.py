@@ -71,7 +71,10 @@ def tae_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per consecutive pair of (T, H, W), both directions: (Σ |D_j − z| / D_j, counted pixels), each (2(T − 1),).
 
-    The parts of :func:`tae`, so that a clip can be scored span by span (spans sharing one frame).
+    The parts of the masked, z-buffered metric TAE (module docstring; :func:`tae_from_pairs` gives it), so that a
+    clip can be scored span by span (spans sharing one frame). depth, gt (T, H, W); K (T, 3, 3); poses (T, 4, 4)
+    camera-to-world; moving (T, H, W) or None. Pairs are processed ``chunk`` at a time (memory ~ chunk · H · W · 60
+    bytes).
     """
     static = ~moving.bool() if moving is not None else torch.ones_like(gt, dtype=torch.bool)
     ok_px = (depth > 0) & (gt > 0) & static  # a pixel may be a source and a target
@@ -90,22 +93,6 @@ def tae_from_pairs(sums: torch.Tensor, counts: torch.Tensor) -> float:
     """TAE ×100 from :func:`tae_pairs`: the mean over pairs that have a counted pixel; NaN when none does."""
     ok = counts > 0
     return 100 * float((sums[ok] / counts[ok]).mean()) if ok.any() else float("nan")
-
-
-def tae(
-    depth: torch.Tensor,
-    K: torch.Tensor,
-    poses: torch.Tensor,
-    gt: torch.Tensor,
-    moving: torch.Tensor | None = None,
-    chunk: int = 8,
-) -> float:
-    """Masked, z-buffered metric TAE ×100 over consecutive pairs, both directions (module docstring).
-
-    depth, gt (T, H, W); K (T, 3, 3); poses (T, 4, 4) camera-to-world; moving (T, H, W) or None.
-    Pairs are processed ``chunk`` at a time (memory ~ chunk · H · W · 60 bytes). NaN when no pair counts.
-    """
-    return tae_from_pairs(*tae_pairs(depth, K, poses, gt, moving, chunk))
 
 
 def _vda_disparity(depth: torch.Tensor) -> torch.Tensor:

@@ -1,1 +1,2 @@
-"""Camera and image geometry: the canonical frame, intrinsics, low-res grid, filters, masks, warps."""
+"""Camera and image geometry: the canonical frame, intrinsics, low-res grid, filters, masks, warps, and the VR right
+eye with its convergence."""

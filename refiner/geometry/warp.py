@@ -9,7 +9,6 @@ warping samples the left image at u + d_right(u), bilinearly. Tensors: images (C
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -83,16 +82,6 @@ def fill_holes(image: torch.Tensor, holes: torch.Tensor, depth: torch.Tensor) ->
     source = torch.where(z_left >= z_right, left, right).clamp_min(0)
     filled = image.gather(2, source.expand(c, h, w))
     return torch.where(holes[None] & ((left >= 0) | (right >= 0))[None], filled, image)
-
-
-def sbs_frame(left: np.ndarray, depth: np.ndarray, fx: float, baseline: float) -> np.ndarray:
-    """Left RGB (H, W, 3) uint8 and its z-depth (H, W) -> left | right (H, 2W, 3) uint8 for VR: the right eye
-    splatted by d = fx·baseline/z pixels (fx in the image's own pixels), disocclusions filled from the background."""
-    image = torch.from_numpy(np.ascontiguousarray(left)).permute(2, 0, 1).float()
-    d = torch.from_numpy(np.asarray(depth, dtype=np.float32))
-    right, holes = forward_warp(torch.cat([image, d[None]]), disparity_from_depth(d, fx, baseline), d)
-    right = fill_holes(right[:3], holes, right[3])  # colour and depth went in one splat
-    return torch.cat([image, right], 2).permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
 def temporal_pops(jitter_px: torch.Tensor, threshold_px: float) -> int:

@@ -5,9 +5,9 @@ Items of the canonical stream are ``(t, refined, teacher)`` on the canonical gri
 refined frame once to the source resolution (:func:`refiner.geometry.camera.depth_to_source`, edge-aware) and hands
 ``(t, depth)`` to the source-resolution writers: per-frame files, the teacher | refined (| GT) review video and the
 whole-clip Zarr store; refiner-video adds the 16-bit depth video
-(:func:`refiner.inference.depth_video.encode_depth_video`)
-and the stereo video (:func:`refiner.stereo.vr_stereo.stereo_writer`). Each keeps one frame in memory. The files go into
-folders that are themselves replaced atomically (the infer stage's temporaries, refiner-video's ``--out``).
+(:func:`refiner.inference.depth_video.encode_depth_video`) and the stereo video
+(:func:`refiner.visual.videos.write_stereo_video`). Each keeps one frame in memory. The files go into folders that
+are themselves replaced atomically (the infer stage's temporaries, refiner-video's ``--out``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import torch
 
 from refiner.core.store import create_group, frames_array, small_array
 from refiner.core.streaming import Streams, fan_out
-from refiner.core.video import encode_mp4
 from refiner.data.clip import Clip
 from refiner.geometry.camera import depth_to_source
 from refiner.geometry.canonical import CanonicalMap
 from refiner.inference.source_res import EDGE_REL, SourceFrames
-from refiner.visual.export import log_depth_range, side_by_side_row
+from refiner.visual.export import log_depth_range
+from refiner.visual.videos import write_panels_video
 
 Consumer = Callable[[Iterable], Any]
 
@@ -60,14 +60,13 @@ def at_source(m: CanonicalMap, consumers: dict[str, Consumer], streams: Streams 
 
 def review_video(path: Path, clip: Clip, m: CanonicalMap) -> Consumer:
     """The teacher | refined (| GT) depth video at the source resolution, coloured on the first teacher frame's
-    log range (:func:`refiner.visual.export.side_by_side_row`); returns the frame count."""
+    log range (:func:`refiner.visual.videos.write_panels_video`); returns the frame count."""
     teacher = SourceFrames(clip.tea["depth"], m)
     gt = SourceFrames(clip.dec["depth_gt"], m) if clip.has_gt else None
 
     def write(items: Iterable) -> int:
-        lo, hi = log_depth_range(np.asarray(teacher[0]))
-        rows = (side_by_side_row([teacher[t], d, *([gt[t]] if gt else [])], lo, hi) for t, d in items)
-        return encode_mp4(rows, path, clip.fps)
+        rows = ([teacher[t], d, *([gt[t]] if gt else [])] for t, d in items)
+        return write_panels_video(rows, path, clip.fps, log_depth_range(np.asarray(teacher[0])))
 
     return write
 

@@ -10,20 +10,21 @@ is d = fx_source·b/z in display pixels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import zarr
-from tqdm import tqdm
 
 from refiner.core.store import write_json
-from refiner.core.video import decode_frames, encode_mp4
+from refiner.core.video import decode_frames
 from refiner.geometry.camera import depth_to_source, image_to_source
 from refiner.geometry.canonical import CanonicalMap, identity_map, source_intrinsics
-from refiner.geometry.warp import sbs_frame
+from refiner.geometry.vr_stereo import StereoSettings
+from refiner.visual.videos import write_stereo_video
 
 EDGE_REL = 0.05  # neighbours within 5% of each other count as one surface (bilinear); else nearest
 
@@ -91,25 +92,14 @@ def _canonical_at_source(group: zarr.Group) -> Iterator[np.ndarray]:
         yield frame.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def stereo_video(
-    rgb: Iterable[np.ndarray],
-    depth: SourceFrames,
-    fx: np.ndarray,
-    baseline: float,
-    out: str | Path,
-    fps: float,
-    max_frames: int | None = None,
-    progress: bool = True,
+def write_source_stereo_video(
+    group: zarr.Group, depth: np.ndarray, out: str | Path, baseline_m: float, fps: float, max_frames: int | None = None
 ) -> int:
-    """Left | right side-by-side mp4 at source resolution (2W x H; an odd size loses its last row/column for
-    H.264): the right eye splatted by d = fx_source·b/z display pixels; returns the frame count."""
-    n = len(depth) if max_frames is None else min(len(depth), max_frames)
-
-    def frames() -> Iterator[np.ndarray]:
-        for t, left in zip(tqdm(range(n), desc="stereo video", disable=not progress), rgb, strict=False):
-            if left.shape[:2] != depth.shape[1:]:
-                raise ValueError(f"source frame {t} is {left.shape[:2]}, depth is {depth.shape[1:]}")
-            row = sbs_frame(left, depth[t], float(fx[t]), baseline)
-            yield row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
-
-    return encode_mp4(frames(), out, fps)
+    """Left | right side-by-side mp4 of a clip store's frames at the source resolution, with the canonical ``depth``
+    (T, H, W) mapped back: parallel eyes ``baseline_m`` apart (d = fx_source·b/z display pixels), no comfort limit
+    (:func:`refiner.visual.videos.write_stereo_video`); at most ``max_frames`` frames; returns the frame count."""
+    src = SourceFrames(depth, store_map(group))
+    n = len(src) if max_frames is None else min(len(src), max_frames)
+    eyes = StereoSettings("full-sbs", baseline_m, math.inf, None)
+    frames = ((t, src[t]) for t in range(n))
+    return write_stereo_video(out, source_rgb(group), frames, source_K(group)[:, 0, 0], eyes, fps)["frames"]

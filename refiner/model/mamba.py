@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from refiner.model.ops.scan import selective_scan_bld
+from refiner.model.ops.scan import selective_scan
 
 CHUNK_BYTES_CPU = 3 << 19  # one [slice, L, d_inner] float32 activation of Mamba.forward's batch slices
 
@@ -135,7 +135,9 @@ class Mamba(nn.Module):
         dt, B, C = self.x_proj(x_conv).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(F.linear(dt, self.dt_proj.weight).float() + self.dt_proj.bias.float())
         A = -torch.exp(self.A_log.float())
-        y, h = selective_scan_bld(x_conv, delta, A, B, C, self.D, None if state is None else state.h.mT, index)
+        h0 = None if state is None else state.h.mT
+        out_scan = selective_scan(x_conv, delta, A, B, C, self.D, h0, index, time_major=True)
+        y, h = out_scan if index is not None else (out_scan, None)
         y = (y * F.silu(z.float())).to(hidden_states.dtype)
         if out is None:  # (flipped after out_proj: its weight gradient sums the steps in the same order as before)
             out = self.out_proj(y)

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
+from refiner.core.tensor_file import read_tensor_file
 from refiner.teachers.base import TeacherBatch, TeacherContext, TeacherFrame, torch_device
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "models/teacher-learned/learned.safetensors"
@@ -112,15 +112,12 @@ def weights_bytes(net: LearnedDepthNet, extra: dict[str, Any]) -> bytes:
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[LearnedDepthNet, str]:
     """The network of a weights file (eval mode, on ``device``) and the file's sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise LearnedTeacherError(f"{path}: learned teacher weights not found; rebuild them with `{REBUILD}`")
+    path, fix = Path(path), f"rebuild them with `{REBUILD}`"
+    state, header = read_tensor_file(path, "learned teacher weights", fix, LearnedTeacherError)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = json.loads((f.metadata() or {}).get("learned", "{}"))
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    except (SafetensorError, OSError, json.JSONDecodeError) as e:
-        raise LearnedTeacherError(f"{path}: unreadable learned teacher weights ({e}); rebuild with `{REBUILD}`") from e
+        meta = json.loads(header.get("learned", "{}"))
+    except json.JSONDecodeError as e:
+        raise LearnedTeacherError(f"{path}: unreadable learned teacher weights ({e}); {fix}") from e
     if meta.get("format") != FORMAT:
         found = meta.get("format")
         raise LearnedTeacherError(f"{path}: not learned teacher weights (format {found!r}, expected {FORMAT!r})")

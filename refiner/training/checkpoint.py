@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from refiner.core.config import ConfigError, ModelParams
 from refiner.core.store import atomic_path
+from refiner.core.tensor_file import read_tensor_file
 from refiner.model.refiner import Refiner
 
 FORMAT = "video-depth-refiner/1"
@@ -79,14 +79,7 @@ def _sorted_header(data: bytes) -> bytes:
 def load_refiner(path: str | Path, device: str | torch.device = "cpu") -> tuple[Refiner, dict]:
     """Rebuild the refiner from a safetensors checkpoint; returns (model in eval mode, metadata)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; run the train stage (dvc repro train) first")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e}); re-run training") from e
+    state, meta = read_tensor_file(path, "checkpoint", "run the train stage (dvc repro train)", CheckpointError)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a refiner checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
     try:

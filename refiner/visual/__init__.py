@@ -1,1 +1,1 @@
-"""Depth as pictures: colour maps, mp4 exports and the clip viewer."""
+"""Depth as pictures: colour maps, per-frame exports, every video written to watch, and the clip viewer."""

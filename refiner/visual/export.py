@@ -1,4 +1,4 @@
-"""Exports of refined depth: per-frame .npy, 16-bit PNG and a side-by-side colour video.
+"""Exports of refined depth: per-frame .npy and 16-bit PNG, and the log-depth colour map of every depth video.
 
 16-bit PNG (:func:`depth_to_png16`): a LOG encoding over [min_m, max_m] (default 0.05–100 m, the refiner's
 ``infer.min_depth_m``/``max_depth_m``), stored in the PNG's text chunks ``depth_encoding``, ``depth_min_m`` and
@@ -11,8 +11,8 @@ is at most half a step: |Δd| / d ≤ 5.8e-5 (0.006 %: 6 µm at 0.1 m, 0.6 mm at
 [min_m, max_m] is clipped to it with a warning, never silently. :func:`read_png16` decodes it back to metres
 (and reads the older uint16 millimetre PNGs, which have no ``depth_encoding`` chunk).
 
-The video colours log depth with one colour range shared by all panels and all frames (chosen from
-the first frame of the first panel), so flicker shows as colour changes and panels compare directly.
+:func:`colorize` colours log depth on a given range; the videos (:mod:`refiner.visual.videos`) share one range over
+all panels and frames, so flicker shows as colour changes and panels compare directly.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from refiner.core.store import atomic_path
-from refiner.core.video import encode_mp4
 
 PNG_MIN_M, PNG_MAX_M = 0.05, 100.0  # default range of the 16-bit PNG's log encoding, metres
 PNG_STEPS = 65534  # values 1..65535 cover [min_m, max_m]; 0 = invalid
@@ -161,19 +160,3 @@ def colorize(depth: np.ndarray, lo: float, hi: float, cmap: str = "turbo_r") -> 
 
 def _length(frames: Sequence[np.ndarray]) -> int:
     return int(frames.shape[0]) if hasattr(frames, "shape") else len(frames)  # arrays (Zarr too) or lists
-
-
-def side_by_side_row(frames: Sequence[np.ndarray], lo: float, hi: float) -> np.ndarray:
-    """Depth frames (teacher, refined, GT...) coloured on one log range [lo, hi] and put side by side, cut to even
-    sizes for H.264."""
-    row = np.concatenate([colorize(np.asarray(f), lo, hi) for f in frames], axis=1)
-    return row[: row.shape[0] // 2 * 2, : row.shape[1] // 2 * 2]
-
-
-def side_by_side_video(panels: Sequence[Sequence[np.ndarray]], path: str | Path, fps: float) -> int:
-    """Encode panels (each a sequence of (H, W) depth frames: teacher, refined, GT...) side by side."""
-    if not panels or any(_length(p) != _length(panels[0]) or _length(p) == 0 for p in panels):
-        raise ValueError("side_by_side_video needs panels of equal, non-zero frame counts")
-    lo, hi = log_depth_range(np.asarray(panels[0][0]))
-    rows = (side_by_side_row([p[t] for p in panels], lo, hi) for t in range(_length(panels[0])))
-    return encode_mp4(rows, path, fps)

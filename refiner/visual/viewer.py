@@ -20,8 +20,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from refiner.core.store import atomic_path, open_group  # noqa: E402
-from refiner.core.video import encode_mp4  # noqa: E402
-from refiner.visual.export import colorize, log_depth_range  # noqa: E402
+from refiner.visual.export import log_depth_range  # noqa: E402
+from refiner.visual.videos import write_teacher_video  # noqa: E402
 
 
 def view_grid(decoded: str | Path, teacher: str | Path, frames: list[int], out: str | Path) -> None:
@@ -61,21 +61,6 @@ def view_grid(decoded: str | Path, teacher: str | Path, frames: list[int], out: 
     plt.close(fig)
 
 
-def view_video(decoded: str | Path, teacher: str | Path, out: str | Path, fps: int = 12) -> int:
-    """RGB | teacher depth (| GT) for every frame as an mp4, depth on one shared colour scale."""
-    dec, tea = open_group(decoded, ("rgb",)), open_group(teacher, ("depth",))
-    lo, hi = log_depth_range(np.asarray(tea["depth"][0]))
-
-    def frames():
-        for t in range(dec["rgb"].shape[0]):
-            row = [np.asarray(dec["rgb"][t]), colorize(np.asarray(tea["depth"][t]), lo, hi)]
-            if "depth_gt" in dec:
-                row.append(colorize(np.asarray(dec["depth_gt"][t]), lo, hi))
-            yield np.concatenate(row, axis=1)
-
-    return encode_mp4(frames(), out, fps)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="PNG grid (and optional mp4) of RGB, teacher depth, uncertainty, GT")
     parser.add_argument("--decoded", required=True, help="e.g. data/clips/0/room_a/decoded.zarr")
@@ -86,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     view_grid(args.decoded, args.teacher, args.frames, args.out)
     if args.video:
-        view_video(args.decoded, args.teacher, args.video)
+        write_teacher_video(args.decoded, args.teacher, args.video)
     print(f"wrote {args.out}" + (f" and {args.video}" if args.video else ""))
 
 

@@ -105,7 +105,7 @@ def _architecture(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> l
             depth, length, top = rng.uniform(0.3, 0.6), rng.uniform(1.0, 2.5), hi[1] - rng.uniform(0.7, 1.0)
             x = (lo[0], lo[0] + depth) if side == 0 else (hi[0] - depth, hi[0])
             box_lo, box_hi = (x[0], top, z), (x[1], hi[1], min(z + length, hi[2]))
-        boxes.append(Box(tuple(map(float, box_lo)), tuple(map(float, box_hi)), _material(rng)))
+        boxes.append(Box(lo=tuple(map(float, box_lo)), hi=tuple(map(float, box_hi)), material=_material(rng)))
     return boxes
 
 
@@ -125,7 +125,7 @@ def _static_objects(
             x, z = _floor_spot(rng, lo, hi, max(sx, sz))
             b_lo, b_hi = np.array([x - sx, hi[1] - h, z - sz]), np.array([x + sx, hi[1], z + sz])
             if _clear(b_lo, b_hi, cams, taken):
-                boxes.append(Box(tuple(b_lo.tolist()), tuple(b_hi.tolist()), _material(rng)))
+                boxes.append(Box(lo=tuple(b_lo.tolist()), hi=tuple(b_hi.tolist()), material=_material(rng)))
                 taken.append((b_lo, b_hi))
                 break
     for _ in range(int(rng.integers(0, 4))):
@@ -140,7 +140,7 @@ def _static_objects(
                 x, z = _floor_spot(rng, lo, hi, r)
                 c, others = np.array([x, hi[1] - r, z]), taken
             if c[1] - r > lo[1] + 0.1 and _clear(c - r, c + r, cams, others):
-                spheres.append(Sphere(tuple(c.tolist()), float(r), _material(rng, fine=True)))
+                spheres.append(Sphere(center=tuple(c.tolist()), radius=float(r), material=_material(rng, fine=True)))
                 taken.append((c - r, c + r))
                 break
     return boxes, spheres
@@ -186,9 +186,18 @@ def _moving_objects(
                 continue
             taken.append((s_lo, s_hi))
             if is_ball:
-                spheres.append(Sphere(tuple(c.tolist()), float(r), _material(rng, fine=True), motion))
+                spheres.append(
+                    Sphere(center=tuple(c.tolist()), radius=float(r), material=_material(rng, fine=True), motion=motion)
+                )
             else:
-                boxes.append(Box(tuple((c - half).tolist()), tuple((c + half).tolist()), _material(rng), motion))
+                boxes.append(
+                    Box(
+                        lo=tuple((c - half).tolist()),
+                        hi=tuple((c + half).tolist()),
+                        material=_material(rng),
+                        motion=motion,
+                    )
+                )
             break
     return boxes, spheres
 

@@ -39,10 +39,10 @@ class Motion:
         return np.asarray(self.amplitude) * np.sin(self.rate * t + self.phase)
 
 
-@dataclass(frozen=True)
-class Box:
-    lo: Vec3
-    hi: Vec3
+@dataclass(frozen=True, kw_only=True)
+class Shape:
+    """What every shape of a scene has: a material and an optional :class:`Motion`; whether and where it moves."""
+
     material: Material
     motion: Motion | None = None
 
@@ -50,35 +50,47 @@ class Box:
     def moving(self) -> bool:
         return self.motion is not None and self.motion.rate != 0 and any(a != 0 for a in self.motion.amplitude)
 
+    def offset(self, t: float) -> np.ndarray:
+        """The shape's displacement at frame t (zero without a motion)."""
+        return self.motion.offset(t) if self.motion is not None else np.zeros(3)
+
+    def reach(self) -> np.ndarray:
+        """How far the shape ever moves from its rest position, per axis."""
+        return np.abs(self.motion.amplitude) if self.motion is not None else np.zeros(3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Box(Shape):
+    """An axis-aligned box from ``lo`` to ``hi`` (world metres) at rest."""
+
+    lo: Vec3
+    hi: Vec3
+
     def at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """(lo, hi) at frame t."""
-        off = self.motion.offset(t) if self.motion is not None else np.zeros(3)
+        off = self.offset(t)
         return np.asarray(self.lo) + off, np.asarray(self.hi) + off
 
     def swept(self) -> tuple[np.ndarray, np.ndarray]:
         """The bounding box of every position the box ever takes."""
-        amp = np.abs(self.motion.amplitude) if self.motion is not None else np.zeros(3)
-        return np.asarray(self.lo) - amp, np.asarray(self.hi) + amp
+        return np.asarray(self.lo) - self.reach(), np.asarray(self.hi) + self.reach()
 
 
-@dataclass(frozen=True)
-class Sphere:
+@dataclass(frozen=True, kw_only=True)
+class Sphere(Shape):
+    """A sphere of ``radius`` metres around ``center`` at rest."""
+
     center: Vec3
     radius: float
-    material: Material
-    motion: Motion | None = None
-
-    @property
-    def moving(self) -> bool:
-        return self.motion is not None and self.motion.rate != 0 and any(a != 0 for a in self.motion.amplitude)
 
     def center_at(self, t: float) -> np.ndarray:
-        off = self.motion.offset(t) if self.motion is not None else np.zeros(3)
-        return np.asarray(self.center) + off
+        return np.asarray(self.center) + self.offset(t)
 
     def swept(self) -> tuple[np.ndarray, np.ndarray]:
-        amp = np.abs(self.motion.amplitude) if self.motion is not None else np.zeros(3)
-        return np.asarray(self.center) - self.radius - amp, np.asarray(self.center) + self.radius + amp
+        """The bounding box of every position the sphere ever takes."""
+        return np.asarray(self.center) - self.radius - self.reach(), np.asarray(
+            self.center
+        ) + self.radius + self.reach()
 
 
 def rotation(yaw: float, pitch: float) -> np.ndarray:

@@ -6,13 +6,12 @@ Selective state-space recurrence per channel d and state n, for t = 1..L:
     h_t = exp(Δ_t · A) ⊙ h_{t−1} + Δ_t · B_t · x_t,        y_t = ⟨C_t, h_t⟩ + D · x_t.
 
 Both scans take ``(x, delta, A, B, C, D, h0=None, state_index=None)`` and run in float32, also under autocast.
-:func:`selective_scan_ref` is the step-by-step reference. :func:`selective_scan` is the fast scan: it works on
-the batch in blocks small enough to stay in cache, with time-major [b, L, n, d] tiles (d innermost, so every op
-is a long contiguous loop), exp(ΔA) and ΔB·x built per block in one op each, and ⟨C, h⟩ as a batched matmul,
-written into reused buffers; :func:`selective_scan_bld` is the same scan on time-major tensors. Under autograd
+:func:`selective_scan_ref` is the step-by-step reference. :func:`selective_scan` is the fast scan: it works on the
+batch in blocks small enough to stay in cache, with time-major [b, L, n, d] tiles (d innermost, so every op is a
+long contiguous loop), exp(ΔA) and ΔB·x built per block in one op each, and ⟨C, h⟩ as a batched matmul, written into
+reused buffers (``time_major=True`` takes the tensors in that layout, as the module computes them). Under autograd
 it is :class:`_ScanFn`, whose hand-written backward runs the adjoint recurrence backwards in time instead of
-autograd's graph of per-step ops. Both can start from a state h0 and return the state after step
-``state_index``.
+autograd's graph of per-step ops. Both can start from a state h0 and return the state after step ``state_index``.
 
 ``REFINER_SCAN_COMPILE=1`` runs each scan block through ``torch.compile``. It is opt-in: on 2 CPU cores
 it made the block about 10% faster after 5–7 s of compilation per new shape (with or without autograd);
@@ -25,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -61,6 +61,27 @@ def selective_scan_ref(
         return y if state_index is None else (y, kept)
 
 
+class _Inputs(NamedTuple):
+    """The fast scan's tensors, time-major and float32: x, delta [b, L, d]; At = Aᵀ [n, d]; B, C [b, L, n]; D [d];
+    h0 [b, n, d] or None."""
+
+    x: Tensor
+    delta: Tensor
+    At: Tensor
+    B: Tensor
+    C: Tensor
+    D: Tensor
+    h0: Tensor | None
+
+    def rows(self, sl: slice, contiguous: bool = False) -> _Inputs:
+        """The sequences ``sl`` of the batch (copied contiguous when asked)."""
+
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else (t[sl].contiguous() if contiguous else t[sl])
+
+        return _Inputs(cut(self.x), cut(self.delta), self.At, cut(self.B), cut(self.C), self.D, cut(self.h0))
+
+
 def _scan_block(
     x: Tensor, delta: Tensor, At: Tensor, B: Tensor, C: Tensor, D: Tensor, h0: Tensor | None, state_index: int | None
 ) -> tuple[Tensor, Tensor | None]:
@@ -92,25 +113,14 @@ def _block_states(
 
 
 def _scan_block_into(
-    x: Tensor,
-    delta: Tensor,
-    At: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    h0: Tensor | None,
-    state_index: int | None,
-    y: Tensor,
-    h_out: Tensor | None,
-    buf_a: Tensor,
-    buf_h: Tensor,
+    inp: _Inputs, state_index: int | None, y: Tensor, h_out: Tensor | None, buf_a: Tensor, buf_h: Tensor
 ) -> None:
     """The same as :func:`_scan_block` without autograd, written into y / h_out through reused buffers."""
-    bb, length = x.shape[:2]
-    _, hs = _block_states(x, delta, At, B, h0, buf_a[:bb], buf_h[:bb])
+    bb, length = inp.x.shape[:2]
+    _, hs = _block_states(inp.x, inp.delta, inp.At, inp.B, inp.h0, buf_a[:bb], buf_h[:bb])
     n, d = hs.shape[2:]
-    torch.bmm(C.reshape(bb * length, 1, n), hs.view(bb * length, n, d), out=y.view(bb * length, 1, d))
-    y.addcmul_(x, D)
+    torch.bmm(inp.C.reshape(bb * length, 1, n), hs.view(bb * length, n, d), out=y.view(bb * length, 1, d))
+    y.addcmul_(inp.x, inp.D)
     if h_out is not None:
         h_out.copy_(hs[:, state_index])
 
@@ -160,24 +170,16 @@ def _run_block(args: tuple, state_index: int | None) -> tuple[Tensor, Tensor | N
     return _scan_block(*args, state_index)
 
 
-def selective_scan_bld(
-    x: torch.Tensor,
-    delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor,
-    h0: torch.Tensor | None = None,
-    state_index: int | None = None,
-    block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`selective_scan` in time-major layout: x, delta [b, L, d]; A [d, n]; B, C [b, L, n]; h0 [b, n, d]
-    → (y [b, L, d] float32, h [b, n, d] after step ``state_index`` or None).
+def _scan_time_major(
+    inputs: tuple[Tensor, ...], h0: Tensor | None, state_index: int | None, block: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """The fast scan on time-major ``inputs`` (x, delta [b, L, d]; A [d, n]; B, C [b, L, n]; D [d]) from h0
+    [b, n, d] → (y [b, L, d] float32, h [b, n, d] after step ``state_index`` or None).
 
     With autograd, the gradients come from :class:`_ScanFn`'s hand-written backward (or from autograd through
     the compiled block when ``REFINER_SCAN_COMPILE`` is on)."""
-    with torch.autocast(x.device.type, enabled=False):
-        x, delta, A, B, C, D = (t.float() for t in (x, delta, A, B, C, D))
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        x, delta, A, B, C, D = (t.float() for t in inputs)
         h0 = None if h0 is None else h0.float()
         b, length, d = x.shape
         if state_index is not None and not 0 <= state_index < length:
@@ -186,27 +188,19 @@ def selective_scan_bld(
         blk = _block_size(b, length, At.shape[0], d, x.device, block)
         grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, delta, A, B, C, D, h0))
         if _Compiled.get() is not None:
-            return _scan_functional(x, delta, At, B, C, D, h0, state_index, blk)
+            return _scan_functional(_Inputs(x, delta, At, B, C, D, h0), state_index, blk)
         if grad:
             y, h = _ScanFn.apply(x, delta, At, B, C, D, h0, state_index, blk)
             return y, (None if state_index is None else h)
-        return _scan_nograd(x, delta, At, B, C, D, h0, state_index, blk)
+        return _scan_nograd(_Inputs(x, delta, At, B, C, D, h0), state_index, blk)
 
 
 def _scan_nograd(
-    x: Tensor,
-    delta: Tensor,
-    At: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    h0: Tensor | None,
-    state_index: int | None,
-    blk: int,
-    keep: tuple[Tensor, Tensor] | None = None,
+    inp: _Inputs, state_index: int | None, blk: int, keep: tuple[Tensor, Tensor] | None = None
 ) -> tuple[Tensor, Tensor | None]:
     """The blocked scan without autograd, through buffers reused from block to block, or written into ``keep``
     (exp(ΔA) and the states h, each [b, L, n, d]) for a backward pass to reuse."""
+    x, At = inp.x, inp.At
     b, length, d = x.shape
     y = x.new_empty(b, length, d)
     h_out = None if state_index is None else x.new_empty(b, *At.shape)
@@ -216,28 +210,20 @@ def _scan_nograd(
         sl = slice(s, s + blk)
         if keep is not None:
             buf_a, buf_h = keep[0][sl], keep[1][sl]
-        h0_part, h_part = (None if t is None else t[sl] for t in (h0, h_out))
-        _scan_block_into(x[sl], delta[sl], At, B[sl], C[sl], D, h0_part, state_index, y[sl], h_part, buf_a, buf_h)
+        h_part = None if h_out is None else h_out[sl]
+        _scan_block_into(inp.rows(sl), state_index, y[sl], h_part, buf_a, buf_h)
     return y, h_out
 
 
 def _scan_block_grads(
-    x: Tensor,
-    delta: Tensor,
-    At: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    h0: Tensor | None,
-    states: tuple[Tensor, Tensor],
-    gy: Tensor,
-    g_state: tuple[Tensor, int] | None,
+    inp: _Inputs, states: tuple[Tensor, Tensor], gy: Tensor, g_state: tuple[Tensor, int] | None
 ) -> tuple[Tensor, ...]:
     """Gradients of one block (shapes as :func:`_scan_block`; ``states`` from :func:`_block_states`):
     (gx, gdelta, gAt, gB, gC, gD, gh0 or None).
 
     With a_t = exp(Δ_t·A) and λ_t = ∂L/∂h_t = C_t·gy_t + a_{t+1} ⊙ λ_{t+1} (plus the carried state's gradient
     at its step): ∂L/∂(Δ_t·A) = λ_t ⊙ h_{t−1} ⊙ a_t, ∂L/∂(Δ_t·x_t·B_t) = λ_t, ∂L/∂C_t = Σ_d gy_t·h_t."""
+    x, delta, At, B, C, D, h0 = inp
     bb, length, d = x.shape
     n = At.shape[0]
     dA, hs = states
@@ -280,27 +266,28 @@ class _ScanFn(torch.autograd.Function):
         keep = None
         if 2 * math.prod(size) * 4 <= KEEP_STATES_BYTES:
             keep = (x.new_empty(size), x.new_empty(size))
-        y, h = _scan_nograd(x, delta, At, B, C, D, h0, state_index, blk, keep)
+        y, h = _scan_nograd(_Inputs(x, delta, At, B, C, D, h0), state_index, blk, keep)
         ctx.save_for_backward(x, delta, At, B, C, D, h0, *(keep or ()))
         ctx.state_index, ctx.blk = state_index, blk
         return y, (x.new_zeros(0) if h is None else h)
 
     @staticmethod
     def backward(ctx, gy, g_state):  # noqa: ANN001, ANN205
-        x, delta, At, B, C, D, h0, *keep = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        inp, keep = _Inputs(*saved[:7]), saved[7:]
         use_state = ctx.state_index is not None and g_state is not None and g_state.numel() > 0
         parts = []
-        for s in range(0, x.shape[0], ctx.blk):
+        for s in range(0, inp.x.shape[0], ctx.blk):
             sl = slice(s, s + ctx.blk)
-            xs, ds, Bs = x[sl].contiguous(), delta[sl].contiguous(), B[sl].contiguous()
-            h0s = None if h0 is None else h0[sl]
+            part = inp.rows(sl, contiguous=True)
             if keep:
                 states = keep[0][sl], keep[1][sl]
             else:  # recomputed as the forward pass computed them
-                size = (*xs.shape[:2], *At.shape)
-                states = _block_states(xs, ds, At, Bs, h0s, xs.new_empty(size), xs.new_empty(size))
+                size = (*part.x.shape[:2], *inp.At.shape)
+                empty = (part.x.new_empty(size), part.x.new_empty(size))
+                states = _block_states(part.x, part.delta, inp.At, part.B, part.h0, *empty)
             gs = (g_state[sl], ctx.state_index) if use_state else None
-            parts.append(_scan_block_grads(xs, ds, At, Bs, C[sl].contiguous(), D, h0s, states, gy[sl].contiguous(), gs))
+            parts.append(_scan_block_grads(part, states, gy[sl].contiguous(), gs))
         gx, gdelta, gAt, gB, gC, gD, gh0 = (
             None if p[0] is None else (torch.cat(p) if i not in (2, 5) else sum(p))
             for i, p in enumerate(zip(*parts, strict=True))
@@ -308,22 +295,12 @@ class _ScanFn(torch.autograd.Function):
         return gx, gdelta, gAt, gB, gC, gD, gh0, None, None
 
 
-def _scan_functional(
-    x: Tensor,
-    delta: Tensor,
-    At: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor,
-    h0: Tensor | None,
-    state_index: int | None,
-    blk: int,
-) -> tuple[Tensor, Tensor | None]:
+def _scan_functional(inp: _Inputs, state_index: int | None, blk: int) -> tuple[Tensor, Tensor | None]:
     """Blocked scan with functional ops (autograd, torch.compile), results concatenated."""
     ys, hs = [], []
-    for s in range(0, x.shape[0], blk):
+    for s in range(0, inp.x.shape[0], blk):
         sl = slice(s, s + blk)
-        y, h = _run_block((x[sl], delta[sl], At, B[sl], C[sl], D, None if h0 is None else h0[sl]), state_index)
+        y, h = _run_block(tuple(inp.rows(sl)), state_index)
         ys.append(y)
         hs.append(h)
     if len(ys) == 1:
@@ -342,17 +319,21 @@ def selective_scan(
     state_index: int | None = None,
     *,
     block: int | None = None,
+    time_major: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Fast scan, the same maths as :func:`selective_scan_ref`, in float32.
 
     x, delta [b, d, L]; A [d, n]; B, C [b, n, L]; D [d]; h0 [b, d, n] initial state (None: zeros).
     Returns y [b, d, L], or (y, h [b, d, n] after step ``state_index`` ∈ [0, L)) when ``state_index`` is given.
     ``block``: sequences per cache block (None: sized to the cache on CPU, the whole batch on GPU).
-    Inputs that are transposed views of time-major tensors (as in :class:`Mamba`) are read without copies.
+    ``time_major``: the tensors are laid out as :class:`refiner.model.mamba.Mamba` computes them instead: x, delta
+    [b, L, d]; B, C [b, L, n]; h0 and h [b, n, d]; y [b, L, d]. Inputs that are transposed views of time-major
+    tensors are read without copies.
     """
-    h0 = None if h0 is None else h0.transpose(1, 2)
-    y, h = selective_scan_bld(
-        x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D, h0, state_index, block
-    )
+    if time_major:
+        y, h = _scan_time_major((x, delta, A, B, C, D), h0, state_index, block)
+        return y if state_index is None else (y, h)
+    inputs = (x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D)
+    y, h = _scan_time_major(inputs, None if h0 is None else h0.transpose(1, 2), state_index, block)
     y = y.transpose(1, 2)
     return y if state_index is None else (y, h.transpose(1, 2))

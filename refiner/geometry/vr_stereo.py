@@ -19,17 +19,13 @@ few that no row neighbour reaches with the left image's pixel, so the result has
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from refiner.core.video import encode_mp4
 from refiner.geometry.warp import fill_holes, forward_warp
-from refiner.stereo.convergence import AutoConvergence
 
 FORMATS = {  # --stereo-format: file name suffix players recognise, and the layout
     "full-sbs": "_LRF_Full_SBS",  # left | right, each eye at full size (2W x H)
@@ -42,7 +38,7 @@ FAR_M = 1e6  # the depth a pixel without depth is drawn at (its disparity is tha
 @dataclass(frozen=True)
 class StereoSettings:
     """How the stereo video is made (the ``--stereo-*``, ``--ipd-mm``, ``--convergence-m``, ``--max-disparity``
-    options); ``convergence_m`` None = auto (:mod:`refiner.stereo.convergence`), ``max_disparity`` None = no limit."""
+    options); ``convergence_m`` None = auto (:mod:`refiner.geometry.convergence`), ``max_disparity`` None = no limit."""
 
     format: str = "full-sbs"
     ipd_m: float = 0.063
@@ -102,28 +98,3 @@ def _half_width(image: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=(image.shape[0], image.shape[1] // 2), mode="bilinear", antialias=True)
     return x[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-
-
-def stereo_writer(
-    path: Path, rgb: Iterable[np.ndarray], fx: np.ndarray, s: StereoSettings, cuts: Iterable[int], fps: float
-) -> Callable[[Iterable], dict]:
-    """The stereo video, a writer for :func:`refiner.core.streaming.fan_out` of ``(t, depth)`` at source resolution,
-    with
-    the source frames ``rgb``; ``--convergence-m auto`` follows :class:`refiner.stereo.convergence.AutoConvergence`,
-    restarted at ``cuts``. Returns the frame count and the convergence distances used (min, median, max)."""
-
-    def write(items: Iterable) -> dict:
-        auto, used, starts = AutoConvergence(fps), [], set(cuts)
-
-        def frames() -> Iterable[np.ndarray]:
-            for (t, depth), left in zip(items, rgb, strict=False):
-                if left.shape[:2] != depth.shape:
-                    raise ValueError(f"source frame {t} is {left.shape[:2]}, its depth {depth.shape}")
-                c = auto.update(depth, t in starts) if s.convergence_m is None else s.convergence_m
-                used.append(c)
-                yield pack(left, right_eye(left, depth, float(fx[t]), s, c), s.format)
-
-        count = encode_mp4(frames(), path, fps)
-        return {"frames": count, "convergence_m": [float(np.min(used)), float(np.median(used)), float(np.max(used))]}
-
-    return write

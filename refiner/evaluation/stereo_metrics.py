@@ -1,4 +1,5 @@
-"""The stereo checks of one clip and its side-by-side VR video (the geometry lives in :mod:`refiner.geometry.warp`).
+"""The stereo checks of one clip from both eyes' depths (:mod:`refiner.evaluation.method_depths`; the geometry lives
+in :mod:`refiner.geometry.warp`).
 
 Per depth source (teacher, EMA, bilateral, refiner; GT as the floor), with disparity d = fx·b/z in DISPLAY pixels
 (fx of the source camera, :meth:`refiner.data.clip.Clip.display_fx`; the warps run on the canonical grid and their
@@ -17,13 +18,11 @@ pixel errors are scaled to display pixels):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from refiner.core.config import StereoParams
-from refiner.core.store import create_group, frames_array, small_array
 from refiner.data.clip import Clip, full
 from refiner.evaluation.depth_metrics import disparity_jitter
 from refiner.geometry.warp import (
@@ -34,29 +33,6 @@ from refiner.geometry.warp import (
     reprojection_error_r2l,
     temporal_pops,
 )
-from refiner.inference.source_res import SourceFrames, source_K, source_rgb, stereo_video, store_map
-
-
-def right_eye_store(clip: Clip, out: str | Path) -> bool:
-    """A decoded-clip store of the right eye (its rendered RGB, GT depth and poses; same K), for running the
-    teacher and refiner on it. False when the clip has no right eye."""
-    dec = clip.dec
-    if not {"rgb_right", "depth_gt_right"} <= set(dec):
-        return False
-    g = create_group(
-        out, {k: v for k, v in dec.attrs.items()} | {"scene_id": f"{clip.dec.attrs.get('scene_id')}_right"}
-    )
-    for src, dst in (("rgb_right", "rgb"), ("depth_gt_right", "depth_gt")):
-        arr = frames_array(g, dst, dec[src].shape, dec[src].dtype)
-        for lo in range(0, arr.shape[0], STEP):  # a few frames at a time: flat memory
-            arr[lo : lo + STEP] = dec[src][lo : lo + STEP]
-    small_array(g, "K", np.asarray(dec["K"][...]))
-    if "mapping" in dec:  # the same canonical map: display pixels and source-resolution outputs match the left eye
-        small_array(g, "mapping", np.asarray(dec["mapping"][...]))
-    if "poses_right" in dec:
-        small_array(g, "poses", np.asarray(dec["poses_right"][...]))
-    return True
-
 
 STEP = 24  # frames read at a time: memory is flat in clip length
 
@@ -150,12 +126,3 @@ def stereo_skips(frames: int, has_right: bool, still_frames: int) -> dict[str, s
     elif not still_frames:
         out["still"] = f"the clip has no still-camera segment (static_frames attribute): {still} need it"
     return out
-
-
-def sbs_video(clip: Clip, depth: np.ndarray, out: str | Path, p: StereoParams) -> int:
-    """Left | synthesised right (disocclusion holes filled with the row's background) side-by-side mp4 for VR, at
-    the source resolution (:func:`refiner.inference.source_res.source_rgb`; d = fx_source·b/z display pixels)."""
-    src = SourceFrames(depth, store_map(clip.dec))
-    fx = source_K(clip.dec)[:, 0, 0]
-    baseline = clip.baseline_m(p.baseline_m)
-    return stereo_video(source_rgb(clip.dec), src, fx, baseline, out, clip.fps, p.max_video_frames, False)

@@ -1,1 +1,0 @@
-"""Stereo: right-eye synthesis for VR, convergence, and the both-eye report."""
