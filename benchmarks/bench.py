@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -69,7 +68,7 @@ import refiner.model.blend as blend_mod  # noqa: E402
 import refiner.model.mamba as mamba_mod  # noqa: E402
 import refiner.model.refiner as refiner_mod  # noqa: E402
 import refiner.training.train as train_mod  # noqa: E402
-from benchmarks.bench_prepare import bench_prepare, bench_prepare_default  # noqa: E402
+from benchmarks.bench_prepare import bench_prepare, bench_prepare_default, scratch_repo  # noqa: E402
 from refiner.app import FAST_OVERLAP  # noqa: E402
 from refiner.core.config import ModelParams, load_params  # noqa: E402
 from refiner.core.store import create_group, frames_array, open_group  # noqa: E402
@@ -598,18 +597,8 @@ def bench_memory(tmp: Path) -> dict:
 
 def bench_repro(tmp: Path) -> dict:
     work = tmp / "repo"
-    work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, work / name)
-    for name in ("stages", "refiner", "models", "pipelines"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "dvc.lock"))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(work))
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = scratch_repo(ROOT, work)
     dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    subprocess.run([*dvc, "init", "-q"], cwd=work, env=env, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
-    subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"], cwd=work, check=True)
     t_full = _timed(lambda: subprocess.run([*dvc, "repro", "-q"], cwd=work, env=env, check=True))
     t_noop = _timed(lambda: subprocess.run([*dvc, "repro", "-q"], cwd=work, env=env, check=True))
     return {"full_repro_s": t_full, "noop_repro_s": t_noop, "ratio": t_full / t_noop}

@@ -60,7 +60,7 @@ def _export(commit: str, dest: Path) -> Path:
     return dest
 
 
-def _scratch(tree: Path, work: Path) -> dict[str, str]:
+def scratch_repo(tree: Path, work: Path) -> dict[str, str]:
     """A git + DVC repository in ``work`` holding the pipeline of ``tree``; returns the environment to run it."""
     work.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
@@ -121,7 +121,7 @@ def _runs(work: Path, since: float = 0.0) -> list[dict]:
 def _old_overhead(tmp: Path) -> dict:
     """The per-clip stages of ``BASE`` on ``OLD_CLIPS`` tiny clips: wall, compute inside the scripts, overhead."""
     work = tmp / "old"
-    env = _scratch(_export(BASE, tmp / "base"), work)
+    env = scratch_repo(_export(BASE, tmp / "base"), work)
     _tiny(work, OLD_CLIPS)
     (work / "timed.py").write_text(TIMED)
     for stage in ("synth", "decode", "teacher", "guidance"):
@@ -231,7 +231,7 @@ def bench_prepare(tmp: Path) -> dict:
     """Ray clip preparation at ``CLIPS`` tiny clips, beside the per-clip stages of ``BASE`` (see the module doc)."""
     load = os.getloadavg()[0]
     work = tmp / "new"
-    env = _scratch(ROOT, work)
+    env = scratch_repo(ROOT, work)
     names = _tiny(work, CLIPS, SHARDS)
     out = _fresh(work, env)
     out |= _one_change(work, env, names[-1])
@@ -259,7 +259,7 @@ def bench_prepare_default(tmp: Path) -> dict:
     for i in range(ROUNDS):
         for which, tree in (("old", base), ("new", ROOT)):
             work = tmp / f"{which}{i}"
-            env = _scratch(tree, work)
+            env = scratch_repo(tree, work)
             if which == "new":
                 _same_corpus(work, base)
             targets = old_targets if which == "old" else ["pipelines/prepare/dvc.yaml"]

@@ -1,8 +1,9 @@
 """The package layout the README's Layout section states: subpackages in layers, each importing only those above it."""
 
-import ast
 import re
 from pathlib import Path
+
+from refiner.core.code_digest import imports_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,12 +16,7 @@ def layers() -> list[str]:
 
 def imported_subpackages(path: Path) -> set[str]:
     """The ``refiner.<subpackage>`` names a module imports anywhere (also inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        found |= {n.split(".")[1] for n in names if n.startswith("refiner.") and n.count(".") >= 1}
-    return found
+    return {name.split(".")[1] for name in imports_of(path) if name.startswith("refiner.")}
 
 
 def test_the_readme_lists_every_subpackage_and_nothing_else():
