@@ -9,6 +9,7 @@ from refiner.training.losses import (
     compute_losses,
     edge_loss,
     gt_loss,
+    pose_loss,
     residual_loss,
     teacher_loss,
     temporal_loss,
@@ -27,6 +28,8 @@ def _batch(b=1, n=4, h=8, w=8, depth=2.0):
         "rgb": torch.full((b, n, 3, h, w), 0.5),
         "gt": torch.zeros_like(teacher),
         "use_gt": torch.zeros(b, dtype=torch.bool),
+        "K": torch.eye(3).expand(b, n, 3, 3).clone(),
+        "poses": torch.zeros(b, n, 4, 4),
     }
 
 
@@ -129,7 +132,40 @@ def test_compute_losses_teacher_is_a_fixed_point():
     b = _batch()
     terms = compute_losses(b["teacher"], torch.zeros_like(b["teacher"]), b, P, 2)
     assert terms["total"].item() == pytest.approx(0.0, abs=1e-6)
-    assert set(terms) >= {"close", "temp", "res", "res_mean", "var", "total"}
+    assert set(terms) >= {"close", "temp", "res", "res_mean", "var", "pose", "total"}
+
+
+def _sliding_plane(n=3, h=24, w=32, depth=2.0, step_m=0.05):
+    """A fronto-parallel wall at ``depth`` seen by a camera sliding ``step_m`` along x per frame (f = 20 px):
+    GT depth, K and camera-to-world poses [1, n, ...]. Its z never changes, its image shifts 0.5 px per frame."""
+    K = torch.tensor([[20.0, 0, (w - 1) / 2], [0, 20.0, (h - 1) / 2], [0, 0, 1]]).expand(1, n, 3, 3).clone()
+    poses = torch.eye(4).repeat(1, n, 1, 1)
+    poses[0, :, 0, 3] = step_m * torch.arange(n)
+    return torch.full((1, n, 1, h, w), depth), K, poses
+
+
+def test_pose_loss_zero_when_consistent_and_measures_a_scale_jump_across_motion():
+    gt, K, poses = _sliding_plane()
+    assert pose_loss(gt, gt, K, poses, 0.02).item() == pytest.approx(0.0, abs=1e-6)
+    jumped = gt.clone()
+    jumped[:, 1] *= 1.05  # frame 1 5% deeper: each pair touching it disagrees by log 1.05 where the warp lands
+    assert pose_loss(jumped, gt, K, poses, 0.02).item() == pytest.approx(math.log(1.05), rel=0.05)
+    depth = gt.clone().requires_grad_(True)
+    pose_loss(depth * torch.tensor([1.0, 1.05, 1.0]).reshape(1, 3, 1, 1, 1), gt, K, poses, 0.02).backward()
+    assert depth.grad[0, 1].sum() > 0 and depth.grad[0, 0].sum() < 0  # pulls frame 1 down, its neighbours up
+    assert torch.isfinite(depth.grad).all()
+
+
+def test_pose_loss_skips_windows_without_poses_and_pixels_where_gt_disagrees():
+    gt, K, poses = _sliding_plane()
+    jumped = gt * torch.tensor([1.0, 1.05, 1.0]).reshape(1, 3, 1, 1, 1)
+    assert pose_loss(jumped, gt, K, torch.zeros_like(poses), 0.02).item() == 0.0  # no poses: nothing to warp by
+    assert pose_loss(jumped, torch.zeros_like(gt), K, poses, 0.02).item() == 0.0  # no GT: no pixel is chosen
+    mover = gt.clone()
+    mover[:, 1, :, :, 16:] = 1.0  # a moving object: half of frame 1 jumps to 1 m in GT
+    half = jumped.clone()
+    half[:, 1, :, :, 16:] = 1.0  # the refined depth follows it there
+    assert pose_loss(half, mover, K, poses, 0.02).item() == pytest.approx(math.log(1.05), rel=0.05)
 
 
 def test_still_static_mask_excludes_moving_and_invalid():

@@ -108,6 +108,8 @@ class LossParams(Section):
     w_var: NonNeg
     var_conf_threshold: NonNeg
     var_sigma_target: NonNeg
+    w_pose: NonNeg
+    pose_tol: Pos
     w_edge: NonNeg
     edge_sigma: Pos
 

@@ -133,8 +133,9 @@ class Clip:
         """Whether the frames and depth GT are rendered or real, and the teacher (:mod:`refiner.core.provenance`)."""
         return clip_provenance(self.dec.attrs, self.has_gt, self.tea.attrs)
 
-    def poses(self) -> np.ndarray | None:
-        return np.asarray(self.dec["poses"][...], dtype=np.float64) if self.has_poses else None
+    def poses(self, frames: slice = slice(None)) -> np.ndarray | None:
+        """(T, 4, 4) camera-to-world poses of the left eye (None where the clip has none)."""
+        return np.asarray(self.dec["poses"][frames], dtype=np.float64) if self.has_poses else None
 
 
 class ClipPool:
@@ -208,6 +209,9 @@ class ClipPart:
 
     def K(self, frames: slice = slice(None)) -> np.ndarray:
         return self.clip.K(self._shift((frames,))[0])
+
+    def poses(self, frames: slice = slice(None)) -> np.ndarray | None:
+        return self.clip.poses(self._shift((frames,))[0])
 
 
 def _frame_slice(win: Region) -> slice:

@@ -5,7 +5,9 @@ Each sample is one window of N frames (see :mod:`refiner.data.windows`) as float
 - ``depth`` [N,1,H,W] teacher depth fed to the refiner (jittered in training);
 - ``teacher`` [N,1,H,W] the clean teacher depth that L_close targets;
 - ``conf`` [N,1,H,W] teacher confidence c(x) in [0, 1] (train-split calibration);
-- ``rgb`` [N,3,H,W] in [0, 1]; ``gt`` [N,1,H,W] (zeros when unused) and ``use_gt`` (0-d bool);
+- ``rgb`` [N,3,H,W] in [0, 1]; ``gt`` [N,1,H,W] (zeros when not read) and ``use_gt`` (0-d bool: whether L_gt
+  supervises the window; training reads GT on every window of a clip that has it, for L_pose's pixel choice);
+- ``poses`` [N,4,4] camera-to-world (all zero where the clip has none or the window is GT-free);
 - ``static`` [N,1,H,W] bool: static scene seen by a still camera (GT moving mask within the clip's
   still-camera segment) or, for clips without that mask, pixels whose colour stays put across the
   window (:func:`refiner.geometry.masks.window_static`);
@@ -57,7 +59,7 @@ def read_window(
     y0: int = 0,
     x0: int = 0,
     size: tuple[int, int] | None = None,
-    use_gt: bool = False,
+    read_gt: bool = False,
     gt_free: bool = False,
 ) -> dict[str, torch.Tensor]:
     """One window's tensors (see the module docstring), unaugmented; ``gt_free``: the static mask from the colour
@@ -75,7 +77,8 @@ def read_window(
         static = ~torch.from_numpy(moving)[:, None] & still_camera[:, None, None, None]
     else:
         static = window_static(rgb, clip.factor).expand_as(teacher)
-    gt = torch.from_numpy(clip.gt(win))[:, None] if use_gt else torch.zeros_like(teacher)
+    gt = torch.from_numpy(clip.gt(win))[:, None] if read_gt else torch.zeros_like(teacher)
+    poses = None if gt_free else clip.poses(win[0])
     edges = clip.edges(win)
     return {
         "depth": teacher,
@@ -85,6 +88,7 @@ def read_window(
         "gt": gt,
         "static": static,
         "K": K,
+        "poses": torch.zeros(teacher.shape[0], 4, 4) if poses is None else torch.from_numpy(poses).float(),
         "edges": torch.zeros_like(teacher) if edges is None else torch.from_numpy(edges)[:, None],
     }
 
@@ -132,7 +136,7 @@ class ClipWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         start = self.starts[index]
-        sample = read_window(self.clip, start, self.length, use_gt=self.use_gt)
+        sample = read_window(self.clip, start, self.length, read_gt=self.use_gt)
         sample["keyframes"] = torch.from_numpy(keyframe_mask(self.length, self.keyframes))
         sample["use_gt"] = torch.tensor(self.use_gt)
         sample["start"] = torch.tensor(start)
@@ -177,7 +181,7 @@ class RandomWindows(Dataset):
         has_gt = clip.has_gt and not a.gt_free
         resim = a.resim is not None and has_gt and rng.random() < a.resim_prob
         use_gt = has_gt and rng.random() < (a.resim_gt_fraction if resim else a.gt_fraction)
-        sample = read_window(clip, start, self.length, y0, x0, (h, w), use_gt or resim, a.gt_free)
+        sample = read_window(clip, start, self.length, y0, x0, (h, w), has_gt, a.gt_free)
         sample, reverse = augment_window(resimulate(sample, rng, a) if resim else sample, rng, a)
         sample["keyframes"] = torch.from_numpy(keyframe_mask(self.length, self.keyframes, reverse))
         sample["use_gt"] = torch.tensor(use_gt)

@@ -140,3 +140,17 @@ def transform_points(T: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 def relative_pose(pose_from: torch.Tensor, pose_to: torch.Tensor) -> torch.Tensor:
     """Camera-to-world poses (B, 4, 4) -> transform taking points in camera 'from' to camera 'to'."""
     return torch.linalg.inv(pose_to.double()) @ pose_from.double()
+
+
+def reproject_and_sample(
+    depth_src: torch.Tensor, depth_dst: torch.Tensor, K_src: torch.Tensor, K_dst: torch.Tensor, T: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each source pixel (P, H, W z-depth) moved into the target camera by T (P, 4, 4; source camera → target
+    camera): (its z there, the target depth bilinearly sampled where it lands, whether it lands inside the
+    target image in front of the camera), each (P, H, W). Differentiable in both depths (a backward warp)."""
+    h, w = depth_src.shape[-2:]
+    uv, z = project(transform_points(T, unproject(depth_src, K_src)), K_dst)
+    grid = torch.stack([2 * uv[:, 0] / max(w - 1, 1) - 1, 2 * uv[:, 1] / max(h - 1, 1) - 1], -1)
+    sampled = F.grid_sample(depth_dst[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1) & (z > 0)
+    return z, sampled[:, 0], inside

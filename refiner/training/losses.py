@@ -13,6 +13,11 @@
   no per-window bias.
 - L_var: the seed's anti-collapse term, max(0, σ_target − σ(ΔD/D)) over low-confidence pixels (c < c_thr)
   of each window: zero once the residual varies by σ_target there, positive at ΔD = 0.
+- L_pose (windows with camera poses and GT): the refined depth of frame t moved into frame t±1 by the known
+  camera motion (a depth warp with known intrinsics, never flow) against the refined depth sampled there,
+  |log z − log D_{t±1}(uv)|, on pixels where the same warp of GT agrees with GT within ``pose_tol`` (that leaves
+  out moving objects, occlusions and the image border). Consistency across a moving camera, which L_temp
+  (still colour only) never asks for; VDA's TAE measures the same. GT only chooses the pixels, never the target.
 - L_edge (optional): |∇ΔD| weighted by exp(−G/σ), an edge-aware smoothness of the residual (G: the guidance
   stage's edge map, colour or depth edges).
 """
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from refiner.core.config import LossParams
+from refiner.geometry.camera import relative_pose, reproject_and_sample
 from refiner.geometry.masks import static_gate
 
 _EPS = 1e-3
@@ -80,6 +86,36 @@ def temporal_loss(
     return (dt_pred * w).sum() / gate.sum().clamp_min(1.0)
 
 
+def _pair_frames(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) of every consecutive pair, both directions: [B, 2(N−1), ...] each from [B, N, ...]."""
+    i = torch.arange(x.shape[1] - 1, device=x.device)
+    return x[:, torch.cat([i + 1, i])], x[:, torch.cat([i, i + 1])]
+
+
+def pose_loss(
+    depth: torch.Tensor, gt: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, tol: float
+) -> torch.Tensor:
+    """L_pose (module docstring): depth, gt [B, N, 1, H, W], K [B, N, 3, 3], camera-to-world poses [B, N, 4, 4]
+    (all zero where the clip has none: those windows add nothing)."""
+    b, n, _, h, w = depth.shape
+    have = poses[:, :, 3, 3] != 0
+    if n < 2 or not bool(have.all(1).any()):
+        return depth.sum() * 0
+    eye = torch.eye(4, dtype=poses.dtype, device=poses.device)
+    poses = torch.where(have[..., None, None], poses, eye)
+    flat = [f.flatten(0, 1) for pair in map(_pair_frames, (depth[:, :, 0].float(), gt[:, :, 0], K, poses)) for f in pair]
+    d_src, d_dst, g_src, g_dst, k_src, k_dst, p_src, p_dst = flat
+    T = relative_pose(p_src, p_dst).float()
+    z, sampled, inside = reproject_and_sample(d_src, d_dst, k_src, k_dst, T)
+    with torch.no_grad():
+        z_gt, g_at, inside_gt = reproject_and_sample(g_src, g_dst, k_src, k_dst, T)
+        agree = (torch.log(z_gt.clamp_min(_EPS)) - torch.log(g_at.clamp_min(_EPS))).abs() < tol
+        ok = inside & inside_gt & agree & (g_src > 0) & (g_at > 0) & (d_src > 0) & (sampled > 0)
+        ok &= _pair_frames(have.all(1, keepdim=True).expand(b, n))[0].flatten()[:, None, None]
+    err = (torch.log(z.clamp_min(_EPS)) - torch.log(sampled.clamp_min(_EPS))).abs()
+    return (err * ok).sum() / ok.sum().clamp_min(1)
+
+
 def residual_loss(
     delta: torch.Tensor, teacher: torch.Tensor, conf: torch.Tensor, mean_weight: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,6 +170,7 @@ def compute_losses(
     l_temp = temporal_loss(depth, teacher, conf, rgb, batch["edges"], p, factor)
     l_res, l_mean = residual_loss(delta, teacher, conf, p.residual_mean_weight)
     l_var = variance_loss(delta, teacher, conf, p.var_conf_threshold, p.var_sigma_target)
+    l_pose = pose_loss(depth, batch["gt"], batch["K"], batch["poses"], p.pose_tol) if p.w_pose else delta.sum() * 0
     terms = {
         "close": l_close,
         "teacher": l_teacher,
@@ -142,8 +179,9 @@ def compute_losses(
         "res": l_res,
         "res_mean": l_mean,
         "var": l_var,
+        "pose": l_pose,
     }
-    total = l_close + p.w_temp * l_temp + p.lambda_res * l_res + l_mean + p.w_var * l_var
+    total = l_close + p.w_temp * l_temp + p.lambda_res * l_res + l_mean + p.w_var * l_var + p.w_pose * l_pose
     if p.w_edge:
         terms["edge"] = edge_loss(delta, batch["edges"], p.edge_sigma)
         total = total + p.w_edge * terms["edge"]
