@@ -58,6 +58,17 @@ def test_crop_keeps_intrinsics_consistent_and_low_grid_aligned(clip):
         torch.testing.assert_close(s["conf"], full["conf"][start : start + 4, :, y0 : y0 + 16, x0 : x0 + 16])
 
 
+def test_training_windows_carry_poses_and_gt_for_the_pose_loss(clip):
+    ds = RandomWindows([clip], 4, [0], Augment(crop=16, reverse_prob=1.0), samples=4, seed=2)
+    s = ds[0]
+    start = int(s["start"])
+    expected = torch.from_numpy(clip.poses(slice(start, start + 4))).float().flip(0)  # reversed with the frames
+    torch.testing.assert_close(s["poses"], expected)
+    assert not s["use_gt"] and (s["gt"] > 0).all()  # read for L_pose's pixel choice; L_gt stays off
+    free = RandomWindows([clip], 4, [0], Augment(crop=16, gt_free=True), samples=1, seed=2)[0]
+    assert (free["poses"] == 0).all() and (free["gt"] == 0).all()  # GT-free: neither poses nor GT
+
+
 def test_jitter_reversal_and_determinism(clip):
     aug = Augment(reverse_prob=1.0, jitter_prob=1.0, jitter_scale=0.03, jitter_noise_rel=0.0, gt_fraction=1.0)
     ds = RandomWindows([clip], 5, [0, 4], aug, samples=4, seed=1)
