@@ -92,9 +92,7 @@ def _pair_frames(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:, torch.cat([i + 1, i])], x[:, torch.cat([i, i + 1])]
 
 
-def pose_loss(
-    depth: torch.Tensor, gt: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, tol: float
-) -> torch.Tensor:
+def pose_loss(depth: torch.Tensor, gt: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, tol: float) -> torch.Tensor:
     """L_pose (module docstring): depth, gt [B, N, 1, H, W], K [B, N, 3, 3], camera-to-world poses [B, N, 4, 4]
     (all zero where the clip has none: those windows add nothing)."""
     b, n, _, h, w = depth.shape
@@ -103,8 +101,8 @@ def pose_loss(
         return depth.sum() * 0
     eye = torch.eye(4, dtype=poses.dtype, device=poses.device)
     poses = torch.where(have[..., None, None], poses, eye)
-    flat = [f.flatten(0, 1) for pair in map(_pair_frames, (depth[:, :, 0].float(), gt[:, :, 0], K, poses)) for f in pair]
-    d_src, d_dst, g_src, g_dst, k_src, k_dst, p_src, p_dst = flat
+    pairs = map(_pair_frames, (depth[:, :, 0].float(), gt[:, :, 0], K, poses))
+    d_src, d_dst, g_src, g_dst, k_src, k_dst, p_src, p_dst = (f.flatten(0, 1) for pair in pairs for f in pair)
     T = relative_pose(p_src, p_dst).float()
     z, sampled, inside = reproject_and_sample(d_src, d_dst, k_src, k_dst, T)
     with torch.no_grad():

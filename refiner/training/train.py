@@ -89,7 +89,8 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-TIMED = ("depth", "teacher", "conf", "rgb", "gt", "static", "K", "poses", "edges", "keyframes")  # batch keys with a time axis
+# batch keys with a time axis
+TIMED = ("depth", "teacher", "conf", "rgb", "gt", "static", "K", "poses", "edges", "keyframes")
 
 
 def carried_window(model: torch.nn.Module, batch: dict[str, torch.Tensor], length: int):
