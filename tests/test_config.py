@@ -45,6 +45,17 @@ def _error(*changes: tuple[str, object]) -> str:
     return msg
 
 
+def test_inference_windows_keep_keyframes_at_their_relative_positions():
+    w = params_from_dict(RAW).windows.replace(length=12, overlap=6, keyframes=(0, 4, 8, 11))
+    inf = w.replace(inference_length=24, inference_overlap=12).for_inference()
+    assert (inf.length, inf.overlap, inf.keyframes) == (24, 12, (0, 8, 16, 22))
+    short = w.replace(inference_length=6, inference_overlap=2).for_inference()
+    assert (short.length, short.overlap, short.keyframes) == (6, 2, (0, 2, 4, 5))  # 11 → 5.5 → 6, kept inside: 5
+    assert w.replace(inference_length=12, inference_overlap=6).for_inference() == w.replace(
+        inference_length=12, inference_overlap=6
+    ).replace(keyframes=(0, 4, 8, 11))
+
+
 def test_repo_params_load():
     p = load_params(ROOT / "params.yaml")
     assert isinstance(p, Params) and p.windows.length > p.windows.overlap
@@ -64,7 +75,7 @@ def test_models_are_frozen_and_replace_validates():
     with pytest.raises(ConfigError, match=r"params\.yaml: model\.channels = 1 is invalid; allowed: integer >= 2"):
         p.model.replace(channels=1)
     with pytest.raises(ConfigError, match=r"windows\.overlap = 4 is invalid; .*\[0, windows\.length=4\)"):
-        WindowParams(length=4, overlap=4, keyframes=[0])
+        WindowParams(length=4, overlap=4, keyframes=[0], inference_length=8, inference_overlap=4)
 
 
 def test_checkpoint_style_round_trip():
@@ -110,6 +121,7 @@ def test_merged_applies_nested_overrides():
         (("windows.keyframes", [4, 0]), r"windows\.keyframes = \[4, 0\] is invalid"),
         (("windows.keyframes", [0, 0]), r"windows\.keyframes = \[0, 0\] is invalid"),
         (("windows.length", 1), r"windows\.length = 1 is invalid; allowed: integer >= 2"),
+        (("windows.inference_overlap", 24), r"windows\.inference_overlap = 24 is invalid; .*inference_length=24\)"),
         (("decode.size", 15), r"decode\.size = 15 is invalid; allowed: even integer in \[16, 4096\]"),
         (("decode.size", 250), r"decode\.size = 250 is invalid; .*a multiple of teacher\.low_res_factor=4"),
         (("train.crop", 512), r"train\.crop = 512 is invalid; allowed: integer in \[8, decode\.size=256\]"),

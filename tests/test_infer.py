@@ -18,7 +18,9 @@ TINY_MODEL = ModelParams.from_file(channels=8, ssm_hidden=8, d_state=4)
 
 
 def _windows(length, overlap, keyframes=(0,)):
-    return WindowParams(length=length, overlap=overlap, keyframes=list(keyframes))
+    return WindowParams(
+        length=length, overlap=overlap, keyframes=list(keyframes), inference_length=length, inference_overlap=overlap
+    )
 
 
 def _refine(clip, out, windows, model=None, **infer):

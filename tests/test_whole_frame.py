@@ -210,11 +210,12 @@ def test_fast_mode_overlaps_windows_less_and_changes_nothing_else():
     base = ["clip.mp4", "--hfov-deg", "70", "--out", "out"]
     settings = load_settings(DEFAULTS)
     plain, fast = (with_overrides(settings, parse_args(base + extra)) for extra in ([], ["--fast"]))
-    assert plain.windows.overlap == settings.windows.overlap > FAST_OVERLAP == fast.windows.overlap
-    assert fast.windows.replace(overlap=plain.windows.overlap) == plain.windows
+    assert plain.windows.inference_overlap == settings.windows.inference_overlap > FAST_OVERLAP
+    assert fast.windows.for_inference().overlap == FAST_OVERLAP
+    assert fast.windows.replace(inference_overlap=plain.windows.inference_overlap) == plain.windows
     assert (fast.decode, fast.infer, fast.teacher) == (plain.decode, plain.infer, plain.teacher)
-    n = plain.windows.length
-    assert len(window_starts(48, n, FAST_OVERLAP)) < len(window_starts(48, n, plain.windows.overlap))
+    n = plain.windows.inference_length
+    assert len(window_starts(96, n, FAST_OVERLAP)) < len(window_starts(96, n, plain.windows.inference_overlap))
 
 
 def test_packaged_defaults_validate_and_equal_params_yaml():

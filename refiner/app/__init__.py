@@ -1,3 +1,3 @@
 """The ``refiner-video`` application: command line, settings, cache, output folder and defaults.yaml."""
 
-FAST_OVERLAP = 2  # --fast: frames shared by consecutive windows (12-frame windows: 5 instead of 7 per 48 frames)
+FAST_OVERLAP = 2  # --fast: frames shared by consecutive inference windows (24 frames: a new one every 22, not 12)

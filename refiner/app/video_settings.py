@@ -69,7 +69,8 @@ def with_overrides(s: Settings, args: argparse.Namespace) -> Settings:
     """The command line's decode options, per-frame exports (``--export npy,png16``) and ``--fast``."""
     decode = s.decode.replace(size=args.size or s.decode.size, crop=args.crop or s.decode.crop)
     infer = s.infer.replace(export_npy="npy" in args.export, export_png16="png16" in args.export)
-    windows = s.windows.replace(overlap=min(FAST_OVERLAP, s.windows.overlap)) if args.fast else s.windows
+    fast = min(FAST_OVERLAP, s.windows.inference_overlap)
+    windows = s.windows.replace(inference_overlap=fast) if args.fast else s.windows
     return Settings(decode, windows, infer, s.teacher, s.stereo, s.source)
 
 

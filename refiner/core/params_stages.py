@@ -23,20 +23,32 @@ class DecodeParams(Section):
 
 
 class WindowParams(Section):
-    """Temporal windows shared by training and inference."""
+    """Temporal windows: training's (``length``, ``overlap``, ``keyframes``) and the longer ones inference slides."""
 
     length: int = Field(ge=2)
     overlap: int = Field(ge=0)
     keyframes: Seq[int]
+    inference_length: int = Field(ge=2)
+    inference_overlap: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _inside(self) -> Self:
         if self.overlap >= self.length:
             raise bad("overlap", self.overlap, f"integer in [0, windows.length={self.length})")
+        if self.inference_overlap >= self.inference_length:
+            allowed = f"integer in [0, windows.inference_length={self.inference_length})"
+            raise bad("inference_overlap", self.inference_overlap, allowed)
         k = self.keyframes
         if list(k) != sorted(set(k)) or not all(0 <= x < self.length for x in k):
             raise bad("keyframes", k, f"sorted, distinct integers in [0, windows.length={self.length})")
         return self
+
+    def for_inference(self) -> Self:
+        """The windows inference slides: ``inference_length`` frames sharing ``inference_overlap``, keyframes at
+        the same relative positions (0, 4, 8 of 12 → 0, 8, 16 of 24)."""
+        n = self.inference_length
+        keys = sorted({min(round(k * n / self.length), n - 1) for k in self.keyframes})
+        return self.replace(length=n, overlap=self.inference_overlap, keyframes=keys)
 
 
 class TeacherParams(Section):

@@ -333,7 +333,8 @@ def run_infer(
         source = dict(extra or {})
         if review:
             source = {"review": review_video(reports_tmp / "side_by_side.mp4", clip, store_map(clip.dec)), **source}
-        refinement, streams = Refinement(model, clip, params.windows, params.infer, device, cuts), Streams()
+        windows = params.windows.for_inference()
+        refinement, streams = Refinement(model, clip, windows, params.infer, device, cuts), Streams()
         writers = _writers(clip, params.infer, out_tmp, next(iter(tmps), None), reports_tmp, source, streams)
         with Progress(clip.frames, "refine + write", streams.finished, progress) as bar:
             refinement.note = bar.note
