@@ -29,7 +29,7 @@ class GroundTruthTrap(Clip):
 
 def _params(steps: int):
     return tiny_params(
-        windows={"length": 4, "overlap": 2, "keyframes": [0, 2]},
+        windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
         adapt={"steps": steps, "crop": 16, "batch_size": 2, "lr": 0.01},
         model=TINY.model_dump(),
     )

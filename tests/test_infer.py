@@ -79,7 +79,8 @@ def test_drift_trend_of_a_line_and_non_finite_input():
 def test_run_infer_writes_outputs_and_never_runs_the_teacher(tmp_path):
     manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=3)
     params = tiny_params(
-        windows={"length": 4, "overlap": 2, "keyframes": [0, 2]}, model={"channels": 8, "ssm_hidden": 8}
+        windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
+        model={"channels": 8, "ssm_hidden": 8},
     )
     clip, _ = open_clip(manifest, "te")
     stats = run_infer(
@@ -107,7 +108,9 @@ def test_infer_outputs_change_together_or_not_at_all(tmp_path, monkeypatch):
     """Case 9 of the reliability issue: a failure after the refined store is written (here in the video export)
     keeps the previous store, frames and reports; nothing half-new is left beside them."""
     manifest = make_corpus(tmp_path, frames=6, size=32, static_frames=3)
-    params = tiny_params(windows={"length": 4, "overlap": 2, "keyframes": [0, 2]})
+    params = tiny_params(
+        windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4}
+    )
     clip, _ = open_clip(manifest, "te")
     outs = (tmp_path / "out.zarr", tmp_path / "frames", tmp_path / "rep")
     model = Refiner(params.model, 4)

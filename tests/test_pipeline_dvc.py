@@ -35,7 +35,7 @@ TINY = {
     },
     "decode": {"size": 32},
     "prepare": {"shards": [0, 1], "local_cpus": 2},  # tr_a, va in shard 0; tr_b, te_a, te_b in shard 1
-    "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2]},
+    "windows": {"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
     "train": {"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "init": None},
     "model": {"channels": 4, "ssm_hidden": 4, "d_state": 2},
     "evaluate": {"bilateral_radius": 1},

@@ -48,7 +48,10 @@ from .adapter_fixtures import write_tum
 from .clip_fixtures import ROOT, make_clip, make_corpus, tiny_params
 
 TINY_MODEL = ModelParams.from_file(ROOT / "params.yaml", channels=4, ssm_hidden=4, d_state=2)
-P = tiny_params(windows={"length": 4, "overlap": 2, "keyframes": [0, 2]}, evaluate={"bilateral_radius": 1})
+P = tiny_params(
+    windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
+    evaluate={"bilateral_radius": 1},
+)
 CAM = {"fx": 60.0, "fy": 60.0, "cx": 31.5, "cy": 23.5}  # the camera of the 64x48 TUM folders below
 
 
@@ -558,7 +561,7 @@ from refiner.training.train import train
 from tests.clip_fixtures import tiny_params
 root, out = sys.argv[1:3]
 p = tiny_params(
-    windows={"length": 4, "overlap": 2, "keyframes": [0, 2]},
+    windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
     train={"steps": 6, "eval_every": 6, "crop": 16, "warmup_steps": 1, "batch_size": 2, "init": None},
     model={"channels": 8, "ssm_hidden": 8, "d_state": 4},
 )

@@ -22,7 +22,7 @@ from .clip_fixtures import make_corpus, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "windows": {"length": 6, "overlap": 3, "keyframes": [0, 2, 4]},
+    "windows": {"length": 6, "overlap": 3, "keyframes": [0, 2, 4], "inference_length": 12, "inference_overlap": 6},
     "train": {"steps": 4, "eval_every": 2, "crop": 16, "warmup_steps": 1, "batch_size": 2, "init": None},
     "model": {"channels": 8, "ssm_hidden": 8, "d_state": 4},
 }

@@ -230,7 +230,7 @@ def test_packaged_defaults_validate_and_equal_params_yaml():
 def test_non_square_windows_train_and_infer(tmp_path):
     manifest = make_corpus(tmp_path, frames=8, size=16, static_frames=4, render=(18, 32))  # 16 x 28 canonical
     params = tiny_params(
-        windows={"length": 4, "overlap": 2, "keyframes": [0, 2]},
+        windows={"length": 4, "overlap": 2, "keyframes": [0, 2], "inference_length": 8, "inference_overlap": 4},
         train={"steps": 2, "eval_every": 2, "crop": 16, "warmup_steps": 1, "batch_size": 2, "init": None},
         model={"channels": 4, "ssm_hidden": 4, "d_state": 2},
         infer={"export_npy": True},
