@@ -161,6 +161,10 @@ def test_pose_loss_skips_windows_without_poses_and_pixels_where_gt_disagrees():
     jumped = gt * torch.tensor([1.0, 1.05, 1.0]).reshape(1, 3, 1, 1, 1)
     assert pose_loss(jumped, gt, K, torch.zeros_like(poses), 0.02).item() == 0.0  # no poses: nothing to warp by
     assert pose_loss(jumped, torch.zeros_like(gt), K, poses, 0.02).item() == 0.0  # no GT: no pixel is chosen
+    far = gt * torch.tensor([1.0, 1.5, 1.0]).reshape(1, 3, 1, 1, 1)  # would add log 1.5 were it warped at all
+    pair = [torch.cat([a, b]) for a, b in ((jumped, far), (gt, gt), (K, K), (poses, torch.zeros_like(poses)))]
+    alone = pose_loss(jumped, gt, K, poses, 0.02)
+    assert pose_loss(*pair, 0.02).item() == pytest.approx(alone.item(), rel=1e-6)  # the pose-less window adds nothing
     mover = gt.clone()
     mover[:, 1, :, :, 16:] = 1.0  # a moving object: half of frame 1 jumps to 1 m in GT
     half = jumped.clone()

@@ -210,9 +210,6 @@ class ClipPart:
     def K(self, frames: slice = slice(None)) -> np.ndarray:
         return self.clip.K(self._shift((frames,))[0])
 
-    def poses(self, frames: slice = slice(None)) -> np.ndarray | None:
-        return self.clip.poses(self._shift((frames,))[0])
-
 
 def _frame_slice(win: Region) -> slice:
     """The window's frames as a slice (a single frame index t → t..t+1)."""

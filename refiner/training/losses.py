@@ -95,12 +95,11 @@ def _pair_frames(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def pose_loss(depth: torch.Tensor, gt: torch.Tensor, K: torch.Tensor, poses: torch.Tensor, tol: float) -> torch.Tensor:
     """L_pose (module docstring): depth, gt [B, N, 1, H, W], K [B, N, 3, 3], camera-to-world poses [B, N, 4, 4]
     (all zero where the clip has none: those windows add nothing)."""
-    b, n, _, h, w = depth.shape
+    n = depth.shape[1]
     have = poses[:, :, 3, 3] != 0
     if n < 2 or not bool(have.all(1).any()):
         return depth.sum() * 0
-    eye = torch.eye(4, dtype=poses.dtype, device=poses.device)
-    poses = torch.where(have[..., None, None], poses, eye)
+    poses = torch.where(have[..., None, None], poses, torch.eye(4, dtype=poses.dtype, device=poses.device))
     pairs = map(_pair_frames, (depth[:, :, 0].float(), gt[:, :, 0], K, poses))
     d_src, d_dst, g_src, g_dst, k_src, k_dst, p_src, p_dst = (f.flatten(0, 1) for pair in pairs for f in pair)
     T = relative_pose(p_src, p_dst).float()
@@ -109,7 +108,7 @@ def pose_loss(depth: torch.Tensor, gt: torch.Tensor, K: torch.Tensor, poses: tor
         z_gt, g_at, inside_gt = reproject_and_sample(g_src, g_dst, k_src, k_dst, T)
         agree = (torch.log(z_gt.clamp_min(_EPS)) - torch.log(g_at.clamp_min(_EPS))).abs() < tol
         ok = inside & inside_gt & agree & (g_src > 0) & (g_at > 0) & (d_src > 0) & (sampled > 0)
-        ok &= _pair_frames(have.all(1, keepdim=True).expand(b, n))[0].flatten()[:, None, None]
+        ok &= have.all(1).repeat_interleave(2 * (n - 1))[:, None, None]  # only pairs of windows with poses
     err = (torch.log(z.clamp_min(_EPS)) - torch.log(sampled.clamp_min(_EPS))).abs()
     return (err * ok).sum() / ok.sum().clamp_min(1)
 
