@@ -545,8 +545,8 @@ def bench_infer(tmp: Path) -> dict:
     clip = _clip(tmp, 48, 128)
     params = load_params(ROOT / "params.yaml")
     model = Refiner(params.model, 4).eval()
-    win = params.windows.for_inference()
-    t_infer = _timed(lambda: refine_clip(model, clip, tmp / "o.zarr", win, params.infer, progress=False))
+    win = params.windows.for_inference()  # what refine_clip slides
+    t_infer = _timed(lambda: refine_clip(model, clip, tmp / "o.zarr", params.windows, params.infer, progress=False))
     x = torch.rand(1, win.length, 1, 128, 128) + 1
 
     @torch.no_grad()
@@ -555,7 +555,7 @@ def bench_infer(tmp: Path) -> dict:
             model(x, x.clamp(0, 1))
 
     t_bare = _timed(bare)
-    fast = win.replace(overlap=min(FAST_OVERLAP, win.overlap))  # refiner-video --fast
+    fast = params.windows.replace(inference_overlap=min(FAST_OVERLAP, win.overlap))  # refiner-video --fast
     t_fast = _timed(lambda: refine_clip(model, clip, tmp / "f.zarr", fast, params.infer, progress=False))
     return {
         "frames": 48,
@@ -574,7 +574,7 @@ def _memory_child(stage: str, root: str) -> None:
     model = Refiner(params.model.replace(channels=16, ssm_hidden=16), 4).eval() if stage == "infer" else None
     before = _peak_rss_mb()
     if model is not None:
-        refine_clip(model, clip, root / "refined.zarr", params.windows.for_inference(), params.infer, progress=False)
+        refine_clip(model, clip, root / "refined.zarr", params.windows, params.infer, progress=False)
     else:
         evaluate_clip(clip, str(root / "refined.zarr"), params.evaluate, params.windows.length)
     print(_peak_rss_mb(), _peak_rss_mb() - before)
@@ -660,7 +660,7 @@ def _refine_alone(model: torch.nn.Module, clip: Clip, threads: int) -> float:
     params = load_params(ROOT / "params.yaml")
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    for _ in Refinement(model, clip, params.windows.for_inference(), params.infer):
+    for _ in Refinement(model, clip, params.windows, params.infer):
         pass
     return time.perf_counter() - t0
 

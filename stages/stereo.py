@@ -22,7 +22,7 @@ def main() -> None:
     params = load_params()
     clip, _ = open_clip(manifest, name)
     group = params.teacher_of(name)
-    refine = clip_refiner(model_path, params.windows.for_inference(), params.infer)
+    refine = clip_refiner(model_path, params.windows, params.infer)
     with tempfile.TemporaryDirectory() as work:  # every method's depth of both eyes, on disk: flat memory
         left, right = both_eye_depths(
             clip, name, refined, params.teacher.resolve(group), group, refine, params.evaluate, Path(work)

@@ -9,7 +9,7 @@ import zarr
 
 from refiner.core.config import InferParams, ModelParams, WindowParams
 from refiner.data.clip import open_clip
-from refiner.inference.infer import drift_trend, occlusion_weights, refine_clip, run_infer
+from refiner.inference.infer import Refinement, drift_trend, occlusion_weights, refine_clip, run_infer
 from refiner.model.refiner import Refiner
 
 from .clip_fixtures import make_clip, make_corpus, open_entry, tiny_params
@@ -53,6 +53,20 @@ def test_blending_passes_a_constant_residual_through_unchanged(tmp_path):
     _refine(clip, tmp_path / "out.zarr", _windows(6, 3), model=_ConstantResidual())
     out, tea = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(clip.teacher_path, mode="r")
     np.testing.assert_allclose(out["depth"][...], 1.01 * tea["depth"][...], rtol=1e-5)
+
+
+def test_refinement_slides_the_inference_windows(tmp_path):
+    clip = open_entry(make_clip(tmp_path, "c", frames=13, size=32, static_frames=2))
+    windows = WindowParams(length=4, overlap=2, keyframes=[0, 2], inference_length=8, inference_overlap=4)
+    seen = []
+
+    class _Lengths(_ConstantResidual):
+        def forward(self, depth, *args, **kwargs):
+            seen.append(depth.shape[1])
+            return super().forward(depth, *args, **kwargs)
+
+    frames = [t for t, *_ in Refinement(_Lengths(), clip, windows, InferParams.from_file())]
+    assert frames == list(range(13)) and seen == [8, 8, 8]  # 13 frames, stride 4: windows at 0, 4 and 5 (the end)
 
 
 def test_memory_does_not_grow_with_clip_length(tmp_path):

@@ -90,5 +90,5 @@ def adapt_and_refine(name: str, manifest: str, model_path: str, out: Path, param
     adapted, summary = adapt(model, [clip], params, params.adapt.steps)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        stats = refine_clip(adapted, clip, tmp / ADAPTED_STORE, params.windows.for_inference(), params.infer)
+        stats = refine_clip(adapted, clip, tmp / ADAPTED_STORE, params.windows, params.infer)
     return {**summary, "clips": [name], "clamp_hit_rate": stats["clamp_hit_rate"]}

@@ -191,10 +191,12 @@ def _refine_scene(
 class Refinement:
     """The refined frames of a clip as ``(t, refined, teacher)``, in clip order, one window in memory. Each scene
     between ``cuts`` (:mod:`refiner.data.cuts`) is refined as a clip of its own: carried Mamba state, window blending,
-    confidence EMA and the drift monitor start afresh at a cut. ``note(text)`` hears which window runs."""
+    confidence EMA and the drift monitor start afresh at a cut. ``note(text)`` hears which window runs. It slides
+    the inference windows of ``windows`` (:meth:`refiner.core.config.WindowParams.for_inference`)."""
 
     def __init__(self, model, clip: Clip, windows: WindowParams, p: InferParams, device="cpu", cuts=None) -> None:
-        self.model, self.clip, self.windows, self.p, self.device = model, clip, windows, p, torch.device(device)
+        self.model, self.clip, self.p, self.device = model, clip, p, torch.device(device)
+        self.windows = windows.for_inference()
         self.cuts = None if cuts is None else [a for a, _ in segments(cuts, clip.frames)[1:]]
         self.scenes = segments(self.cuts or [], clip.frames)
         self.monitors: list[_Monitor] = []
@@ -333,8 +335,7 @@ def run_infer(
         source = dict(extra or {})
         if review:
             source = {"review": review_video(reports_tmp / "side_by_side.mp4", clip, store_map(clip.dec)), **source}
-        windows = params.windows.for_inference()
-        refinement, streams = Refinement(model, clip, windows, params.infer, device, cuts), Streams()
+        refinement, streams = Refinement(model, clip, params.windows, params.infer, device, cuts), Streams()
         writers = _writers(clip, params.infer, out_tmp, next(iter(tmps), None), reports_tmp, source, streams)
         with Progress(clip.frames, "refine + write", streams.finished, progress) as bar:
             refinement.note = bar.note
