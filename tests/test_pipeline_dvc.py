@@ -89,30 +89,34 @@ def test_repro_builds_the_corpus_trains_and_reports_the_test_split(repo):
     assert not [s for s in ran if s.split("@")[0] in ("synth", "decode", "teacher", "guidance")]
     for clip in CLIPS:
         assert (tmp / f"data/clips/{shard_of(clip, 2)}/{clip}/guidance.zarr/zarr.json").is_file()
-    assert {s for s in ran if s.split("@")[0] in ("adapt", "infer", "evaluate", "stereo")} == {
-        f"{s}@{c}" for s in ("adapt", "infer", "evaluate", "stereo") for c in ("te_a", "te_b")
-    }
+    assert {s for s in ran if s.startswith("test@")} == {"test@0", "test@1"}  # one stage per shard, not per clip
+    assert "0 test clips: 0 run" in out and "2 test clips: 2 run, 0 up to date" in out  # te_a, te_b: shard 1
     agg = json.loads((tmp / "reports/metrics.json").read_text())
     assert agg["clips"] == ["te_a", "te_b"]
     groups = agg["groups"]  # one group per teacher; the adapted refiner only where adapt.clips lists the clip
     assert groups["simulated"]["clips"] == ["te_a"] and groups["learned"]["clips"] == ["te_b"]
     assert "refiner_adapt" in groups["learned"]["methods"] and "refiner_adapt" not in groups["simulated"]["methods"]
-    assert (tmp / "data/adapt/te_a/NOT_ADAPTED").is_file() and (tmp / "data/adapt/te_b/refined.zarr").is_dir()
-    per = {c: json.loads((tmp / f"reports/clips/{c}/metrics.json").read_text()) for c in ("te_a", "te_b")}
+    test = tmp / "data/test/1"
+    assert (test / "te_a/adapted/NOT_ADAPTED").is_file() and (test / "te_b/adapted/refined.zarr").is_dir()
+    assert {p.name for p in (test / "te_b").iterdir()} >= {"refined.zarr", "side_by_side.mp4", "stereo_sbs.mp4"}
+    per = {c: json.loads((tmp / f"reports/clips/1/{c}/metrics.json").read_text()) for c in ("te_a", "te_b")}
+    shard = json.loads((tmp / "reports/clips/1.json").read_text())  # the stage's metrics: each clip's figures
+    assert shard["te_b"]["methods"] == per["te_b"]["methods"] and "refiner_adapt" in shard["te_b"]["methods"]
     for method, figures in agg["methods"].items():
         for key, value in figures.items():
             assert value == pytest.approx(
                 (per["te_a"]["methods"][method][key] + per["te_b"]["methods"][method][key]) / 2
             )
     assert per["te_a"]["clip"]["split"] == "test"
-    assert "Frames held out" not in (tmp / "reports/clips/te_a/evaluation.md").read_text()
+    assert "Frames held out" not in (tmp / "reports/clips/1/te_a/evaluation.md").read_text()
     shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], tmp, env)
     assert "reports/metrics.json" in shown.stdout and "reports/train/metrics.json" in shown.stdout
 
 
 def _untouched(tmp: Path, clips: list[str]) -> dict[str, tuple[int, int]]:
-    """(inode, mtime) of every file the prepare stage wrote for these clips."""
-    files = [f for c in clips for root in ("data/clips", "reports/teacher") for f in (tmp / root).glob(f"*/{c}/**/*")]
+    """(inode, mtime) of every file the prepare and test stages wrote for these clips."""
+    roots = ("data/clips", "reports/teacher", "data/test", "reports/clips")
+    files = [f for c in clips for root in roots for f in (tmp / root).glob(f"*/{c}/**/*")]
     return {str(f): (f.stat().st_ino, f.stat().st_mtime_ns) for f in files if f.is_file()}
 
 
@@ -130,10 +134,10 @@ def test_second_repro_does_nothing_and_a_test_clip_change_reruns_that_clip_only(
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run([sys.executable, "-m", "dvc", "repro"], tmp, env)
     ran = _ran(third.stdout)
-    assert {"shards", "prepare@1", "manifest", "infer@te_b", "evaluate@te_b", "stereo@te_b", "report"} <= ran
+    assert {"shards", "prepare@1", "manifest", "test@1", "report"} <= ran
     assert "train" not in ran and "prepare@0" not in ran  # te_b's shard only, and no training for a test clip
-    assert not any(s.endswith(("@te_a", "@tr_a", "@tr_b", "@va")) for s in ran)
     assert "3 clips: 1 prepared, 2 up to date" in third.stdout  # inside prepare@1: te_b's work only
+    assert "2 test clips: 1 run, 1 up to date" in third.stdout  # inside test@1: te_b only
     assert _untouched(tmp, ["tr_a", "tr_b", "va", "te_a"]) == others  # no other clip's file was written
     status = _run([sys.executable, "-m", "dvc", "status"], tmp, env)
     assert "up to date" in status.stdout

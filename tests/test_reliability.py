@@ -299,25 +299,29 @@ def test_intrinsics_file_with_an_unknown_or_a_repeated_key_is_rejected(video, tm
 
 
 def test_truncated_chunk_names_store_array_frame_and_the_stage_to_re_run(tmp_path):
-    """The infer stage's script on a pipeline whose teacher store has a chunk cut in half on disk."""
-    for name in ("params.yaml", "dvc.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
+    """The test stage's script on a pipeline whose teacher store has a chunk cut in half on disk."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    clips = {n: {"kind": "synthetic", "seed": i} for i, n in enumerate(("tr_a", "tr_b", "va", "te"))}  # make_corpus's
+    params["corpus"].update(clips=clips, train=["tr_a", "tr_b"], val=["va"], test=["te"])
+    params["adapt"].update(clips=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
     make_corpus(tmp_path / "data", frames=10, size=32, static_frames=5, clips_dir="clips/0")  # shard 0's layout
     chunk = tmp_path / "data/clips/0/te/teacher.zarr/depth/c.3.0.0"
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     _model(tmp_path / "m.safetensors")
-    args = ["te", "data/manifest", "m.safetensors", "data/infer/te.zarr", "data/infer/te_frames", "reports/te/infer"]
+    args = ["0", "data/manifest", "m.safetensors", "data/test/0", "reports/clips/0", "reports/clips/0.json"]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages/infer.py"), *args], cwd=tmp_path, env=_env(), capture_output=True, text=True
+        [sys.executable, str(ROOT / "stages/test.py"), *args], cwd=tmp_path, env=_env(), capture_output=True, text=True
     )
     assert re.fullmatch(
-        r"error: \S*/data/clips/0/te/teacher\.zarr/depth: frame 3 cannot be decoded \(.*\): its chunk file c\.3\.0\.0 "
-        r"is truncated or corrupt; re-run the stage that writes it: "
-        r"dvc repro -f -s pipelines/prepare/dvc\.yaml:prepare@0",
+        r"error: test clip te: \S*/data/clips/0/te/teacher\.zarr/depth: frame 3 cannot be decoded \(.*\): its chunk "
+        r"file c\.3\.0\.0 is truncated or corrupt; re-run the stage that writes it: "
+        r"dvc repro -f -s pipelines/prepare/dvc\.yaml:prepare@0 \(1 of 1 clips failed; .*\)",
         _one_line_error(done),
     )
-    assert not (tmp_path / "data/infer/te.zarr").exists()
+    assert not (tmp_path / "data/test/0/te").exists() and not (tmp_path / "reports/clips/0/te").exists()
 
 
 # --- 7. a checkpoint whose tensors have other shapes ---
@@ -404,7 +408,7 @@ CLIPS = {
     "va": {"kind": "synthetic", "seed": 3, "camera_path": "forward"},
     "te": {"kind": "synthetic", "seed": 4, "camera_path": "orbit"},
 }
-ORDER = ("shards", "prepare", "manifest", "infer", "adapt", "evaluate", "stereo", "report")
+ORDER = ("shards", "prepare", "manifest", "test", "report")
 TUM_LABEL = SimulatedTeacher.label  # what the teacher stage records in the store
 
 
@@ -414,7 +418,7 @@ def _stage_commands(stage: str, params: dict) -> list[list[str]]:
     body = yaml.safe_load(path.read_text())["stages"][stage]
     if "foreach" not in body:
         return [body["cmd"].split()]
-    section, key = body["foreach"][2:-1].split(".")  # ${corpus.test}, ${prepare.shards}
+    section, key = body["foreach"][2:-1].split(".")  # ${prepare.shards}
     cmd = body["do"]["cmd"]
     return [cmd.replace("${key}", str(n)).replace("${item}", str(n)).split() for n in params[section][key]]
 
@@ -434,6 +438,7 @@ def mini(tmp_path_factory):
     params["windows"].update(length=4, overlap=2, keyframes=[0, 2])
     params["train"].update(crop=16)
     params["evaluate"].update(bilateral_radius=1)
+    params["test"].update(workers=1)  # in this process (tests/test_pipeline_dvc.py runs the worker pool)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "data/train").mkdir(parents=True)
     _model(root / "data/train/model.safetensors")
@@ -455,7 +460,7 @@ def _json(root: Path, path: str) -> dict:
 
 
 def test_reports_say_what_is_rendered_real_or_simulated_per_clip_and_in_all(mini):
-    kin, te = (_json(mini, f"reports/clips/{n}/metrics.json")["clip"]["provenance"] for n in ("kin", "te"))
+    kin, te = (_json(mini, f"reports/clips/0/{n}/metrics.json")["clip"]["provenance"] for n in ("kin", "te"))
     assert kin == {
         "dataset": "tum",
         "frames": "real",
@@ -474,18 +479,17 @@ def test_reports_say_what_is_rendered_real_or_simulated_per_clip_and_in_all(mini
     )
     every = [mini / "reports/metrics.json", mini / "reports/evaluation.md", *(mini / "reports/clips").rglob("*")]
     assert not [p for p in every if p.suffix in (".json", ".md") and "synthetic_stand_in" in p.read_text()]
-    md = (mini / "reports/clips/kin/evaluation.md").read_text()
+    md = (mini / "reports/clips/0/kin/evaluation.md").read_text()
     assert f"a real TUM clip (real depth GT) with the simulated teacher: {TUM_LABEL}." in md
-    assert (
-        "stand-in" not in md and "Rendered clips are stand-ins" in (mini / "reports/clips/te/evaluation.md").read_text()
-    )
-    assert _json(mini, "reports/clips/kin/stereo/metrics.json")["provenance"] == kin
-    assert _json(mini, "reports/clips/kin/infer/metrics.json")["provenance"] == kin
+    rendered = (mini / "reports/clips/0/te/evaluation.md").read_text()
+    assert "stand-in" not in md and "Rendered clips are stand-ins" in rendered
+    assert _json(mini, "reports/clips/0/kin/stereo/metrics.json")["provenance"] == kin
+    assert _json(mini, "reports/clips/0/kin/infer/metrics.json")["provenance"] == kin
 
 
 def test_a_clip_without_a_still_segment_keeps_the_figure_for_the_others_and_says_why(mini):
     agg = _json(mini, "reports/metrics.json")
-    per = {n: _json(mini, f"reports/clips/{n}/metrics.json")["methods"] for n in ("te", "kin")}
+    per = {n: _json(mini, f"reports/clips/0/{n}/metrics.json")["methods"] for n in ("te", "kin")}
     for figure in ("flicker_std_rel", "disparity_jitter_px"):
         assert figure not in per["kin"]["refiner"]
         assert agg["methods"]["refiner"][figure] == pytest.approx(per["te"]["refiner"][figure])
@@ -494,7 +498,7 @@ def test_a_clip_without_a_still_segment_keeps_the_figure_for_the_others_and_says
     assert agg["methods"]["refiner"]["absrel"] == pytest.approx(
         (per["te"]["refiner"]["absrel"] + per["kin"]["refiner"]["absrel"]) / 2
     )
-    stereo = _json(mini, "reports/clips/kin/stereo/metrics.json")
+    stereo = _json(mini, "reports/clips/0/kin/stereo/metrics.json")
     assert set(stereo["skipped"]) == {"both_eyes", "still"} and stereo["refiner"] == {}
     assert "still-camera segment" in agg["skipped"]["kin"]["flicker"]
     assert "right eye" in agg["skipped"]["kin"]["stereo.both_eyes"] and "stereo.still" in agg["skipped"]["kin"]
@@ -509,7 +513,7 @@ def test_a_clip_without_a_still_segment_keeps_the_figure_for_the_others_and_says
 
 
 def test_stereo_video_of_a_tum_clip_has_its_source_resolution_and_its_left_eye_is_the_source_image(mini):
-    frames = list(decode_frames(mini / "reports/clips/kin/stereo/stereo_sbs.mp4"))
+    frames = list(decode_frames(mini / "data/test/0/kin/stereo_sbs.mp4"))
     assert len(frames) == 9 and frames[0].shape == (48, 128, 3)  # 2 x 64 wide, 48 high (canonical: 44 x 32)
     source = Image.open(sorted((mini / "tum/rgbd_dataset_freiburg1_xyz/rgb").iterdir())[0]).convert("RGB")
     dec = zarr.open_group(str(mini / "data/clips/0/kin/decoded.zarr"), mode="r")
@@ -522,7 +526,7 @@ def test_stereo_video_of_a_tum_clip_has_its_source_resolution_and_its_left_eye_i
         )
 
     assert luma_error(source) < 0.5 * luma_error(canonical.numpy())  # the source image, not the canonical upsampled
-    infer = next(decode_frames(mini / "reports/clips/kin/infer/side_by_side.mp4"))
+    infer = next(decode_frames(mini / "data/test/0/kin/side_by_side.mp4"))
     assert infer.shape == (48, 3 * 64, 3)
 
 
@@ -540,11 +544,11 @@ def test_frames_of_a_clip_whose_source_is_gone_come_back_at_the_source_resolutio
 
 
 def test_a_15_hz_clip_writes_15_fps_videos(mini):
-    assert _json(mini, "reports/clips/kin/metrics.json")["clip"]["frames"] == 9
+    assert _json(mini, "reports/clips/0/kin/metrics.json")["clip"]["frames"] == 9
     decoded = zarr.open_group(str(mini / "data/clips/0/kin/decoded.zarr"), mode="r")
     assert decoded.attrs["fps"] == pytest.approx(15, 1e-4)
-    for video in ("infer/side_by_side.mp4", "stereo/stereo_sbs.mp4"):
-        with av.open(str(mini / "reports/clips/kin" / video)) as c:
+    for video in ("side_by_side.mp4", "stereo_sbs.mp4"):
+        with av.open(str(mini / "data/test/0/kin" / video)) as c:
             assert c.streams.video[0].average_rate == 15, video  # 14.99992 was truncated to 14
 
 

@@ -6,7 +6,7 @@
 2. scene cuts (:mod:`refiner.data.cuts`);
 3. ``--adapt STEPS``: a GT-free fine-tuned copy of the model on this video's teacher outputs
    (:func:`refiner.inference.adapt.adapt`); it needs the whole teacher store, so it runs before the streaming pass;
-4. one streaming pass, :func:`refiner.inference.infer.run_infer` (the infer stage's function): refine window by window,
+4. one streaming pass, :func:`refiner.inference.infer.run_infer` (the test stage's infer step): refine window by window,
    each scene afresh, and every writer on its own thread behind a bounded queue (:mod:`refiner.core.streaming`,
    :mod:`refiner.inference.sinks`), so memory does not grow with the video's length.
 

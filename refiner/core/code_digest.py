@@ -1,14 +1,16 @@
 """Which ``refiner`` source files a module runs (its imports, transitively) and a content digest of them.
 
-Clip preparation keys every step's record on the code it ran (:mod:`refiner.data.prepare`), and the test of the
-dvc.yaml deps (``tests/test_dvc_deps.py``) checks each stage script's closure against its deps: both read the
-imports from the source (``ast``), so nothing is imported to find them.
+Clip preparation keys every step's record on the code it ran (:mod:`refiner.data.prepare`), the test stage each
+clip's (:mod:`refiner.inference.heldout_shard`), and the test of the dvc.yaml deps (``tests/test_dvc_deps.py``)
+checks each stage script's closure against its deps: all read the imports from the source (``ast``), so nothing is
+imported to find them.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 from functools import cache
 from pathlib import Path
 
@@ -68,3 +70,17 @@ def code_digest(*modules: str) -> str:
     for f in sorted(files):
         h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
+
+
+@cache
+def plugin_digest(target: str) -> str:
+    """Digest of a plug-in's code (``module:attr`` or ``module``): its refiner modules' closure, else its module
+    file's bytes."""
+    module = target.partition(":")[0]
+    if module_file(module) is not None:
+        return code_digest(module)
+    spec = importlib.util.find_spec(module)
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    if origin is None or not origin.is_file():
+        raise ImportError(f"teacher plug-in {target}: module {module} not found; install the package that provides it")
+    return hashlib.sha256(origin.read_bytes()).hexdigest()

@@ -33,6 +33,7 @@ from refiner.core.params_stages import (
     PrepareParams,
     StereoParams,
     TeacherParams,
+    TestParams,
     TrainParams,
     WindowParams,
 )
@@ -56,6 +57,7 @@ class Params(Section):
     model: ModelParams
     evaluate: EvaluateParams
     stereo: StereoParams
+    test: TestParams
 
     @model_validator(mode="after")
     def _across_sections(self) -> Self:

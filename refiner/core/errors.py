@@ -75,3 +75,15 @@ def writer_target(path: str | Path) -> str | None:
                 if m:
                     return repro_target(stage, m.groupdict().get("item"))
     return None
+
+
+def raise_failures(failures: list[str], tried: int) -> None:
+    """After every clip of a stage has had its turn: print all but the first failure, raise the first as one line
+    (the clips that succeeded are done and are skipped when the stage runs again)."""
+    for line in failures[1:]:
+        print(f"failed: {line}", file=sys.stderr)
+    if failures:
+        raise RuntimeError(
+            f"{failures[0]} ({len(failures)} of {tried} clips failed; the others are done and are skipped "
+            "when the stage runs again)"
+        )

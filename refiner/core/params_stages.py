@@ -239,6 +239,13 @@ class StereoParams(Section):
     max_video_frames: int | None = Field(ge=1)
 
 
+class TestParams(Section):
+    """The test stage (:mod:`refiner.inference.heldout_shard`): how many test clips run at once. Says how, not what:
+    no stage re-runs for it."""
+
+    workers: int = Field(ge=1)
+
+
 class PrepareParams(Section):
     """Clip preparation on Ray (:mod:`refiner.data.prepare`): how many DVC stages share the corpus, and where it runs.
     Only ``shards`` changes what is written; the other keys say where and how (no stage re-runs for them)."""

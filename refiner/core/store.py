@@ -125,6 +125,18 @@ def _remove(p: Path) -> None:
         p.unlink()
 
 
+def remove_stale_folders(parents: tuple[Path, ...], names: set[str]) -> list[str]:
+    """Remove the sub-folders of ``parents`` named for none of ``names`` (clips taken out of a stage's part of the
+    corpus); folders whose name starts with a dot stay. Returns the removed names, sorted."""
+    gone = set()
+    for parent in parents:
+        for d in sorted(parent.iterdir()) if parent.is_dir() else []:
+            if d.is_dir() and not d.name.startswith(".") and d.name not in names:
+                shutil.rmtree(d)
+                gone.add(d.name)
+    return sorted(gone)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically with stable formatting (DVC metrics and manifests)."""
     with atomic_path(path) as tmp:

@@ -163,9 +163,14 @@ def load_calibration(manifest_dir: str | Path) -> dict[str, dict]:
     return read_json(Path(manifest_dir) / "calibration.json", "calibration (manifest stage)")
 
 
+def clip_entry_path(manifest_dir: str | Path, name: str) -> Path:
+    """The file of clip ``name``'s manifest entry (what a per-clip step depends on)."""
+    return Path(manifest_dir) / "clips" / f"{name}.json"
+
+
 def find_clip(manifest_dir: str | Path, name: str) -> tuple[dict, str]:
     """(the manifest entry of clip ``name``, its split)."""
-    path = Path(manifest_dir) / "clips" / f"{name}.json"
+    path = clip_entry_path(manifest_dir, name)
     if not path.is_file():
         raise ValueError(f"{path}: no clip named {name!r}; add it to corpus.clips and a split in params.yaml")
     entry = read_json(path, "manifest clip entry")

@@ -17,7 +17,6 @@ This module knows nothing of Ray: :mod:`refiner.data.prepare_ray` runs :func:`ru
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
 import time
@@ -27,7 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from refiner.core.code_digest import code_digest, module_file
+from refiner.core.code_digest import code_digest, plugin_digest
 from refiner.core.plugins import registered
 from refiner.core.store import StoreError, atomic_path, read_json, write_json
 from refiner.data.shards import ClipPlan
@@ -138,25 +137,12 @@ def step_code(step: str) -> str:
     return code_digest(*s.modules) + hashlib.sha256(inspect.getsource(s.run).encode()).hexdigest()
 
 
-@cache
-def _plugin_digest(target: str) -> str:
-    """Digest of a teacher plug-in's code: its refiner modules' closure, else its module file's bytes."""
-    module = target.partition(":")[0]
-    if module_file(module) is not None:
-        return code_digest(module)
-    spec = importlib.util.find_spec(module)
-    origin = Path(spec.origin) if spec is not None and spec.origin else None
-    if origin is None or not origin.is_file():
-        raise ImportError(f"teacher plug-in {target}: module {module} not found; install the package that provides it")
-    return hashlib.sha256(origin.read_bytes()).hexdigest()
-
-
 def code_of(step: str, plan: ClipPlan) -> str:
     """Digest of the code ``step`` runs for ``plan``'s clip (:func:`step_code`, and the teacher plug-in's)."""
     if step != "teacher":
         return step_code(step)
     name = plan.teacher.name
-    return step_code(step) + _plugin_digest(registered().get(name, name))
+    return step_code(step) + plugin_digest(registered().get(name, name))
 
 
 def input_digest(step: str, plan: ClipPlan, upstream: dict[str, str]) -> str:

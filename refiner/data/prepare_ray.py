@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,8 @@ from tqdm import tqdm
 
 from refiner.core.code_digest import ROOT
 from refiner.core.config import PrepareParams
-from refiner.core.store import atomic_path, read_json
+from refiner.core.errors import raise_failures
+from refiner.core.store import atomic_path, read_json, remove_stale_folders
 from refiner.data.prepare import ORDER, ClipPaths, Outcome, Stats, code_of, first_stale, run_steps
 from refiner.data.shards import ClipPlan
 
@@ -199,13 +199,7 @@ class Layout:
 
     def remove_stale(self, names: set[str]) -> list[str]:
         """Remove the folders of clips no longer in the shard (taken out of the corpus or moved to another)."""
-        gone = []
-        for parent in (self.clips, self.views):
-            for d in sorted(parent.iterdir()) if parent.is_dir() else []:
-                if d.is_dir() and not d.name.startswith(".") and d.name not in names:
-                    shutil.rmtree(d)
-                    gone.append(d.name)
-        return sorted(set(gone))
+        return remove_stale_folders((self.clips, self.views), names)
 
 
 @dataclass
@@ -305,11 +299,5 @@ def prepare_shard(plans: list[ClipPlan], layout: Layout, p: PrepareParams, cache
         _log_runs(cache, todo)
     with atomic_path(cache / "stat.json") as tmp:
         tmp.write_text(json.dumps({f: s for r in runs for o in r.outcomes for f, s in o.stats.items()}))
-    for line in failures[1:]:
-        print(f"failed: {line}", file=sys.stderr)
-    if failures:
-        raise RuntimeError(
-            f"{failures[0]} ({len(failures)} of {len(todo)} clips failed; the others are done and are skipped "
-            "when the stage runs again)"
-        )
+    raise_failures(failures, len(todo))
     return ShardReport(runs, engine, removed, time.perf_counter() - start)

@@ -16,7 +16,7 @@ METHODS = ("teacher", "ema", "bilateral", "refiner")  # every clip is scored on 
 ADAPTED = (
     "refiner_adapt"  # and, where the clip was adapted on (GT-free, refiner/inference/adapt.py), the adapted refiner
 )
-ADAPTED_STORE = "refined.zarr"  # its refined depth, inside the adapt stage's folder of the clip
+ADAPTED_STORE = "refined.zarr"  # its refined depth, inside the folder of the clip's adapt step
 
 
 def ema(depth: np.ndarray, alpha: float, previous: np.ndarray | None = None) -> np.ndarray:

@@ -82,7 +82,7 @@ def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int,
 
 
 def adapt_and_refine(name: str, manifest: str, model_path: str, out: Path, params: Params) -> dict:
-    """The adapt stage for one listed clip: adapt a copy of the model on the clip, refine the clip with it into
+    """The adapt step for one listed test clip: adapt a copy of the model on the clip, refine the clip with it into
     ``out`` / :data:`~refiner.evaluation.baselines.ADAPTED_STORE`; returns the adaptation summary and the clamp hit
     rate."""
     clip, _ = open_clip(manifest, name)

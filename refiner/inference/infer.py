@@ -321,7 +321,7 @@ def run_infer(
     (``reports_dir``), streaming: each writer runs on its own thread fed through a bounded queue
     (:mod:`refiner.core.streaming`), and ``extra`` writers of ``(t, source-resolution depth)`` join them. Scenes between
     ``cuts`` are refined afresh (:class:`Refinement`). Returns the stats, with the source writers' results under
-    ``writers``. Shared by the infer stage and the one-command tool (:mod:`refiner.app.video_run`)."""
+    ``writers``. Shared by the test stage (its infer step) and the one-command tool (:mod:`refiner.app.video_run`)."""
     device = next(model.parameters()).device
     if model.factor != clip.factor:
         raise ValueError(

@@ -7,7 +7,7 @@ refined frame once to the source resolution (:func:`refiner.geometry.camera.dept
 whole-clip Zarr store; refiner-video adds the 16-bit depth video
 (:func:`refiner.inference.depth_video.encode_depth_video`) and the stereo video
 (:func:`refiner.visual.videos.write_stereo_video`). Each keeps one frame in memory. The files go into folders that
-are themselves replaced atomically (the infer stage's temporaries, refiner-video's ``--out``).
+are themselves replaced atomically (the test stage's temporaries, refiner-video's ``--out``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
   range for every panel and frame (:func:`refiner.visual.export.colorize`), so flicker shows as colour changes:
   the review video (teacher | refined | GT) and :func:`write_teacher_video` (RGB | teacher | GT).
 - :func:`write_stereo_video`: stereo for VR players, the right eye synthesised from each left frame and its metric
-  depth (:mod:`refiner.geometry.vr_stereo`), packed in the player's layout; the stereo stage's check video and
+  depth (:mod:`refiner.geometry.vr_stereo`), packed in the player's layout; the test stage's stereo check video and
   ``refiner-video --stereo``.
 """
 
