@@ -22,6 +22,8 @@ different machines compare by their ratios:
 - memory: peak resident-memory growth of infer and of evaluate on a 640-frame clip vs a 64-frame one, each in a
   fresh process (flat: both are bounded by a window or a span, and the still segment is 16 frames in both);
 - repro: full ``dvc repro`` of the embedded default in a scratch copy, vs the no-op repro after it;
+- test_stage: the test stage's work on the built workspace's test split (``refiner.inference.heldout_shard``) in
+  ``test.workers`` processes vs in one (both into fresh folders; needs ``dvc repro`` first);
 - prepare, prepare_default: clip preparation on Ray (``benchmarks/bench_prepare.py``): the overhead per clip at 500
   tiny clips vs the former per-clip stages, no-op and one-changed-clip repros, a killed worker; the default corpus
   built fresh by the former per-clip stages and by this tree, alternately.
@@ -39,6 +41,7 @@ Results are also written to ``reports/bench.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import inspect
@@ -77,13 +80,14 @@ from refiner.data.clip import Clip  # noqa: E402
 from refiner.data.dataset import Augment, RandomWindows  # noqa: E402
 from refiner.data.frame_cache import FrameCache  # noqa: E402
 from refiner.data.ingest import ingest_video  # noqa: E402
-from refiner.data.manifest import calibration_for  # noqa: E402
+from refiner.data.manifest import calibration_for, load_split  # noqa: E402
 from refiner.data.synth.clips import render_clip, write_clip  # noqa: E402
 from refiner.data.windows import window_starts  # noqa: E402
 from refiner.evaluation.baselines import ema  # noqa: E402
 from refiner.evaluation.evaluate import evaluate_clip  # noqa: E402
 from refiner.geometry.lowres_map import low_mapping  # noqa: E402
 from refiner.geometry.lowres_sampling import downsample  # noqa: E402
+from refiner.inference.heldout_shard import ShardFolders, run_shard  # noqa: E402
 from refiner.inference.infer import Refinement, refine_clip  # noqa: E402
 from refiner.model.ops.scan import selective_scan, selective_scan_ref  # noqa: E402
 from refiner.model.refiner import Refiner  # noqa: E402
@@ -605,6 +609,36 @@ def bench_repro(tmp: Path) -> dict:
     return {"full_repro_s": t_full, "noop_repro_s": t_noop, "ratio": t_full / t_noop}
 
 
+def bench_test_stage(tmp: Path) -> dict:
+    """Every test clip of the built workspace (infer, adapt, evaluate, stereo) in one worker, then in
+    ``test.workers``, each into fresh folders: wall seconds and their ratio."""
+    model, manifest = ROOT / "data/train/model.safetensors", ROOT / "data/manifest"
+    if not model.is_file() or not (manifest / "test.json").is_file():
+        raise RuntimeError(f"{model} or {manifest}/test.json missing: build the default first (dvc repro)")
+    params = load_params(ROOT / "params.yaml")
+    names = [c["name"] for c in load_split(manifest, "test")]
+    wall = {}
+    with contextlib.chdir(ROOT):  # the manifest's store paths are relative to the repository
+        for workers in (1, params.test.workers):
+            run = functools.partial(
+                run_shard,
+                names,
+                str(manifest),
+                str(model),
+                params.merged({"test": {"workers": workers}}),
+                ShardFolders(tmp / f"{workers}/data", tmp / f"{workers}/reports"),
+            )
+            wall[workers] = _timed(run)
+    many = params.test.workers
+    return {
+        "clips": len(names),
+        "wall_s_1_worker": wall[1],
+        f"wall_s_{many}_workers": wall[many],
+        "ratio": wall[1] / wall[many],
+        "loadavg_1min": _load(),
+    }
+
+
 # --- refiner-video end to end ------------------------------------------------------------------------------------
 
 VIDEO_CLIP = (48, 360, 640)  # frames, height, width: the issue's rendered 640x360 clip
@@ -754,6 +788,7 @@ BENCHES = {
     "infer": bench_infer,
     "memory": bench_memory,
     "repro": bench_repro,
+    "test_stage": bench_test_stage,
     "prepare": bench_prepare,
     "prepare_default": bench_prepare_default,
     "video": bench_video,

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pipeline_files() -> list[Path]:
-    """The root dvc.yaml and the per-shard and per-clip stages' pipelines/<stage>/dvc.yaml."""
+    """The root dvc.yaml and the per-shard stages' pipelines/<stage>/dvc.yaml."""
     return [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]
 
 
@@ -56,12 +56,12 @@ def missing_deps(script: Path, deps: list[str]) -> list[str]:
 
 
 def test_repro_targets_of_error_messages_name_real_stages():
-    """Error messages tell users what to pass to `dvc repro` (:func:`refiner.core.errors.repro_target`): a per-clip
+    """Error messages tell users what to pass to `dvc repro` (:func:`refiner.core.errors.repro_target`): a per-shard
     stage through its own file, a corpus-wide one by name."""
     for path, name, _ in stage_bodies():
-        per_clip = path.parent != ROOT
-        target = repro_target(name, "room_a" if per_clip else None)
-        expected = f"{path.relative_to(ROOT)}:{name}@room_a" if per_clip else name
+        per_shard = path.parent != ROOT
+        target = repro_target(name, "0" if per_shard else None)
+        expected = f"{path.relative_to(ROOT)}:{name}@0" if per_shard else name
         assert target == expected
 
 

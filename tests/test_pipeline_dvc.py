@@ -50,7 +50,7 @@ def _run(args, cwd, env):
 
 
 def _ran(out: str) -> set[str]:
-    """Stages a repro ran, without the file a per-clip stage comes from ('pipelines/prepare/dvc.yaml:prepare@0')."""
+    """Stages a repro ran, without the file a per-shard stage comes from ('pipelines/prepare/dvc.yaml:prepare@0')."""
     return set(re.findall(r"Running stage '(?:[^':]+:)?([^']+)'", out))
 
 

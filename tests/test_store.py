@@ -39,7 +39,7 @@ def test_missing_chunk_of_a_not_required_array_is_an_error(tmp_path, array, chun
     (path / array / chunk).unlink()
     with pytest.raises(StoreError, match=rf"{array}: clip store has \d of \d chunks on disk; 1 missing.*{index}"):
         open_group(path, ("rgb",), "clip store")
-    with pytest.raises(StoreError, match=r"dvc repro -f -s <stage>, or -s pipelines/<stage>/dvc.yaml:<stage>@<clip>"):
+    with pytest.raises(StoreError, match=r"dvc repro -f -s <stage>, or -s pipelines/<stage>/dvc.yaml:<stage>@<shard>"):
         open_group(path)
 
 

@@ -49,9 +49,8 @@ def run_stage(main: Callable[[], object]) -> None:
 
 
 def repro_target(stage: str, item: str | None = None) -> str:
-    """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, one item of a per-clip or
-    per-shard stage (``item``: the clip or the shard) through its own file, ``pipelines/<stage>/dvc.yaml`` (see
-    the root dvc.yaml)."""
+    """What to pass to ``dvc repro`` for a stage: a corpus-wide stage by its name, one shard of a per-shard stage
+    (``item``: the shard) through its own file, ``pipelines/<stage>/dvc.yaml`` (see the root dvc.yaml)."""
     return stage if item is None else f"pipelines/{stage}/dvc.yaml:{stage}@{item}"
 
 

@@ -21,7 +21,7 @@ from zarr.codecs import BloscCodec
 
 from refiner.core.errors import repro_target, writer_target
 
-RERUN = f"dvc repro -f -s <stage>, or -s {repro_target('<stage>', '<clip>')} for a per-clip stage"  # in messages
+RERUN = f"dvc repro -f -s <stage>, or -s {repro_target('<stage>', '<shard>')} for a per-shard stage"  # in messages
 
 
 class StoreError(RuntimeError):

@@ -140,7 +140,7 @@ def validate_manifest(data: Any, where: str = "manifest") -> dict:
 
 def write_manifest(out_dir: str | Path, splits: dict[str, list[dict]], calibration: dict[str, dict]) -> None:
     """Write the output of :func:`calibrate`: ``<split>.json`` for every split, ``clips/<name>.json`` for every
-    clip (what a per-clip stage depends on, so changing one clip re-runs only its own chain) and the fitted
+    clip (what the test stage keys a clip's record on, so changing one clip redoes only that clip) and the fitted
     tables as ``calibration.json`` into ``out_dir``."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "clips") as tmp:  # replaced whole: a clip removed from the corpus disappears

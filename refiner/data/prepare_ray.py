@@ -215,7 +215,7 @@ class ShardReport:
     @property
     def index(self) -> dict[str, dict]:
         """Per clip: its stores and step output digests; ``digest`` covers decoded + teacher + guidance (what the
-        manifest entry carries, so a per-clip stage re-runs when they change)."""
+        manifest entry carries, so a test clip is redone when they change)."""
         out = {}
         for r in self.runs:
             d, stores = r.digests, {s: str(r.paths.output(s)) for s in ORDER}

@@ -255,6 +255,6 @@ def write_aggregate(out: str | Path, agg: dict, sections: list[str] = ()) -> Non
     skipped = [f"- `{n}` {k}: {why}" for n, reasons in agg["skipped"].items() for k, why in reasons.items()]
     if skipped:
         lines += ["", "Not computed (each mean above covers the clips that have the figure):", "", *skipped]
-    lines += ["", "Per clip: `reports/per_clip.csv`, `reports/clips/<name>/evaluation.md`.", ""]
+    lines += ["", "Per clip: `reports/per_clip.csv`, `reports/clips/<shard>/<name>/evaluation.md`.", ""]
     with atomic_path(out / "evaluation.md") as tmp:
         tmp.write_text("\n".join(lines))

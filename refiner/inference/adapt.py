@@ -84,11 +84,11 @@ def adapt(model: torch.nn.Module, clips: list[Clip], params: Params, steps: int,
 def adapt_and_refine(name: str, manifest: str, model_path: str, out: Path, params: Params) -> dict:
     """The adapt step for one listed test clip: adapt a copy of the model on the clip, refine the clip with it into
     ``out`` / :data:`~refiner.evaluation.baselines.ADAPTED_STORE`; returns the adaptation summary and the clamp hit
-    rate."""
+    rate. Quiet: the test stage runs several clips at once and shows its own progress."""
     clip, _ = open_clip(manifest, name)
     model, _ = load_refiner(model_path)
-    adapted, summary = adapt(model, [clip], params, params.adapt.steps)
+    adapted, summary = adapt(model, [clip], params, params.adapt.steps, progress=False)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        stats = refine_clip(adapted, clip, tmp / ADAPTED_STORE, params.windows, params.infer)
+        stats = refine_clip(adapted, clip, tmp / ADAPTED_STORE, params.windows, params.infer, progress=False)
     return {**summary, "clips": [name], "clamp_hit_rate": stats["clamp_hit_rate"]}
