@@ -1,6 +1,9 @@
 """The test stage's shard runner on a tiny corpus: a clip runs once, is skipped while its inputs and outputs are
 unchanged, runs again when a setting it reads or a file it wrote changes, and stale clips go."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,21 @@ def shard(tmp_path_factory):
     folders, params = ShardFolders(root / "data", root / "reports"), tiny_corpus_params(root)
     first = run_shard(["te"], manifest, str(root / "m.safetensors"), params, folders)
     return manifest, str(root / "m.safetensors"), folders, params, first
+
+
+KILL_IN_STEREO = """
+import os, signal, sys
+from pathlib import Path
+from refiner.core.config import load_params
+from refiner.inference import heldout
+from refiner.inference.heldout_shard import ShardFolders, run_shard
+params_file, manifest, model, data, reports = sys.argv[1:6]
+def dying(*args, **kwargs):  # kill -9 in the clip's last step, its first three written into the temporaries
+    os.kill(os.getpid(), signal.SIGKILL)
+heldout.stereo_step = dying
+params = load_params(params_file).merged({"infer": {"noise_ceiling": 0.1}})  # the clip must run again
+run_shard(["te"], manifest, model, params, ShardFolders(Path(data), Path(reports)))
+"""
 
 
 def _stamps(folders: ShardFolders) -> dict[str, int]:
@@ -94,3 +112,22 @@ def test_clips_no_longer_in_the_shard_are_removed_with_their_records(tmp_path):
     assert sorted(p.name for p in folders.data.iterdir()) == [".records", "kept"]
     assert [p.name for p in folders.reports.iterdir()] == ["kept"]
     assert [p.name for p in (folders.data / ".records").iterdir()] == ["kept.json"]
+
+
+@pytest.mark.slow
+def test_a_kill_inside_a_clip_keeps_its_previous_outputs_and_record(shard):
+    manifest, model, folders, params, first = shard
+    before, digest = _stamps(folders), input_digest("te", manifest, model, params)
+    args = [folders.data.parent / "params.yaml", manifest, model, folders.data, folders.reports]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_IN_STEREO, *map(str, args)], env=env, cwd=ROOT, capture_output=True
+    )
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+    temps = [p.name for d in (folders.data, folders.reports) for p in d.iterdir() if ".tmp" in p.name]
+    assert sorted(t.split(".tmp")[0] for t in temps) == [".te", ".te"]  # both half-written folders, beside
+    kept = {f: t for f, t in _stamps(folders).items() if ".tmp" not in f}
+    assert kept == before and recorded(folders, "te", digest) == first.figures["te"]  # the old ones, as they were
+    changed = params.merged({"infer": {"noise_ceiling": 0.1}})
+    assert list(run_shard(["te"], manifest, model, changed, folders).ran) == ["te"]
+    assert not [p for d in (folders.data, folders.reports) for p in d.iterdir() if ".tmp" in p.name]
