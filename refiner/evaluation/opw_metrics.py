@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from refiner.geometry.camera import project, relative_pose, transform_points, unproject
+from refiner.geometry.camera import project, relative_pose, sample_at, transform_points, unproject
 
 _EPS = 1e-6
 
@@ -132,10 +132,7 @@ def _warp_back(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     zero padding, pixel centres at integers (as GMFlow's flow_warp, align_corners=True); NaN flow → 0."""
     _, _, h, w = img.shape
     grid = torch.stack(torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")[::-1]).to(flow)
-    pos = grid + flow
-    norm = torch.stack([2 * pos[:, 0] / max(w - 1, 1) - 1, 2 * pos[:, 1] / max(h - 1, 1) - 1], -1)
-    norm = torch.nan_to_num(norm, nan=-3.0, posinf=-3.0, neginf=-3.0)  # far outside → zero padding
-    return F.grid_sample(img.to(flow.dtype), norm, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return sample_at(img, grid + flow)
 
 
 def _nvds_image(rgb: torch.Tensor) -> torch.Tensor:

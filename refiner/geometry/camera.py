@@ -148,9 +148,16 @@ def reproject_and_sample(
     """Each source pixel (P, H, W z-depth) moved into the target camera by T (P, 4, 4; source camera → target
     camera): (its z there, the target depth bilinearly sampled where it lands, whether it lands inside the
     target image in front of the camera), each (P, H, W). Differentiable in both depths (a backward warp)."""
-    h, w = depth_src.shape[-2:]
+    h, w = depth_dst.shape[-2:]
     uv, z = project(transform_points(T, unproject(depth_src, K_src)), K_dst)
-    grid = torch.stack([2 * uv[:, 0] / max(w - 1, 1) - 1, 2 * uv[:, 1] / max(h - 1, 1) - 1], -1)
-    sampled = F.grid_sample(depth_dst[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1) & (z > 0)
-    return z, sampled[:, 0], inside
+    return z, sample_at(depth_dst[:, None], uv)[:, 0], inside
+
+
+def sample_at(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """``image`` (P, C, H, W) sampled bilinearly at the pixel coordinates ``uv`` (P, 2, H', W': x then y, pixel
+    centres at integers) → (P, C, H', W') in ``uv``'s dtype; 0 outside the image and where ``uv`` is not finite."""
+    h, w = image.shape[-2:]
+    grid = torch.stack([2 * uv[:, 0] / max(w - 1, 1) - 1, 2 * uv[:, 1] / max(h - 1, 1) - 1], -1)
+    grid = torch.nan_to_num(grid, nan=-3.0, posinf=-3.0, neginf=-3.0)  # far outside → zero padding
+    return F.grid_sample(image.to(uv.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -34,10 +34,9 @@ from refiner.training.checkpoint import load_refiner
 INFO_KEYS = ("name", "dataset_name", "scene_id", "split", "teacher_name", "teacher_id", "frames")
 
 
-def infer_step(clip: Clip, model_path: str, params: Params, data: Path, reports: Path) -> dict:
+def infer_step(clip: Clip, model: torch.nn.Module, params: Params, data: Path, reports: Path) -> dict:
     """The trained refiner over the clip: ``data/refined.zarr``, ``data/frames``, ``data/side_by_side.mp4`` and
     ``reports/infer/`` (metrics, drift plot data)."""
-    model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")
     stats = run_infer(model, clip, params, data / "refined.zarr", data / "frames", reports / "infer", progress=False)
     shutil.move(reports / "infer" / "side_by_side.mp4", data / "side_by_side.mp4")  # videos stay out of git
     return stats
@@ -70,11 +69,11 @@ def evaluate_step(clip: Clip, entry: dict, params: Params, data: Path, reports: 
     return result["metrics"]["methods"]
 
 
-def stereo_step(clip: Clip, name: str, model_path: str, params: Params, data: Path, reports: Path) -> dict:
+def stereo_step(clip: Clip, name: str, model: torch.nn.Module, params: Params, data: Path, reports: Path) -> dict:
     """Both eyes of every depth source (the right eye's frames through the same teacher, filters and refiner) and
     their consistency → ``reports/stereo/``; the left | right video at the source resolution → ``data``."""
     group = params.teacher_of(name)
-    refine = clip_refiner(model_path, params.windows, params.infer)
+    refine = clip_refiner(model, params.windows, params.infer)
     refined = str(data / "refined.zarr")
     with tempfile.TemporaryDirectory() as work:  # every method's depth of both eyes, on disk: flat memory
         left, right = both_eye_depths(
@@ -94,10 +93,11 @@ def run_heldout(name: str, manifest: str, model_path: str, params: Params, data:
     """Every step of test clip ``name`` into ``data`` and ``reports`` (existing, empty folders); returns its
     headline figures: per method the evaluation's, the refinement's clamp hits and drift, adaptation, stereo."""
     clip, entry = open_clip(manifest, name)
-    infer = infer_step(clip, model_path, params, data, reports)
+    model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")  # both eyes' refiner
+    infer = infer_step(clip, model, params, data, reports)
     adapted = adapt_step(name, manifest, model_path, params, data, reports)
     methods = evaluate_step(clip, entry, params, data, reports)
-    stereo = stereo_step(clip, name, model_path, params, data, reports)
+    stereo = stereo_step(clip, name, model, params, data, reports)
     return {
         "methods": methods,
         "infer": {k: infer[k] for k in ("clamp_hit_rate", "drift_rel", "windows")},

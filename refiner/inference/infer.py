@@ -37,7 +37,6 @@ from refiner.geometry.masks import centre_patch, static_gate
 from refiner.inference.noise_ceiling import under_ceiling
 from refiner.inference.sinks import at_source, canonical_store, review_video
 from refiner.inference.source_res import store_map
-from refiner.training.checkpoint import load_refiner
 from refiner.visual.export import write_frame_files
 
 OCCLUDED_WEIGHT = 0.1  # blending weight factor of a pixel a window sees changing colour (occlusion, motion)
@@ -237,10 +236,8 @@ def refine_clip(
     return refinement.stats()
 
 
-def clip_refiner(model_path: str | Path, windows: WindowParams, p: InferParams) -> Callable[[Clip, Path], dict]:
-    """``refine(clip, out)``: :func:`refine_clip` with the refiner of ``model_path`` (on the GPU where there is one),
-    without a progress bar."""
-    model, _ = load_refiner(model_path, "cuda" if torch.cuda.is_available() else "cpu")
+def clip_refiner(model: torch.nn.Module, windows: WindowParams, p: InferParams) -> Callable[[Clip, Path], dict]:
+    """``refine(clip, out)``: :func:`refine_clip` with ``model`` on its own device, without a progress bar."""
     device = next(model.parameters()).device
     return lambda clip, out: refine_clip(model, clip, out, windows, p, device, progress=False)
 
